@@ -1,0 +1,47 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-etcd lint typecheck bench clean wheel venv
+
+$(STAMP): pyproject.toml setup.py $(wildcard native/*.pyx native/*.pxd)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/fastkv
+
+# Installs the real etcd (for the tests that compare against it) when apt is available.
+etcd-bin:
+	@command -v etcd >/dev/null && command -v etcdctl >/dev/null || \
+	  { command -v apt-get >/dev/null && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client >/dev/null) || echo "etcd not installed: its tests will be skipped"; }
+
+test: $(STAMP) etcd-bin
+	$(BIN)/pytest -q -p no:cacheprovider
+
+# The conformance suite against a real etcd 3.4 (proves the suite tests etcd's behaviour).
+test-etcd: $(STAMP) etcd-bin
+	FASTKV_TARGET=etcd $(BIN)/pytest -q tests/conformance
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+bench: $(STAMP) etcd-bin
+	$(PY) -m bench.put_throughput
+
+wheel: $(STAMP)
+	$(PY) -m pip wheel --no-deps -w dist .
+
+clean:
+	rm -rf build dist *.egg-info src/*.egg-info src/fastkv/_native/*.so src/fastkv/_native/*.c native/*.c native/*.html .pytest_cache

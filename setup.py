@@ -1,0 +1,39 @@
+"""Builds the Cython extensions in native/ into the fastkv._native package.
+
+Everything else about the package lives in pyproject.toml.  Set FASTKV_ANNOTATE=1 to
+write Cython's HTML annotation next to each source, FASTKV_DEBUG=1 for -O0 -g builds.
+"""
+
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+NATIVE_MODULES = ["crc32c", "walcodec", "keyindex", "httpcodec"]
+
+debug = os.environ.get("FASTKV_DEBUG") == "1"
+compile_args = ["-O0", "-g"] if debug else ["-O3"]
+
+extensions = [
+    Extension(
+        f"fastkv._native.{name}",
+        [f"native/{name}.pyx"],
+        extra_compile_args=compile_args,
+    )
+    for name in NATIVE_MODULES
+    if os.path.exists(f"native/{name}.pyx")
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        language_level=3,
+        annotate=os.environ.get("FASTKV_ANNOTATE") == "1",
+        compiler_directives={
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "embedsignature": True,
+        },
+    ),
+)
