@@ -1,7 +1,8 @@
 """Builds the Cython extensions in native/ into the fastkv._native package.
 
 Everything else about the package lives in pyproject.toml.  Set FASTKV_ANNOTATE=1 to
-write Cython's HTML annotation next to each source, FASTKV_DEBUG=1 for -O0 -g builds.
+write Cython's HTML annotation next to each source, FASTKV_DEBUG=1 for -O0 -g builds,
+FASTKV_ONLY=<module> to build one extension.
 """
 
 import os
@@ -22,6 +23,7 @@ extensions = [
     )
     for name in NATIVE_MODULES
     if os.path.exists(f"native/{name}.pyx")
+    and os.environ.get("FASTKV_ONLY", name) == name
 ]
 
 setup(

@@ -100,6 +100,11 @@ class V2Request:
             )
         )
 
+    @staticmethod
+    def peek_id(data: bytes) -> int:
+        """The request id of an encoded request, without decoding the rest (it leads the array)."""
+        return int(data[1 : data.index(b",")])
+
     @classmethod
     def decode(cls, data: bytes) -> V2Request:
         (

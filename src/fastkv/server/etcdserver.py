@@ -1,0 +1,509 @@
+"""EtcdServer: where Raft, the WAL, snapshots and the v2 store meet.
+
+The write path, for every write and quorum read:
+
+    propose(req) -> raft log entry -> Ready -> WAL write + ONE fdatasync (writer thread)
+    -> commit -> apply to the v2 store -> the waiting request's future resolves.
+
+Group commit falls out of the loop: while one WAL write is in flight, new proposals pile
+up and all of them ride the next write.  A request is answered only after the fdatasync
+that made its entry durable and the apply that produced its event, so an acknowledged
+write survives kill -9; on restart the snapshot is loaded and the WAL after it replayed.
+
+Rules worth keeping in mind:
+- Apply happens on the event loop, in log order, one entry at a time.  Nothing but the
+  WAL writer thread touches the WAL, and it runs one job at a time, so saves, snapshot
+  markers and segment releases are ordered.
+- A failed WAL write is fatal: the member stops acknowledging and exits (no retry that
+  could acknowledge a write whose predecessor was lost).
+- TTL expiry is a SYNC entry proposed by the leader every 500 ms while TTL keys exist,
+  carrying the leader's clock, so every replica expires the same keys at the same index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import datetime
+import fcntl
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from ..raft.log import RaftLog
+from ..raft.node import LEADER, NotLeaderError, Ready, RaftNode
+from ..raft.types import ENTRY_CONF_CHANGE, ENTRY_NORMAL, Entry, HardState
+from ..storage.snap import Snapshotter
+from ..storage.wal import WAL
+from ..v2store.errors import LEADER_ELECT, RAFT_INTERNAL, V2Error
+from ..v2store.event import Event
+from ..v2store.request import V2Request
+from ..v2store.store import Store
+from .config import Config
+from .identity import cluster_id_for, member_id_for
+from .membership import Member, Membership
+
+log = logging.getLogger("fastkv.etcdserver")
+
+SYNC_INTERVAL_S = 0.5
+# Entries kept in memory after a snapshot so that slow followers can still catch up.
+SNAPSHOT_CATCH_UP_ENTRIES = 5000
+WAITER_SWEEP_INTERVAL_S = 0.1
+
+
+class StartupError(Exception):
+    """The member cannot start; the message is one line for the operator."""
+
+
+def _format_go_duration(seconds: float) -> str:
+    return f"{seconds:.9f}".rstrip("0").rstrip(".") + "s"
+
+
+def _rfc3339(ts_ns: int) -> str:
+    dt = datetime.datetime.fromtimestamp(ts_ns / 1e9, tz=datetime.UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ns % 1_000_000_000:09d}".rstrip("0") + "Z"
+
+
+class EtcdServer:
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        clock: Callable[[], int] = time.time_ns,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.now_ns = clock
+        self._rng = rng or random.Random()
+        self.client_urls: list[str] = list(cfg.advertise_client_urls)
+        self.peer_urls: list[str] = list(cfg.initial_advertise_peer_urls)
+        self.cors: set[str] | None = cfg.cors
+        self.member_id = 0
+        self.cluster_id = 0
+        self.store = Store()
+        self.membership = Membership()
+        self.raft: RaftNode
+        self.wal: WAL
+        self.snapshotter: Snapshotter
+        self.start_time_ns = clock()
+        self._lock_fd = -1
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal-writer")
+        # Proposals not yet in the Raft log, and their waiters by request id.
+        self._proposals: list[bytes] = []
+        self._waiters: dict[int, tuple[asyncio.Future[Event | None], V2Request, float]] = {}
+        self._next_request_id = self._rng.getrandbits(48) << 16
+        self._persisting = False
+        self._scheduled = False
+        self._fatal: str | None = None
+        self._snapshot_index = 0
+        self._snapshot_running = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._request_timeout_s = 5.0 + 2 * cfg.election_timeout_ms / 1000.0
+        self._stopped = asyncio.Event()
+        self._stats = {"recvAppendRequestCnt": 0, "sendAppendRequestCnt": 0}
+        self._leader_since_ns = 0
+
+    # -- opening the data dir ------------------------------------------------------------
+
+    @classmethod
+    def open(cls, cfg: Config, **kwargs: Any) -> EtcdServer:
+        """Open (or bootstrap) the member's data dir and recover its state.  Raises StartupError."""
+        srv = cls(cfg, **kwargs)
+        srv._open_data_dir()
+        return srv
+
+    def _open_data_dir(self) -> None:
+        cfg = self.cfg
+        member_dir = os.path.join(cfg.data_dir, "member")
+        wal_dir = cfg.wal_dir or os.path.join(member_dir, "wal")
+        snap_dir = os.path.join(member_dir, "snap")
+        try:
+            os.makedirs(member_dir, mode=0o700, exist_ok=True)
+            os.makedirs(snap_dir, mode=0o700, exist_ok=True)
+            probe = os.path.join(member_dir, ".probe")
+            with open(probe, "wb") as f:
+                f.write(b"x")
+            os.unlink(probe)
+        except OSError as e:
+            raise StartupError(f"cannot access data directory {cfg.data_dir!r}: {e.strerror or e}") from None
+        self._lock_data_dir(member_dir)
+        self.snapshotter = Snapshotter(snap_dir)
+        if WAL.exists(wal_dir):
+            self._restart(wal_dir)
+        else:
+            self._bootstrap(wal_dir)
+
+    def _lock_data_dir(self, member_dir: str) -> None:
+        fd = os.open(os.path.join(member_dir, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise StartupError(
+                f"data directory {self.cfg.data_dir!r} is in use by another member process"
+            ) from None
+        self._lock_fd = fd
+
+    def _bootstrap(self, wal_dir: str) -> None:
+        cfg = self.cfg
+        if cfg.initial_cluster_state != "new":
+            raise StartupError(
+                "--initial-cluster-state existing needs a running cluster to join; "
+                "joining is not available in this version"
+            )
+        by_name: dict[str, list[str]] = {}
+        for name, url in cfg.initial_cluster:
+            by_name.setdefault(name, []).append(url)
+        if len(by_name) != 1:
+            raise StartupError(
+                f"--initial-cluster has {len(by_name)} members; this version runs single-member clusters only"
+            )
+        peer_urls = by_name[cfg.name]
+        self.member_id = member_id_for(peer_urls, cfg.initial_cluster_token)
+        self.cluster_id = cluster_id_for([self.member_id])
+        metadata = orjson.dumps(
+            {"name": cfg.name, "member_id": self.member_id, "cluster_id": self.cluster_id}
+        )
+        try:
+            self.wal = WAL.create(wal_dir, metadata)
+        except OSError as e:
+            raise StartupError(f"cannot create the WAL in {wal_dir!r}: {e.strerror or e}") from None
+        # The initial membership is the first entries of the log, committed by definition,
+        # like etcd's bootstrap ConfChange entries.
+        initial_members = [Member(self.member_id, cfg.name, peer_urls, [])]
+        entries = [
+            Entry(1, i + 1, ENTRY_CONF_CHANGE, orjson.dumps({"op": "add", "member": m.to_dict()}))
+            for i, m in enumerate(initial_members)
+        ]
+        hard_state = HardState(term=1, vote=0, commit=len(entries))
+        self.wal.save(hard_state, entries)
+        raft_log = RaftLog()
+        raft_log.restore_stable(entries)
+        self.raft = RaftNode(self.member_id, [self.member_id], raft_log, hard_state)
+        log.info("bootstrapped member %x of cluster %x in %s", self.member_id, self.cluster_id, cfg.data_dir)
+
+    def _restart(self, wal_dir: str) -> None:
+        snap = self.snapshotter.load()
+        snap_index, snap_term = 0, 0
+        if snap is not None:
+            snap_term, snap_index, data = snap
+            self._recover_from_snapshot(data)
+            self._snapshot_index = snap_index
+        self.wal = WAL.open(wal_dir, snap_index=snap_index)
+        metadata, hard_state, entries = self.wal.read_all()
+        meta = orjson.loads(metadata)
+        if meta["name"] != self.cfg.name:
+            raise StartupError(
+                f"data directory {self.cfg.data_dir!r} belongs to member {meta['name']!r} "
+                f"({meta['member_id']:x}), not to {self.cfg.name!r}"
+            )
+        self.member_id = meta["member_id"]
+        self.cluster_id = meta["cluster_id"]
+        raft_log = RaftLog(snap_index, snap_term)
+        raft_log.restore_stable(entries)
+        self.raft = RaftNode(self.member_id, [self.member_id], raft_log, hard_state)
+        # Replay what was committed before the crash; the rest commits after the election.
+        replayed = self._apply_ready_committed()
+        log.info(
+            "restarted member %x of cluster %x at commit %d (snapshot %d, replayed %d entries)",
+            self.member_id,
+            self.cluster_id,
+            raft_log.committed,
+            snap_index,
+            replayed,
+        )
+
+    def _apply_ready_committed(self) -> int:
+        n = 0
+        while True:
+            committed = self.raft.log.next_committed()
+            if not committed:
+                return n
+            self._apply(committed)
+            self.raft.log.applied_to(committed[-1].index)
+            n += len(committed)
+
+    # -- snapshots -----------------------------------------------------------------------
+
+    def _snapshot_bytes(self) -> bytes:
+        members = self.membership.save()
+        return len(members).to_bytes(8, "big") + members + self.store.save()
+
+    def _recover_from_snapshot(self, data: bytes) -> None:
+        n = int.from_bytes(data[:8], "big")
+        self.membership = Membership.recover(data[8 : 8 + n])
+        self.store = Store.recover(data[8 + n :])
+
+    def _maybe_snapshot(self) -> None:
+        applied = self.raft.log.applied
+        if self._snapshot_running or applied - self._snapshot_index < self.cfg.snapshot_count:
+            return
+        assert self._loop is not None
+        term = self.raft.log.term(applied)
+        data = self._snapshot_bytes()
+        self._snapshot_running = True
+
+        def write_snapshot() -> None:
+            self.snapshotter.save(term, applied, data)
+            self.wal.save_snapshot(term, applied)
+
+        def done(f: concurrent.futures.Future[None]) -> None:
+            self._snapshot_running = False
+            exc = f.exception()
+            if exc is not None:
+                self._fail(f"snapshot at index {applied} failed: {exc}")
+                return
+            self._snapshot_index = applied
+            compact_to = applied - SNAPSHOT_CATCH_UP_ENTRIES
+            if compact_to > self.raft.log.offset:
+                self.raft.log.compact(compact_to)
+                self._writer.submit(self.wal.release_to, compact_to)
+            self._writer.submit(self.snapshotter.purge, max(self.cfg.max_snapshots, 1))
+            log.info("saved snapshot at index %d", applied)
+
+        fut = self._writer.submit(write_snapshot)
+        fut.add_done_callback(lambda f: self._loop.call_soon_threadsafe(done, f) if self._loop else None)
+
+    # -- running -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.raft.campaign()
+        self._leader_since_ns = self.now_ns()
+        log.info("member %x became leader at term %d", self.member_id, self.raft.term)
+        self._kick()
+        self._tasks.append(self._loop.create_task(self._sync_loop()))
+        self._tasks.append(self._loop.create_task(self._sweep_loop()))
+        # Wait until the new term's empty entry is committed: the member then serves.
+        deadline = time.monotonic() + 30
+        while self.raft.log.applied < self.raft.log.last_index() and time.monotonic() < deadline:
+            if self._fatal:
+                raise StartupError(self._fatal)
+            await asyncio.sleep(0.001)
+        self._publish_self()
+
+    def _publish_self(self) -> None:
+        me = self.membership.members.get(self.member_id)
+        if me is not None:
+            me.name = self.name
+            me.client_urls = list(self.client_urls)
+
+    async def stop(self) -> None:
+        """Stop accepting proposals, let the in-flight write finish, close the WAL."""
+        for t in self._tasks:
+            t.cancel()
+        deadline = time.monotonic() + 5
+        while (self._persisting or self._proposals) and time.monotonic() < deadline and not self._fatal:
+            await asyncio.sleep(0.005)
+        for fut, _, _ in self._waiters.values():
+            if not fut.done():
+                fut.set_exception(V2Error(RAFT_INTERNAL, "etcdserver: server stopped"))
+        self._waiters.clear()
+        self._writer.shutdown(wait=True)
+        with contextlib.suppress(Exception):
+            self.wal.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    async def _sync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SYNC_INTERVAL_S)
+            if self.raft.state == LEADER and self.store.has_ttl_keys() and not self._fatal:
+                req = V2Request("SYNC", "", id=self._new_id(), time=self.now_ns())
+                self._proposals.append(req.encode())
+                self._kick()
+
+    async def _sweep_loop(self) -> None:
+        """Fail requests that waited longer than the request timeout (etcd's error 300)."""
+        while True:
+            await asyncio.sleep(WAITER_SWEEP_INTERVAL_S)
+            now = time.monotonic()
+            expired = []
+            for rid, (_, _, deadline) in self._waiters.items():
+                if deadline > now:
+                    break  # insertion order = deadline order
+                expired.append(rid)
+            for rid in expired:
+                fut = self._waiters.pop(rid)[0]
+                if not fut.done():
+                    fut.set_exception(V2Error(RAFT_INTERNAL, "etcdserver: request timed out"))
+
+    # -- proposing -----------------------------------------------------------------------
+
+    def _new_id(self) -> int:
+        self._next_request_id += 1
+        return self._next_request_id
+
+    def propose(self, req: V2Request) -> asyncio.Future[Event | None]:
+        """Replicate and apply ``req``; the future resolves with its event after fdatasync + apply."""
+        loop = self._loop
+        assert loop is not None, "server not started"
+        fut: asyncio.Future[Event | None] = loop.create_future()
+        if self._fatal is not None:
+            fut.set_exception(V2Error(RAFT_INTERNAL, "etcdserver: " + self._fatal))
+            return fut
+        if self.raft.state != LEADER:
+            fut.set_exception(V2Error(LEADER_ELECT))
+            return fut
+        self._next_request_id += 1
+        rid = self._next_request_id
+        req.id = rid
+        self._waiters[rid] = (fut, req, time.monotonic() + self._request_timeout_s)
+        self._proposals.append(req.encode())
+        self._kick()
+        return fut
+
+    def _kick(self) -> None:
+        if not self._scheduled and not self._persisting and self._loop is not None:
+            self._scheduled = True
+            self._loop.call_soon(self._run_ready)
+
+    def _run_ready(self) -> None:
+        """One turn of the Ready loop: hand new entries to the writer, apply what is durable."""
+        self._scheduled = False
+        if self._persisting or self._fatal is not None:
+            return
+        raft = self.raft
+        if self._proposals:
+            proposals, self._proposals = self._proposals, []
+            try:
+                raft.propose_many(proposals)
+            except NotLeaderError:
+                self._fail_waiters(V2Error(LEADER_ELECT))
+                return
+        if not raft.has_ready():
+            return
+        rd = raft.ready()
+        if rd.committed_entries:
+            # Committed entries are already durable here: apply them while the next write runs.
+            self._apply(rd.committed_entries)
+        if rd.entries or rd.hard_state is not None:
+            self._persisting = True
+            loop = self._loop
+            assert loop is not None
+            cfut = self._writer.submit(self.wal.save, rd.hard_state, rd.entries)
+            cfut.add_done_callback(lambda f: loop.call_soon_threadsafe(self._on_persisted, rd, f))
+        else:
+            raft.advance(rd)
+            if raft.has_ready():
+                self._kick()
+        self._maybe_snapshot()
+
+    def _on_persisted(self, rd: Ready, f: concurrent.futures.Future[None]) -> None:
+        self._persisting = False
+        exc = f.exception()
+        if exc is not None:
+            self._fail(f"WAL write failed: {exc}")
+            return
+        self.raft.advance(rd)
+        self._run_ready()
+
+    def _fail(self, reason: str) -> None:
+        """A durability failure: acknowledge nothing more and stop the member."""
+        if self._fatal is not None:
+            return
+        self._fatal = reason
+        log.critical("%s; the member stops acknowledging writes and exits", reason)
+        self._fail_waiters(V2Error(RAFT_INTERNAL, "etcdserver: " + reason))
+        self._stopped.set()
+
+    def _fail_waiters(self, err: V2Error) -> None:
+        waiters, self._waiters = self._waiters, {}
+        for fut, _, _ in waiters.values():
+            if not fut.done():
+                fut.set_exception(V2Error(err.code, err.cause, err.index))
+
+    # -- applying ------------------------------------------------------------------------
+
+    def _apply(self, entries: list[Entry]) -> None:
+        now = self.now_ns()
+        store = self.store
+        waiters = self._waiters
+        for e in entries:
+            if e.type == ENTRY_NORMAL:
+                if not e.data:
+                    continue  # a new leader's empty entry
+                # Our own proposals: reuse the request object instead of decoding the entry.
+                w = waiters.pop(V2Request.peek_id(e.data), None)
+                req = w[1] if w is not None else V2Request.decode(e.data)
+                try:
+                    result = store.apply(req, now)
+                except V2Error as err:
+                    if w is not None and not w[0].done():
+                        w[0].set_exception(err)
+                    continue
+                if w is not None and not w[0].done():
+                    w[0].set_result(result)
+            elif e.type == ENTRY_CONF_CHANGE:
+                self._apply_conf_change(e)
+
+    def _apply_conf_change(self, e: Entry) -> None:
+        cc = orjson.loads(e.data)
+        if cc["op"] == "add":
+            self.membership.add(Member.from_dict(cc["member"]))
+        else:
+            raise ValueError(f"unknown membership change {cc['op']!r} at index {e.index}")
+
+    # -- what the API reads --------------------------------------------------------------
+
+    def raft_index(self) -> int:
+        return self.raft.log.committed
+
+    def raft_term(self) -> int:
+        return self.raft.term
+
+    def leader_id(self) -> int:
+        return self.raft.lead
+
+    def members(self) -> list[Member]:
+        return self.membership.sorted()
+
+    def is_healthy(self) -> bool:
+        return self._fatal is None and self.raft.lead != 0
+
+    def stats_self(self) -> bytes:
+        now = self.now_ns()
+        lead = self.raft.lead
+        stats: dict[str, Any] = {
+            "name": self.name,
+            "id": f"{self.member_id:x}",
+            "state": self.raft.state,
+            "startTime": _rfc3339(self.start_time_ns),
+            "leaderInfo": {
+                "leader": f"{lead:x}" if lead else "",
+                "uptime": _format_go_duration((now - self._leader_since_ns) / 1e9),
+                "startTime": _rfc3339(self._leader_since_ns),
+            },
+            "recvAppendRequestCnt": self._stats["recvAppendRequestCnt"],
+            "sendAppendRequestCnt": self._stats["sendAppendRequestCnt"],
+        }
+        return orjson.dumps(stats)
+
+    def stats_leader(self) -> bytes:
+        return orjson.dumps({"leader": f"{self.member_id:x}", "followers": {}})
+
+    def add_member(self, peer_urls: list[str]) -> Member:
+        raise NotImplementedError("runtime reconfiguration is not available in this version")
+
+    def update_member(self, member_id: int, peer_urls: list[str]) -> None:
+        raise NotImplementedError("runtime reconfiguration is not available in this version")
+
+    def remove_member(self, member_id: int) -> None:
+        raise NotImplementedError("runtime reconfiguration is not available in this version")
+
+    @property
+    def fatal_error(self) -> str | None:
+        return self._fatal
+
+    async def wait_fatal(self) -> str:
+        await self._stopped.wait()
+        return self._fatal or "stopped"

@@ -1,0 +1,129 @@
+"""Start real servers (fastkv or etcd) on 127.0.0.1 for tests, with bounded waits.
+
+Ports are picked at random below 32768 (the kernel's ephemeral range starts there, so a
+fixed port above it could collide with an outgoing connection) and checked by binding.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+
+_rng = random.Random(os.getpid() ^ int(time.time() * 1000))
+
+
+def free_port() -> int:
+    """A TCP port in [20000, 32000) that is free on 127.0.0.1 right now."""
+    for _ in range(200):
+        port = _rng.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found")
+
+
+def have_etcd() -> bool:
+    return shutil.which("etcd") is not None and shutil.which("etcdctl") is not None
+
+
+def wait_http_ok(url: str, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except Exception as e:  # noqa: BLE001 - still starting
+            last = e
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer within {timeout}s: {last}")
+
+
+@dataclass
+class ServerProcess:
+    """A running server: ``kind`` is 'fastkv' or 'etcd'; ``url`` its client URL."""
+
+    kind: str
+    url: str
+    peer_url: str
+    data_dir: str
+    argv: list[str]
+    proc: subprocess.Popen
+    log_path: str
+    env: dict[str, str] = field(default_factory=dict)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        return self.proc.returncode
+
+    def kill9(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def restart(self, timeout: float = 20.0) -> None:
+        self.stop()
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        wait_http_ok(self.url + "/health", timeout, self.proc)
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+
+def fastkv_argv() -> list[str]:
+    return [sys.executable, "-m", "fastkv.server.main"]
+
+
+def start_server(
+    kind: str,
+    data_dir: str | None = None,
+    extra: list[str] | None = None,
+    name: str = "default",
+    timeout: float = 20.0,
+) -> ServerProcess:
+    """Start a single-member fastkv or etcd (with --enable-v2) on free 127.0.0.1 ports."""
+    cport, pport = free_port(), free_port()
+    url, peer = f"http://127.0.0.1:{cport}", f"http://127.0.0.1:{pport}"
+    data_dir = data_dir or tempfile.mkdtemp(prefix=f"{kind}-test-")
+    base = fastkv_argv() if kind == "fastkv" else ["etcd", "--enable-v2"]
+    argv = base + [
+        "--name", name,
+        "--data-dir", os.path.join(data_dir, "data"),
+        "--listen-client-urls", url,
+        "--advertise-client-urls", url,
+        "--listen-peer-urls", peer,
+        "--initial-advertise-peer-urls", peer,
+        "--initial-cluster", f"{name}={peer}",
+    ] + (extra or [])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
+    log_path = os.path.join(data_dir, "server.log")
+    log = open(log_path, "ab")  # noqa: SIM115 - owned by the process
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+    srv = ServerProcess(kind, url, peer, data_dir, argv, proc, log_path, env)
+    try:
+        wait_http_ok(url + "/health", timeout, proc)
+    except Exception:
+        srv.stop(signal.SIGKILL)
+        raise RuntimeError(f"{kind} did not start: {srv.log()[-2000:]}") from None
+    return srv
