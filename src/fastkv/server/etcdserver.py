@@ -159,6 +159,8 @@ class EtcdServer:
                 "--initial-cluster-state existing needs a running cluster to join; "
                 "joining is not available in this version"
             )
+        if cfg.discovery or cfg.discovery_srv:
+            raise StartupError("bootstrapping through discovery is not available in this version")
         by_name: dict[str, list[str]] = {}
         for name, url in cfg.initial_cluster:
             by_name.setdefault(name, []).append(url)

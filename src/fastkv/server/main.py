@@ -91,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_config(argv, os.environ)
     except ConfigError as e:
-        print(f"fastkv: {e}", file=sys.stderr)
+        print(e, file=sys.stderr)
+        if e.details:
+            print(e.details, file=sys.stderr)
         return e.exit_code
     if cfg.show_version or cfg.show_help:
         print(cfg.output_text, end="")
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     for line in cfg.log_lines:
-        log.info("%s", line)
+        log.log(line.level, "%s", line)
     try:
         server = EtcdServer.open(cfg)
         return uvloop.run(_serve(server))
