@@ -1,0 +1,665 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The hot data structures of the v2 store: the key tree, its external views, and etcd's event JSON.
+
+Rules this module keeps (the store above it builds etcd's operations from them):
+
+- Paths are Go ``path.Clean(path.Join("/", p))`` forms: absolute, no ``//``, ``.``, ``..`` or trailing
+  ``/`` (except the root ``/``).  ``clean_path`` produces them; every other function expects them.
+- A ``Node`` is a file (``children is None``, ``value`` a str) or a directory (``children`` a dict from
+  component name to ``Node``, ``value`` ``""``).  ``expire_ns`` is the absolute expiry in unix ns, 0 for a
+  permanent node.  A node whose last component starts with ``_`` is hidden: listings skip it.
+- Nodes hold no parent pointer, so the tree has no reference cycles and ``Node`` opts out of the cyclic
+  GC (``no_gc``): a million keys add nothing to GC passes.  The parent is found by walking the path.
+- ``NodeView`` is an immutable snapshot (etcd's ``NodeExtern``) and ``Event`` holds only snapshots, so
+  events kept in the watch history never change when the tree does.
+- ``Event.to_json`` writes exactly what etcd 3.4's Go encoder writes: field order and omission rules of
+  ``NodeExtern``, ``<``, ``>``, ``&``, U+2028, U+2029 and control bytes as ``\\u00XX`` (``\\n``, ``\\r``,
+  ``\\t`` short), expiration as RFC 3339 with nanoseconds and trailing zeros trimmed, then ``\\n``.
+
+Memory: a key costs its ``Node`` (72 bytes: header, 3 object slots, 3 int64, flags), its path and value
+strings (49 bytes + length each when ASCII), and one entry in the parent's dict (about 40 bytes amortised),
+so about 210 bytes + len(path) + len(value).
+"""
+
+cimport cython
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from libc.stdint cimport int64_t, uint8_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy
+
+# etcd treats an expiry before 2000-01-01T00:00:00Z as "no expiry" when it creates a node.
+MIN_EXPIRE_NS = 946684800 * 1_000_000_000
+
+COMPARE_MATCH = 0
+COMPARE_INDEX_NOT_MATCH = 1
+COMPARE_VALUE_NOT_MATCH = 2
+COMPARE_NOT_MATCH = 3
+
+cdef int64_t NS_PER_S = 1000000000
+
+
+class PathError(Exception):
+    """A walk failed: ``code`` is the etcd error code (100 not found, 104 not a directory)."""
+
+    def __init__(self, int code, str cause):
+        super().__init__(code, cause)
+        self.code = code
+        self.cause = cause
+
+
+cpdef str clean_path(str p):
+    """Go's ``path.Clean(path.Join("/", p))``."""
+    cdef Py_ssize_t n = len(p), i
+    cdef Py_UCS4 c, prev = 47  # "/"
+    cdef bint clean = n > 0 and p[0] == "/"
+    if clean:
+        # Canonical iff no empty, "." or ".." component and no trailing slash.
+        for i in range(1, n):
+            c = p[i]
+            if c == "/" and prev == "/":
+                clean = False
+                break
+            prev = c
+        if clean and n > 1:
+            if p[n - 1] == "/":
+                clean = False
+            elif "/./" in p or "/../" in p or p.endswith("/.") or p.endswith("/.."):
+                clean = False
+    if clean:
+        return p
+    cdef list out = []
+    cdef str comp
+    for comp in p.split("/"):
+        if comp == "" or comp == ".":
+            continue
+        if comp == "..":
+            if out:
+                out.pop()
+            continue
+        out.append(comp)
+    return "/" + "/".join(out)
+
+
+cpdef int64_t ttl_of(int64_t expire_ns, int64_t now_ns):
+    """Seconds left as etcd reports them: ceil for a future expiry, truncation toward zero past it."""
+    cdef int64_t d = expire_ns - now_ns
+    cdef int64_t t
+    if d >= 0:
+        t = d // NS_PER_S
+        if d % NS_PER_S:
+            t += 1
+        return t
+    return -((-d) // NS_PER_S)
+
+
+@cython.final
+@cython.no_gc
+cdef class Node:
+    """A live node of the key tree (see the module docstring for its invariants)."""
+
+    cdef public str path
+    cdef public str value
+    cdef public dict children
+    cdef public int64_t created_index
+    cdef public int64_t modified_index
+    cdef public int64_t expire_ns
+    cdef readonly bint hidden
+
+    def __init__(self, str path, str value, bint is_dir, int64_t created_index, int64_t expire_ns=0):
+        self.path = path
+        self.value = value if not is_dir else ""
+        self.children = {} if is_dir else None
+        self.created_index = created_index
+        self.modified_index = created_index
+        self.expire_ns = expire_ns
+        cdef Py_ssize_t slash = path.rfind("/")
+        self.hidden = slash + 1 < len(path) and path[slash + 1] == "_"
+
+    cpdef bint is_dir(self):
+        return self.children is not None
+
+    cpdef int compare(self, str prev_value, int64_t prev_index):
+        """etcd's ``node.Compare``: which of the CAS conditions fail (COMPARE_* constants)."""
+        cdef bint index_ok = prev_index == 0 or self.modified_index == prev_index
+        cdef bint value_ok = prev_value == "" or self.value == prev_value
+        if index_ok and value_ok:
+            return 0
+        if index_ok:
+            return 2
+        if value_ok:
+            return 1
+        return 3
+
+    cpdef NodeView repr(self, bint recursive, bint sorted, int64_t now_ns):
+        """etcd's ``node.Repr``: a dir lists its children only when ``recursive``."""
+        return self._view(recursive, recursive, sorted, now_ns)
+
+    cpdef NodeView load(self, bint recursive, bint sorted, int64_t now_ns):
+        """etcd's ``loadInternalNode`` (GET): a dir always lists its direct children."""
+        return self._view(True, recursive, sorted, now_ns)
+
+    cdef NodeView _view(self, bint list_children, bint recursive, bint sorted, int64_t now_ns):
+        cdef NodeView v = NodeView.__new__(NodeView)
+        cdef list nodes
+        cdef Node child
+        v.key = self.path if self.path != "/" else ""
+        v.modified_index = self.modified_index
+        v.created_index = self.created_index
+        v.expiration = self.expire_ns
+        v.ttl = ttl_of(self.expire_ns, now_ns) if self.expire_ns != 0 else 0
+        if self.children is None:
+            v.value = self.value
+            v.dir = False
+            v.nodes = None
+            return v
+        v.value = None
+        v.dir = True
+        v.nodes = None
+        if list_children and self.children:
+            nodes = []
+            for child in self.children.values():
+                if not child.hidden:
+                    nodes.append(child._view(recursive, recursive, sorted, now_ns))
+            if sorted and len(nodes) > 1:
+                nodes.sort(key=_view_key)
+            v.nodes = nodes
+        return v
+
+    def __repr__(self):
+        kind = "dir" if self.children is not None else "file"
+        return f"Node({self.path!r}, {kind}, c={self.created_index}, m={self.modified_index}, e={self.expire_ns})"
+
+
+cdef object _view_key(NodeView v):
+    return v.key
+
+
+@cython.final
+@cython.freelist(64)
+cdef class NodeView:
+    """etcd's ``NodeExtern``: what a response shows of a node at one moment.  ``value`` is None for a
+    dir, ``expiration`` 0 when permanent, ``nodes`` None unless children were listed."""
+
+    cdef readonly str key
+    cdef readonly object value
+    cdef readonly bint dir
+    cdef readonly int64_t expiration
+    cdef readonly int64_t ttl
+    cdef readonly object nodes
+    cdef readonly int64_t modified_index
+    cdef readonly int64_t created_index
+
+    def __init__(self, str key, object value, bint dir, int64_t expiration=0, int64_t ttl=0, object nodes=None,
+                 int64_t modified_index=0, int64_t created_index=0):
+        self.key = key
+        self.value = value
+        self.dir = dir
+        self.expiration = expiration
+        self.ttl = ttl
+        self.nodes = nodes
+        self.modified_index = modified_index
+        self.created_index = created_index
+
+    def to_json(self) -> bytes:
+        cdef Buf b = Buf()
+        _put_view(b, self)
+        return b.to_bytes()
+
+    def __eq__(self, other):
+        if not isinstance(other, NodeView):
+            return NotImplemented
+        cdef NodeView o = other
+        return (self.key == o.key and self.value == o.value and self.dir == o.dir
+                and self.expiration == o.expiration and self.ttl == o.ttl and self.nodes == o.nodes
+                and self.modified_index == o.modified_index and self.created_index == o.created_index)
+
+    def __repr__(self):
+        return (f"NodeView(key={self.key!r}, value={self.value!r}, dir={self.dir}, "
+                f"expiration={self.expiration}, ttl={self.ttl}, nodes={self.nodes!r}, "
+                f"modified_index={self.modified_index}, created_index={self.created_index})")
+
+
+@cython.final
+@cython.freelist(64)
+cdef class Event:
+    """etcd's ``Event``.  ``etcd_index`` is the X-Etcd-Index of the answer; ``refresh`` marks an event that
+    enters the history but is never delivered to watchers."""
+
+    cdef readonly str action
+    cdef readonly NodeView node
+    cdef readonly NodeView prev_node
+    cdef public int64_t etcd_index
+    cdef public bint refresh
+
+    def __init__(self, str action, NodeView node, NodeView prev_node=None, int64_t etcd_index=0,
+                 bint refresh=False):
+        self.action = action
+        self.node = node
+        self.prev_node = prev_node
+        self.etcd_index = etcd_index
+        self.refresh = refresh
+
+    @property
+    def index(self) -> int:
+        """The event's position in the history: its node's modifiedIndex."""
+        return self.node.modified_index
+
+    cpdef Event with_etcd_index(self, int64_t etcd_index):
+        cdef Event e = Event.__new__(Event)
+        e.action = self.action
+        e.node = self.node
+        e.prev_node = self.prev_node
+        e.etcd_index = etcd_index
+        e.refresh = self.refresh
+        return e
+
+    cpdef bytes to_json(self):
+        cdef Buf b = Buf()
+        b.put(b'{"action":', 10)
+        b.put_str(self.action)
+        if self.node is not None:
+            b.put(b',"node":', 8)
+            _put_view(b, self.node)
+        if self.prev_node is not None:
+            b.put(b',"prevNode":', 12)
+            _put_view(b, self.prev_node)
+        b.put(b'}\n', 2)
+        return b.to_bytes()
+
+    def __repr__(self):
+        return (f"Event({self.action!r}, node={self.node!r}, prev_node={self.prev_node!r}, "
+                f"etcd_index={self.etcd_index}, refresh={self.refresh})")
+
+
+# ----- the JSON writer -------------------------------------------------------------------------------
+
+# 0: copy; 1: short escape (\" \\ \n \r \t); 2: \u00XX.
+cdef uint8_t _ESC[256]
+cdef int _i
+for _i in range(256):
+    _ESC[_i] = 0
+for _i in range(0x20):
+    _ESC[_i] = 2
+_ESC[ord('"')] = 1
+_ESC[ord("\\")] = 1
+_ESC[ord("\n")] = 1
+_ESC[ord("\r")] = 1
+_ESC[ord("\t")] = 1
+_ESC[ord("<")] = 2
+_ESC[ord(">")] = 2
+_ESC[ord("&")] = 2
+_ESC[0xE2] = 3  # maybe U+2028/U+2029 (E2 80 A8 / E2 80 A9)
+
+cdef const char* _HEX = b"0123456789abcdef"
+
+
+@cython.final
+@cython.no_gc
+cdef class Buf:
+    """A growable byte buffer for building one JSON body without intermediate Python objects."""
+
+    cdef char* data
+    cdef Py_ssize_t length
+    cdef Py_ssize_t cap
+
+    def __cinit__(self):
+        self.cap = 512
+        self.length = 0
+        self.data = <char*>malloc(self.cap)
+        if self.data == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        if self.data != NULL:
+            free(self.data)
+
+    cdef inline int reserve(self, Py_ssize_t extra) except -1:
+        cdef Py_ssize_t need = self.length + extra
+        cdef char* p
+        if need <= self.cap:
+            return 0
+        while self.cap < need:
+            self.cap *= 2
+        p = <char*>realloc(self.data, self.cap)
+        if p == NULL:
+            raise MemoryError()
+        self.data = p
+        return 0
+
+    cdef inline int put(self, const char* s, Py_ssize_t n) except -1:
+        self.reserve(n)
+        memcpy(self.data + self.length, s, n)
+        self.length += n
+        return 0
+
+    cdef inline int put_char(self, char c) except -1:
+        self.reserve(1)
+        self.data[self.length] = c
+        self.length += 1
+        return 0
+
+    cdef int put_int(self, int64_t v) except -1:
+        cdef char tmp[24]
+        cdef int i = 24
+        cdef bint neg = v < 0
+        cdef unsigned long long u = <unsigned long long>(-v) if neg else <unsigned long long>v
+        if u == 0:
+            i -= 1
+            tmp[i] = 48
+        while u:
+            i -= 1
+            tmp[i] = <char>(48 + u % 10)
+            u //= 10
+        if neg:
+            i -= 1
+            tmp[i] = 45
+        return self.put(tmp + i, 24 - i)
+
+    cdef int put_str(self, str s) except -1:
+        cdef Py_ssize_t n, i, start
+        cdef const char* u
+        cdef uint8_t c, kind
+        try:
+            u = PyUnicode_AsUTF8AndSize(s, &n)
+        except UnicodeEncodeError:
+            # Lone surrogates (bytes that were not UTF-8): Go writes U+FFFD for each.
+            s = "".join(["\ufffd" if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in s])
+            u = PyUnicode_AsUTF8AndSize(s, &n)
+        self.reserve(n + 2)
+        self.data[self.length] = 34
+        self.length += 1
+        start = 0
+        i = 0
+        while i < n:
+            c = <uint8_t>u[i]
+            kind = _ESC[c]
+            if kind == 0:
+                i += 1
+                continue
+            if kind == 3:
+                if i + 2 < n and <uint8_t>u[i + 1] == 0x80 and (<uint8_t>u[i + 2] == 0xA8 or <uint8_t>u[i + 2] == 0xA9):
+                    self.put(u + start, i - start)
+                    self.put(b"\\u202", 5)
+                    self.put_char(56 if <uint8_t>u[i + 2] == 0xA8 else 57)
+                    i += 3
+                    start = i
+                else:
+                    i += 1
+                continue
+            self.put(u + start, i - start)
+            if kind == 1:
+                self.reserve(2)
+                self.data[self.length] = 92
+                if c == 10:
+                    self.data[self.length + 1] = 110
+                elif c == 13:
+                    self.data[self.length + 1] = 114
+                elif c == 9:
+                    self.data[self.length + 1] = 116
+                else:
+                    self.data[self.length + 1] = <char>c
+                self.length += 2
+            else:
+                self.reserve(6)
+                memcpy(self.data + self.length, b"\\u00", 4)
+                self.data[self.length + 4] = _HEX[c >> 4]
+                self.data[self.length + 5] = _HEX[c & 15]
+                self.length += 6
+            i += 1
+            start = i
+        self.put(u + start, n - start)
+        self.put_char(34)
+        return 0
+
+    cdef int put_time(self, int64_t ns) except -1:
+        """RFC 3339 UTC with the fraction's trailing zeros trimmed (Go's time.Time JSON)."""
+        # cdivision is on: C division truncates toward zero, so floor by hand for times before 1970.
+        cdef int64_t secs = ns // NS_PER_S
+        cdef int64_t frac = ns - secs * NS_PER_S
+        if frac < 0:
+            secs -= 1
+            frac += NS_PER_S
+        cdef int64_t days = secs // 86400
+        cdef int64_t rem = secs - days * 86400
+        if rem < 0:
+            days -= 1
+            rem += 86400
+        cdef int64_t z, era, doe, yoe, y, doy, mp, d, m
+        cdef char tmp[16]
+        cdef int nd
+        # Howard Hinnant's civil_from_days.
+        z = days + 719468
+        era = (z if z >= 0 else z - 146096) // 146097
+        doe = z - era * 146097
+        yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+        y = yoe + era * 400
+        doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+        mp = (5 * doy + 2) // 153
+        d = doy - (153 * mp + 2) // 5 + 1
+        m = mp + 3 if mp < 10 else mp - 9
+        if m <= 2:
+            y += 1
+        self.put_char(34)
+        if 0 <= y <= 9999:
+            self._digits(y, 4)
+        else:
+            self.put_int(y)
+        self.put_char(45)
+        self._digits(m, 2)
+        self.put_char(45)
+        self._digits(d, 2)
+        self.put_char(84)
+        self._digits(rem // 3600, 2)
+        self.put_char(58)
+        self._digits((rem // 60) % 60, 2)
+        self.put_char(58)
+        self._digits(rem % 60, 2)
+        if frac:
+            nd = 9
+            while frac % 10 == 0:
+                frac //= 10
+                nd -= 1
+            self.put_char(46)
+            self._digits(frac, nd)
+        self.put(b'Z"', 2)
+        return 0
+
+    cdef int _digits(self, int64_t v, int width) except -1:
+        cdef int i
+        self.reserve(width)
+        for i in range(width - 1, -1, -1):
+            self.data[self.length + i] = <char>(48 + v % 10)
+            v //= 10
+        self.length += width
+        return 0
+
+    cdef bytes to_bytes(self):
+        return PyBytes_FromStringAndSize(self.data, self.length)
+
+
+cdef int _put_view(Buf b, NodeView v) except -1:
+    cdef bint first = True
+    cdef bint first_child = True
+    cdef NodeView child
+    b.put_char(123)
+    if v.key:
+        b.put(b'"key":', 6)
+        b.put_str(v.key)
+        first = False
+    if v.value is not None:
+        if first:
+            b.put(b'"value":', 8)
+        else:
+            b.put(b',"value":', 9)
+        b.put_str(<str>v.value)
+        first = False
+    if v.dir:
+        if first:
+            b.put(b'"dir":true', 10)
+        else:
+            b.put(b',"dir":true', 11)
+        first = False
+    if v.expiration != 0:
+        if first:
+            b.put(b'"expiration":', 13)
+        else:
+            b.put(b',"expiration":', 14)
+        b.put_time(v.expiration)
+        first = False
+    if v.ttl != 0:
+        if first:
+            b.put(b'"ttl":', 6)
+        else:
+            b.put(b',"ttl":', 7)
+        b.put_int(v.ttl)
+        first = False
+    if v.nodes:
+        if first:
+            b.put(b'"nodes":[', 9)
+        else:
+            b.put(b',"nodes":[', 10)
+        first = False
+        for child in v.nodes:
+            if not first_child:
+                b.put_char(44)
+            first_child = False
+            _put_view(b, child)
+        b.put_char(93)
+    if v.modified_index != 0:
+        if first:
+            b.put(b'"modifiedIndex":', 16)
+        else:
+            b.put(b',"modifiedIndex":', 17)
+        b.put_int(v.modified_index)
+        first = False
+    if v.created_index != 0:
+        if first:
+            b.put(b'"createdIndex":', 15)
+        else:
+            b.put(b',"createdIndex":', 16)
+        b.put_int(v.created_index)
+    b.put_char(125)
+    return 0
+
+
+def format_time(int64_t ns) -> str:
+    """The JSON string (without quotes) etcd writes for an expiration of ``ns`` unix nanoseconds."""
+    cdef Buf b = Buf()
+    b.put_time(ns)
+    cdef bytes out = b.to_bytes()
+    return out[1:len(out) - 1].decode()
+
+
+def encode_string(str s) -> bytes:
+    """A JSON string literal exactly as Go's encoding/json writes it."""
+    cdef Buf b = Buf()
+    b.put_str(s)
+    return b.to_bytes()
+
+
+# ----- the tree --------------------------------------------------------------------------------------
+
+
+@cython.final
+cdef class KeyIndex:
+    """The key tree rooted at ``/`` (a permanent directory with indexes 0)."""
+
+    cdef readonly Node root
+
+    def __init__(self):
+        self.root = Node("/", "", True, 0, 0)
+
+    cpdef Node find(self, str path):
+        """The node at a clean ``path``; PathError 100 (cause: first missing prefix) or 104 (cause: the
+        file standing where a directory is needed)."""
+        cdef Node curr = self.root
+        cdef object child
+        cdef Py_ssize_t n = len(path), start = 1, end
+        while start < n:
+            end = path.find("/", start)
+            if end < 0:
+                end = n
+            if curr.children is None:
+                raise PathError(104, curr.path)
+            child = curr.children.get(path[start:end])
+            if child is None:
+                raise PathError(100, path[:end])
+            curr = <Node>child
+            start = end + 1
+        return curr
+
+    cpdef Node get(self, str path):
+        """The node at ``path`` or None (never raises)."""
+        cdef Node curr = self.root
+        cdef object child
+        cdef Py_ssize_t n = len(path), start = 1, end
+        while start < n:
+            end = path.find("/", start)
+            if end < 0:
+                end = n
+            if curr.children is None:
+                return None
+            child = curr.children.get(path[start:end])
+            if child is None:
+                return None
+            curr = <Node>child
+            start = end + 1
+        return curr
+
+    cpdef Node ensure_dir(self, str path, int64_t index):
+        """The directory at a clean ``path``, creating missing ones with ``index`` (etcd's checkDir walk);
+        PathError 104 with the blocking file's path."""
+        cdef Node curr = self.root, nxt
+        cdef object child
+        cdef str name
+        cdef Py_ssize_t n = len(path), start = 1, end
+        while start < n:
+            end = path.find("/", start)
+            if end < 0:
+                end = n
+            name = path[start:end]
+            child = curr.children.get(name)
+            if child is None:
+                nxt = Node(path[:end], "", True, index, 0)
+                curr.children[name] = nxt
+                curr = nxt
+            else:
+                curr = <Node>child
+                if curr.children is None:
+                    raise PathError(104, curr.path)
+            start = end + 1
+        return curr
+
+    cpdef Node parent_of(self, Node node):
+        """The directory holding ``node`` (None for the root or a detached node)."""
+        cdef str p = node.path
+        cdef Py_ssize_t slash = p.rfind("/")
+        if slash < 0 or p == "/":
+            return None
+        cdef Node parent = self.get(p[:slash] if slash > 0 else "/")
+        if parent is None or parent.children is None:
+            return None
+        if parent.children.get(p[slash + 1:]) is not node:
+            return None
+        return parent
+
+    cpdef bint unlink(self, Node node):
+        """Remove ``node`` from its parent's children; False if it was not attached."""
+        cdef Node parent = self.parent_of(node)
+        if parent is None:
+            return False
+        del parent.children[node.path[node.path.rfind("/") + 1:]]
+        return True
+
+    def subtree(self, Node top):
+        """``top`` and every node below it in pre-order, children in insertion order (iterative: any depth)."""
+        cdef list out = []
+        cdef list stack = [top]
+        cdef Node n
+        while stack:
+            n = stack.pop()
+            out.append(n)
+            if n.children:
+                stack.extend(reversed(n.children.values()))
+        return out
