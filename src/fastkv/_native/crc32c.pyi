@@ -1,0 +1,6 @@
+_Buffer = bytes | bytearray | memoryview
+
+HARDWARE: bool
+
+def crc32c(data: _Buffer, crc: int = 0) -> int: ...
+def crc32c_software(data: _Buffer, crc: int = 0) -> int: ...

@@ -1,0 +1,111 @@
+"""Snapshot files: ``<snap_dir>/<term:016x>-<index:016x>.snap``, each whole or absent.
+
+File layout (little-endian): ``FKVSNAP1`` magic, u64 term, u64 index, u64 data length,
+u32 crc32c of the 32 bytes before it continued over the data, u32 zero, then the data.
+
+Rules: a snapshot is written to a temporary file, fdatasynced, renamed and the directory
+fsynced, so a crash leaves either the old set or the new set of files.  load() returns the
+newest snapshot that checks out (name, length and crc must agree) and renames any newer
+one that does not to ``<name>.broken`` so it is not tried again (nor purged silently:
+an operator may want it).  Which snapshot the WAL replay starts from is the caller's choice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import struct
+
+from .._native.crc32c import crc32c
+from .fileutil import BROKEN_SUFFIX, fsync_dir, read_file, remove_tmp_files, write_file_atomic
+
+log = logging.getLogger(__name__)
+
+SNAP_SUFFIX = ".snap"
+MAGIC = b"FKVSNAP1"
+_FIELDS = struct.Struct("<8sQQQ")  # magic, term, index, data length: what the crc starts with
+_CHECK = struct.Struct("<II")  # crc, zero
+HEADER_SIZE = _FIELDS.size + _CHECK.size
+_SNAP_NAME = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.snap$")
+
+
+class SnapshotCorruptError(Exception):
+    pass
+
+
+def snap_name(term: int, index: int) -> str:
+    return f"{term:016x}-{index:016x}{SNAP_SUFFIX}"
+
+
+def encode(term: int, index: int, data: bytes) -> tuple[bytes, bytes]:
+    """(header, data) as written to the file."""
+    fields = _FIELDS.pack(MAGIC, term, index, len(data))
+    return fields + _CHECK.pack(crc32c(data, crc32c(fields)), 0), data
+
+
+def decode(buf: bytes, term: int, index: int) -> bytes:
+    """The data of a snapshot file named (term, index); raises SnapshotCorruptError."""
+    if len(buf) < HEADER_SIZE:
+        raise SnapshotCorruptError(f"{len(buf)} bytes is shorter than the header")
+    magic, f_term, f_index, length = _FIELDS.unpack_from(buf)
+    crc, zero = _CHECK.unpack_from(buf, _FIELDS.size)
+    if magic != MAGIC:
+        raise SnapshotCorruptError("bad magic")
+    if (f_term, f_index) != (term, index):
+        raise SnapshotCorruptError(f"header says term {f_term} index {f_index}, the name disagrees")
+    if length != len(buf) - HEADER_SIZE or zero != 0:
+        raise SnapshotCorruptError(
+            f"header says {length} bytes of data, the file holds {len(buf) - HEADER_SIZE}"
+        )
+    view = memoryview(buf)
+    if crc32c(view[HEADER_SIZE:], crc32c(view[: _FIELDS.size])) != crc:
+        raise SnapshotCorruptError("crc mismatch")
+    return buf[HEADER_SIZE:]
+
+
+class Snapshotter:
+    def __init__(self, snap_dir: str) -> None:
+        self.dir = snap_dir
+
+    def save(self, term: int, index: int, data: bytes) -> None:
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        head, body = encode(term, index, data)
+        write_file_atomic(self.dir, snap_name(term, index), (head, body))
+
+    def load(self) -> tuple[int, int, bytes] | None:
+        """(term, index, data) of the newest valid snapshot, or None if there is none."""
+        for term, index in reversed(self._list()):
+            path = os.path.join(self.dir, snap_name(term, index))
+            try:
+                return term, index, decode(read_file(path), term, index)
+            except (SnapshotCorruptError, OSError) as e:
+                log.warning("snapshot %s is unusable (%s); renamed to %s%s", path, e, path, BROKEN_SUFFIX)
+                os.rename(path, path + BROKEN_SUFFIX)
+                fsync_dir(self.dir)
+        return None
+
+    def purge(self, keep: int) -> list[str]:
+        """Deletes all but the newest ``keep`` (at least 1) snapshots; returns their names."""
+        if not os.path.isdir(self.dir):
+            return []
+        remove_tmp_files(self.dir)
+        names = [snap_name(t, i) for t, i in self._list()]
+        doomed = names[: max(len(names) - max(keep, 1), 0)]
+        for name in doomed:
+            os.unlink(os.path.join(self.dir, name))
+        if doomed:
+            fsync_dir(self.dir)
+        return doomed
+
+    def _list(self) -> list[tuple[int, int]]:
+        """(term, index) of every snapshot file, oldest first."""
+        if not os.path.isdir(self.dir):
+            return []
+        found = []
+        for name in os.listdir(self.dir):
+            m = _SNAP_NAME.match(name)
+            if m:
+                found.append((int(m.group(1), 16), int(m.group(2), 16)))
+        found.sort()
+        return found

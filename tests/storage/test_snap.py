@@ -1,0 +1,80 @@
+"""Snapshot files: atomic save, newest valid load, corrupt ones skipped, purge."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fastkv.storage import snap
+from fastkv.storage.snap import Snapshotter
+
+
+def test_save_and_load_round_trip(tmp_path: Path) -> None:
+    s = Snapshotter(str(tmp_path / "snap"))
+    assert s.load() is None
+    data = os.urandom(200_000)
+    s.save(3, 1200, data)
+    assert os.listdir(tmp_path / "snap") == ["0000000000000003-00000000000004b0.snap"]
+    assert s.load() == (3, 1200, data)
+
+
+def test_newest_wins(tmp_path: Path) -> None:
+    s = Snapshotter(str(tmp_path))
+    s.save(1, 10, b"ten")
+    s.save(2, 30, b"thirty")
+    s.save(1, 20, b"twenty")
+    assert s.load() == (2, 30, b"thirty")
+
+
+@pytest.mark.parametrize("damage", ["flip_data", "flip_header", "truncate", "empty", "rename"])
+def test_corrupt_newest_is_skipped_and_renamed(tmp_path: Path, damage: str) -> None:
+    s = Snapshotter(str(tmp_path))
+    s.save(1, 10, b"good old state")
+    s.save(1, 20, b"newer state, about to be damaged")
+    newest = tmp_path / snap.snap_name(1, 20)
+    data = bytearray(newest.read_bytes())
+    if damage == "flip_data":
+        data[-3] ^= 1
+    elif damage == "flip_header":
+        data[9] ^= 1
+    elif damage == "truncate":
+        del data[-1:]
+    elif damage == "empty":
+        data = bytearray()
+    newest.write_bytes(data)
+    if damage == "rename":  # a valid file under a name that does not match its header
+        os.rename(tmp_path / snap.snap_name(1, 10), tmp_path / snap.snap_name(1, 25))
+        assert s.load() == (1, 20, b"newer state, about to be damaged")
+        assert (tmp_path / (snap.snap_name(1, 25) + ".broken")).exists()
+        return
+    assert s.load() == (1, 10, b"good old state")
+    assert (tmp_path / (snap.snap_name(1, 20) + ".broken")).exists()
+    assert not newest.exists()
+    assert s.load() == (1, 10, b"good old state")
+
+
+def test_all_corrupt_loads_none(tmp_path: Path) -> None:
+    s = Snapshotter(str(tmp_path))
+    s.save(1, 10, b"x")
+    (tmp_path / snap.snap_name(1, 10)).write_bytes(b"garbage")
+    assert s.load() is None
+
+
+def test_purge_keeps_the_newest(tmp_path: Path) -> None:
+    s = Snapshotter(str(tmp_path))
+    for i in range(1, 6):
+        s.save(1, i * 100, b"%d" % i)
+    (tmp_path / "0000000000000001-0000000000000600.snap.tmp").write_bytes(b"interrupted")
+    removed = s.purge(2)
+    assert removed == [snap.snap_name(1, i * 100) for i in (1, 2, 3)]
+    assert sorted(os.listdir(tmp_path)) == [snap.snap_name(1, 400), snap.snap_name(1, 500)]
+    assert s.purge(0) == [snap.snap_name(1, 400)]  # never deletes the last one
+    assert s.load() == (1, 500, b"5")
+
+
+def test_empty_data(tmp_path: Path) -> None:
+    s = Snapshotter(str(tmp_path))
+    s.save(0, 0, b"")
+    assert s.load() == (0, 0, b"")
