@@ -37,9 +37,23 @@ RESULT_RE = re.compile(r"RESULT (.*)")
 def run_wrk(url: str, connections: int, duration_s: int) -> dict[str, float]:
     threads = 1 if connections == 1 else 2
     out = subprocess.run(
-        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration_s}s", "--latency",
-         "-s", os.path.join(HERE, "put.lua"), url],
-        capture_output=True, text=True, timeout=duration_s + 60, check=True,
+        [
+            "wrk",
+            "-t",
+            str(threads),
+            "-c",
+            str(connections),
+            "-d",
+            f"{duration_s}s",
+            "--latency",
+            "-s",
+            os.path.join(HERE, "put.lua"),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=duration_s + 60,
+        check=True,
     ).stdout
     m = RESULT_RE.search(out)
     if not m:
@@ -81,11 +95,18 @@ def main() -> int:
                 r = one_run(s, c, args.duration)
                 runs[s][c].append(r)
                 bad = r["non2xx"] + r["sockerr"]
-                print(f"[{c:>3} conn] run {i + 1}/{args.runs} {s:>6}: {r['rps']:9.0f} req/s "
-                      f"p50 {r['p50_us'] / 1000:.2f} ms p99 {r['p99_us'] / 1000:.2f} ms"
-                      + (f"  ERRORS: {bad:.0f}" if bad else ""), flush=True)
+                print(
+                    f"[{c:>3} conn] run {i + 1}/{args.runs} {s:>6}: {r['rps']:9.0f} req/s "
+                    f"p50 {r['p50_us'] / 1000:.2f} ms p99 {r['p99_us'] / 1000:.2f} ms"
+                    + (f"  ERRORS: {bad:.0f}" if bad else ""),
+                    flush=True,
+                )
     summary: dict[str, object] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "duration_s": args.duration,
         "value_bytes": 100,

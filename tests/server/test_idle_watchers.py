@@ -67,7 +67,9 @@ def test_ten_thousand_idle_watchers(tmp_path):
         cpu0 = cpu_seconds(srv.proc.pid)
         time.sleep(3.0)
         idle_cpu = cpu_seconds(srv.proc.pid) - cpu0
-        print(f"\n{WATCHERS} idle watchers: {rss_per_watcher:.0f} bytes of RSS each, {idle_cpu:.3f} s CPU in 3 s idle")
+        print(
+            f"\n{WATCHERS} idle watchers: {rss_per_watcher:.0f} bytes of RSS each, {idle_cpu:.3f} s CPU in 3 s idle"
+        )
         assert rss_per_watcher < 8 * 1024, rss_per_watcher
         assert idle_cpu < 0.15, idle_cpu
 

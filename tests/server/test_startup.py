@@ -25,10 +25,20 @@ def single_member_args(data_dir: str, name: str = "default", port: int | None = 
     url = f"http://127.0.0.1:{port or free_port()}"
     peer = f"http://127.0.0.1:{free_port()}"
     return [
-        "--name", name, "--data-dir", data_dir,
-        "--listen-client-urls", url, "--advertise-client-urls", url,
-        "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-        "--initial-cluster", f"{name}={peer}",
+        "--name",
+        name,
+        "--data-dir",
+        data_dir,
+        "--listen-client-urls",
+        url,
+        "--advertise-client-urls",
+        url,
+        "--listen-peer-urls",
+        peer,
+        "--initial-advertise-peer-urls",
+        peer,
+        "--initial-cluster",
+        f"{name}={peer}",
     ]
 
 

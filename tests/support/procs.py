@@ -107,15 +107,26 @@ def start_server(
     url, peer = f"http://127.0.0.1:{cport}", f"http://127.0.0.1:{pport}"
     data_dir = data_dir or tempfile.mkdtemp(prefix=f"{kind}-test-")
     base = fastkv_argv() if kind == "fastkv" else ["etcd", "--enable-v2"]
-    argv = base + [
-        "--name", name,
-        "--data-dir", os.path.join(data_dir, "data"),
-        "--listen-client-urls", url,
-        "--advertise-client-urls", url,
-        "--listen-peer-urls", peer,
-        "--initial-advertise-peer-urls", peer,
-        "--initial-cluster", f"{name}={peer}",
-    ] + (extra or [])
+    argv = (
+        base
+        + [
+            "--name",
+            name,
+            "--data-dir",
+            os.path.join(data_dir, "data"),
+            "--listen-client-urls",
+            url,
+            "--advertise-client-urls",
+            url,
+            "--listen-peer-urls",
+            peer,
+            "--initial-advertise-peer-urls",
+            peer,
+            "--initial-cluster",
+            f"{name}={peer}",
+        ]
+        + (extra or [])
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
     log_path = os.path.join(data_dir, "server.log")
     log = open(log_path, "ab")  # noqa: SIM115 - owned by the process

@@ -40,6 +40,10 @@ class Ready:
     hard_state: HardState | None  # None when unchanged since the last Ready
     entries: list[Entry]  # to persist before anything else is acknowledged
     committed_entries: list[Entry]  # durable and committed: apply in order
+    # True when the Ready must be fdatasynced before messages go out or anything is
+    # acknowledged: new entries, or a new term or vote.  A commit-only change need not be:
+    # a lost commit index is recomputed after restart.
+    must_sync: bool = True
     soft_state_changed: bool = False
     messages: list[object] = field(default_factory=list)
 
@@ -117,10 +121,13 @@ class RaftNode:
 
     def ready(self) -> Ready:
         hs = self._hard_state()
+        prev = self._prev_hard_state
+        entries = self.log.unstable()
         return Ready(
-            hard_state=hs if hs != self._prev_hard_state else None,
-            entries=self.log.unstable(),
+            hard_state=hs if hs != prev else None,
+            entries=entries,
             committed_entries=self.log.next_committed(),
+            must_sync=bool(entries) or hs.term != prev.term or hs.vote != prev.vote,
         )
 
     def advance(self, rd: Ready) -> None:

@@ -12,7 +12,7 @@ ENTRY_CONF_CHANGE = 1
 
 class Entry(NamedTuple):
     term: int
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index on purpose: Raft's name
     type: int
     data: bytes
 

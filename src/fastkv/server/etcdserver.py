@@ -37,7 +37,7 @@ from typing import Any
 import orjson
 
 from ..raft.log import RaftLog
-from ..raft.node import LEADER, NotLeaderError, Ready, RaftNode
+from ..raft.node import LEADER, NotLeaderError, RaftNode, Ready
 from ..raft.types import ENTRY_CONF_CHANGE, ENTRY_NORMAL, Entry, HardState
 from ..storage.snap import Snapshotter
 from ..storage.wal import WAL
@@ -388,7 +388,7 @@ class EtcdServer:
         if rd.committed_entries:
             # Committed entries are already durable here: apply them while the next write runs.
             self._apply(rd.committed_entries)
-        if rd.entries or rd.hard_state is not None:
+        if rd.must_sync:
             self._persisting = True
             loop = self._loop
             assert loop is not None
