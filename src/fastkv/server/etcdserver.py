@@ -61,6 +61,14 @@ class StartupError(Exception):
     """The member cannot start; the message is one line for the operator."""
 
 
+class MembershipError(Exception):
+    """A refused member change; ``http_status`` and the message are what /v2/members answers."""
+
+    def __init__(self, http_status: int, message: str) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+
+
 def _format_go_duration(seconds: float) -> str:
     return f"{seconds:.9f}".rstrip("0").rstrip(".") + "s"
 
@@ -98,7 +106,8 @@ class EtcdServer:
         self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal-writer")
         # Proposals not yet in the Raft log, and their waiters by request id.
         self._proposals: list[bytes] = []
-        self._waiters: dict[int, tuple[asyncio.Future[Event | None], V2Request, float]] = {}
+        self._conf_proposals: list[bytes] = []
+        self._waiters: dict[int, tuple[asyncio.Future[Any], V2Request | None, float]] = {}
         self._next_request_id = self._rng.getrandbits(48) << 16
         self._persisting = False
         self._scheduled = False
@@ -375,10 +384,13 @@ class EtcdServer:
         if self._persisting or self._fatal is not None:
             return
         raft = self.raft
-        if self._proposals:
+        if self._proposals or self._conf_proposals:
             proposals, self._proposals = self._proposals, []
+            conf_proposals, self._conf_proposals = self._conf_proposals, []
             try:
                 raft.propose_many(proposals)
+                for data in conf_proposals:
+                    raft.propose(data, ENTRY_CONF_CHANGE)
             except NotLeaderError:
                 self._fail_waiters(V2Error(LEADER_ELECT))
                 return
@@ -436,7 +448,7 @@ class EtcdServer:
                     continue  # a new leader's empty entry
                 # Our own proposals: reuse the request object instead of decoding the entry.
                 w = waiters.pop(V2Request.peek_id(e.data), None)
-                req = w[1] if w is not None else V2Request.decode(e.data)
+                req = w[1] if w is not None and w[1] is not None else V2Request.decode(e.data)
                 try:
                     result = store.apply(req, now)
                 except V2Error as err:
@@ -450,10 +462,21 @@ class EtcdServer:
 
     def _apply_conf_change(self, e: Entry) -> None:
         cc = orjson.loads(e.data)
-        if cc["op"] == "add":
+        op = cc["op"]
+        if op == "add":
             self.membership.add(Member.from_dict(cc["member"]))
+        elif op == "update":
+            member = self.membership.members.get(int(cc["member_id"], 16))
+            if member is not None:
+                member.peer_urls = list(cc["peerURLs"])
+                if member.id == self.member_id:
+                    self.peer_urls = list(cc["peerURLs"])
         else:
-            raise ValueError(f"unknown membership change {cc['op']!r} at index {e.index}")
+            raise ValueError(f"unknown membership change {op!r} at index {e.index}")
+        w = self._waiters.pop(cc.get("request_id", 0), None)
+        if w is not None and not w[0].done():
+            w[0].set_result(None)
+        log.info("applied membership change %s at index %d", op, e.index)
 
     # -- what the API reads --------------------------------------------------------------
 
@@ -493,14 +516,45 @@ class EtcdServer:
     def stats_leader(self) -> bytes:
         return orjson.dumps({"leader": f"{self.member_id:x}", "followers": {}})
 
-    def add_member(self, peer_urls: list[str]) -> Member:
-        raise NotImplementedError("runtime reconfiguration is not available in this version")
+    def _check_peer_urls_free(self, peer_urls: list[str], except_id: int = 0) -> None:
+        for m in self.membership.members.values():
+            if m.id != except_id and set(m.peer_urls) & set(peer_urls):
+                raise MembershipError(409, "membership: peerURL exists")
 
-    def update_member(self, member_id: int, peer_urls: list[str]) -> None:
-        raise NotImplementedError("runtime reconfiguration is not available in this version")
+    def _check_member(self, member_id: int) -> Member:
+        if member_id in self.membership.removed:
+            raise MembershipError(410, f"Member permanently removed: {member_id:x}")
+        member = self.membership.members.get(member_id)
+        if member is None:
+            raise KeyError(member_id)
+        return member
+
+    def add_member(self, peer_urls: list[str]) -> Member:
+        self._check_peer_urls_free(peer_urls)
+        # Adding a voter to a one-member cluster needs the multi-voter Raft core.
+        raise NotImplementedError("adding members is not available in this version")
+
+    def update_member(self, member_id: int, peer_urls: list[str]) -> asyncio.Future[Any]:
+        """Change a member's peer URLs through the log, as etcd's ConfChangeUpdateNode."""
+        self._check_member(member_id)
+        self._check_peer_urls_free(peer_urls, except_id=member_id)
+        assert self._loop is not None
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        rid = self._new_id()
+        self._waiters[rid] = (fut, None, time.monotonic() + self._request_timeout_s)
+        cc = {"op": "update", "member_id": f"{member_id:x}", "peerURLs": peer_urls, "request_id": rid}
+        self._conf_proposals.append(orjson.dumps(cc))
+        self._kick()
+        return fut
 
     def remove_member(self, member_id: int) -> None:
-        raise NotImplementedError("runtime reconfiguration is not available in this version")
+        self._check_member(member_id)
+        # Strict reconfiguration check: the remaining members must still form a quorum of
+        # started members.  With one member nothing remains, and etcd answers 500 as well.
+        remaining = len(self.membership.members) - 1
+        if remaining < 1:
+            raise RuntimeError("removing the last member would leave no quorum")
+        raise NotImplementedError("removing members is not available in this version")
 
     @property
     def fatal_error(self) -> str | None:
