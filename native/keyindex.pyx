@@ -14,7 +14,8 @@ Rules this module keeps (the store above it builds etcd's operations from them):
   events kept in the watch history never change when the tree does.
 - ``Event.to_json`` writes exactly what etcd 3.4's Go encoder writes: field order and omission rules of
   ``NodeExtern``, ``<``, ``>``, ``&``, U+2028, U+2029 and control bytes as ``\\u00XX`` (``\\n``, ``\\r``,
-  ``\\t`` short), expiration as RFC 3339 with nanoseconds and trailing zeros trimmed, then ``\\n``.
+  ``\\t`` short), U+FFFD as ``\\ufffd`` (what Go writes for invalid UTF-8, which the API replaced by
+  U+FFFD), expiration as RFC 3339 with nanoseconds and trailing zeros trimmed, then ``\\n``.
 
 Memory: a key costs its ``Node`` (72 bytes: header, 3 object slots, 3 int64, flags), its path and value
 strings (49 bytes + length each when ASCII), and one entry in the parent's dict (about 40 bytes amortised),
@@ -274,7 +275,7 @@ cdef class Event:
 
 # ----- the JSON writer -------------------------------------------------------------------------------
 
-# 0: copy; 1: short escape (\" \\ \n \r \t); 2: \u00XX.
+# 0: copy; 1: short escape (\" \\ \n \r \t); 2: \u00XX; 3: E2 lead byte; 4: EF lead byte.
 cdef uint8_t _ESC[256]
 cdef int _i
 for _i in range(256):
@@ -290,6 +291,10 @@ _ESC[ord("<")] = 2
 _ESC[ord(">")] = 2
 _ESC[ord("&")] = 2
 _ESC[0xE2] = 3  # maybe U+2028/U+2029 (E2 80 A8 / E2 80 A9)
+# Maybe U+FFFD (EF BF BD), written as \ufffd: the API decodes invalid UTF-8 with replacement, and Go's
+# encoder writes each invalid byte as \ufffd.  A genuine U+FFFD sent by a user is escaped too (etcd would
+# write it raw); both are the same JSON string to any JSON client.
+_ESC[0xEF] = 4
 
 cdef const char* _HEX = b"0123456789abcdef"
 
@@ -363,7 +368,7 @@ cdef class Buf:
         try:
             u = PyUnicode_AsUTF8AndSize(s, &n)
         except UnicodeEncodeError:
-            # Lone surrogates (bytes that were not UTF-8): Go writes U+FFFD for each.
+            # Lone surrogates (bytes that were not UTF-8): Go writes \ufffd for each.
             s = "".join(["\ufffd" if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in s])
             u = PyUnicode_AsUTF8AndSize(s, &n)
         self.reserve(n + 2)
@@ -376,6 +381,15 @@ cdef class Buf:
             kind = _ESC[c]
             if kind == 0:
                 i += 1
+                continue
+            if kind == 4:
+                if i + 2 < n and <uint8_t>u[i + 1] == 0xBF and <uint8_t>u[i + 2] == 0xBD:
+                    self.put(u + start, i - start)
+                    self.put(b"\\ufffd", 6)
+                    i += 3
+                    start = i
+                else:
+                    i += 1
                 continue
             if kind == 3:
                 if i + 2 < n and <uint8_t>u[i + 1] == 0x80 and (<uint8_t>u[i + 2] == 0xA8 or <uint8_t>u[i + 2] == 0xA9):

@@ -369,6 +369,74 @@ def test_malformed_requests_get_go_400_and_close() -> None:
     run(t)
 
 
+def test_only_http_1_x_is_served() -> None:
+    async def t(srv: FakeServer, port: int) -> None:
+        bad_request = (
+            b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
+            b"400 Bad Request"
+        )
+        put = req("PUT", "/v2/keys/after", b"value=1")
+        for bad in (
+            b"GET /v2/keys/a\r\n\r\n",  # no version: HTTP/0.9 to httptools
+            b"PUT /v2/keys/a\r\n\r\n" + put,
+            b"GET /v2/keys/a HTTP/0.9\r\n\r\n",
+            b"PUT /v2/keys/a HTTP/2.0\r\nHost: x\r\nContent-Length: 0\r\n\r\n" + put,
+        ):
+            c = await Conn.open(port)
+            await c.send(bad)
+            assert await c.read_all() == bad_request, bad
+        # The same after a good request on the connection.
+        c = await Conn.open(port)
+        await c.send(req("GET", "/version") + b"GET /v2/keys/a\r\n\r\n" + put)
+        raw = await c.read_all()
+        assert raw.startswith(b"HTTP/1.1 200 OK") and raw.endswith(b"}" + bad_request)
+        assert srv.proposals == []
+
+    run(t)
+
+
+def test_first_line_of_a_connection_is_limited_like_etcd_cmux() -> None:
+    too_long = (
+        b"HTTP/1.1 414 URI Too Long\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
+        b"414 URI Too Long"
+    )
+
+    def put_line(length: int) -> bytes:
+        """A PUT whose request line is ``length`` bytes before its CRLF."""
+        line = b"PUT /v2/keys/" + b"k" * (length - 22) + b" HTTP/1.1"
+        assert len(line) == length
+        return line + b"\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+
+    async def t(srv: FakeServer, port: int) -> None:
+        # 4094 bytes + CRLF fill cmux's 4096-byte buffer exactly: served.
+        assert (await one(port, put_line(4094))).status == 201
+        assert len(srv.proposals) == 1
+        # One byte more is refused before anything is parsed, whole or sent in pieces.
+        c = await Conn.open(port)
+        await c.send(put_line(4095))
+        assert await c.read_all() == too_long
+        c = await Conn.open(port)
+        data = put_line(100_000)
+        for start in range(0, 5000, 1000):
+            await c.send(data[start : start + 1000])
+        assert await c.read_all() == too_long
+        # Without a line end yet: refused once 4096 bytes have come.
+        c = await Conn.open(port)
+        await c.send(b"GET /" + b"k" * 4090)
+        assert not await c.closed_by_server(0.2)
+        await c.send(b"k")
+        assert await c.read_all() == too_long
+        assert len(srv.proposals) == 1
+        # Later requests on a connection have only the 1 MiB header limit, as behind etcd's cmux.
+        c = await Conn.open(port)
+        assert (await c.request(req("GET", "/version"))).status == 200
+        assert (await c.request(put_line(100_000))).status == 201
+        c.close()
+        assert len(srv.proposals) == 2
+
+    run(t)
+
+
 def test_huge_headers_431_and_huge_body_210() -> None:
     async def t(srv: FakeServer, port: int) -> None:
         c = await Conn.open(port)

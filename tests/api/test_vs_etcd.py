@@ -131,3 +131,30 @@ CASES = [
 )
 def test_same_answer_as_etcd(data: bytes, etcd_port: int, fastkv_port: int) -> None:
     assert exchange(fastkv_port, data) == exchange(etcd_port, data)
+
+
+def answered(port: int, data: bytes) -> bool:
+    """Whether the request got a normal answer: etcd refuses by closing, fastkv with a 400 or 414."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        try:
+            s.sendall(data)
+            head = s.recv(12)
+        except (BrokenPipeError, ConnectionResetError):
+            return False
+    return head.startswith(b"HTTP/1.1 ") and head[9:12] not in (b"400", b"414")
+
+
+@pytest.mark.parametrize("length", [4000, 4093, 4094, 4095, 4096, 4097, 100_000])
+def test_first_line_limit_as_etcd(length: int, etcd_port: int, fastkv_port: int) -> None:
+    line = b"GET /v2/keys/" + b"k" * (length - 22) + b" HTTP/1.1"
+    assert len(line) == length
+    data = line + b"\r\nHost: x\r\nConnection: close\r\n\r\n"
+    assert answered(fastkv_port, data) == answered(etcd_port, data) == (length <= 4094)
+
+
+@pytest.mark.parametrize(
+    "data", [b"GET /v2/keys/\r\n\r\n", b"GET /v2/keys/ HTTP/0.9\r\n\r\n", b"GET /v2/keys/ HTTP/2.0\r\n\r\n"]
+)
+def test_other_http_versions_refused_as_etcd(data: bytes, etcd_port: int, fastkv_port: int) -> None:
+    assert not answered(etcd_port, data)
+    assert not answered(fastkv_port, data)

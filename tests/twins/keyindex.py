@@ -69,10 +69,11 @@ def encode_string(s: str) -> bytes:
             out.append("\\r")
         elif ch == "\t":
             out.append("\\t")
-        elif o < 0x20 or ch in "<>&" or o in (0x2028, 0x2029):
+        elif o < 0x20 or ch in "<>&" or o in (0x2028, 0x2029, 0xFFFD):
+            # U+FFFD stands for invalid UTF-8 the API replaced; Go writes an invalid byte as \ufffd.
             out.append(f"\\u{o:04x}")
         elif 0xD800 <= o <= 0xDFFF:
-            out.append("\ufffd")
+            out.append("\\ufffd")
         else:
             out.append(ch)
     out.append('"')

@@ -96,4 +96,7 @@ def test_known_encodings() -> None:
     assert native.format_time(1795218935387774475) == "2026-11-20T23:55:35.387774475Z"
     assert native.format_time(1795218935331119750) == "2026-11-20T23:55:35.33111975Z"
     assert native.encode_string("a\u2028<") == b'"a\\u2028\\u003c"'
-    assert native.encode_string("\udcff") == '"\ufffd"'.encode()
+    # Invalid UTF-8 (replaced by the API, or a lone surrogate) is written as Go writes an invalid byte.
+    assert native.encode_string("\udcff") == b'"\\ufffd"'
+    assert native.encode_string("a\ufffd\ufffdb\uffef") == b'"a\\ufffd\\ufffdb\xef\xbf\xaf"'
+    assert native.encode_string("\ufffc\ufffe\u4fbd") == '"\ufffc\ufffe\u4fbd"'.encode()

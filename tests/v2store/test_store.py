@@ -289,6 +289,19 @@ def test_go_escaping_in_bodies(d: Driver) -> None:
     )
 
 
+def test_replaced_utf8_is_written_as_go_writes_invalid_bytes(d: Driver) -> None:
+    # The API decodes invalid UTF-8 with U+FFFD; Go writes each invalid byte as \ufffd, in events and errors.
+    assert d.put("/k\ufffd", value="\ufffdv") == (
+        b'{"action":"set","node":{"key":"/k\\ufffd","value":"\\ufffdv","modifiedIndex":1,"createdIndex":1}}\n'
+    )
+    assert d.get("/n\ufffd<") == (
+        b'{"errorCode":100,"message":"Key not found","cause":"/n\\ufffd\\u003c","index":1}\n'
+    )
+    assert d.put("/k\ufffd", value="w", prev_value="\ufffd&") == (
+        b'{"errorCode":101,"message":"Compare failed","cause":"[\\ufffd\\u0026 != \\ufffdv]","index":1}\n'
+    )
+
+
 def test_stats(d: Driver) -> None:
     d.put("/a", value="1")
     d.put("/a", value="1", prev_exist=False)  # createFail

@@ -52,6 +52,8 @@ SCRIPT: list[tuple[str, str, dict[str, str]]] = [
     ("DELETE", "/d", {"recursive": "true"}),
     ("DELETE", "/nope", {}),
     ("PUT", "/esc", {"value": '<a&b>\u2028\x01\x7f"\\'}),
+    ("PUT", "/esc", {"value": "n", "prevValue": '<&>\u2028\x01"'}),
+    ("GET", "/x&y", {}),
     ("GET", "/", {"recursive": "true", "sorted": "true"}),
     ("GET", "/d/e", {}),
     ("GET", "/a/b/c", {}),

@@ -15,6 +15,14 @@ Rules and invariants:
 - Limits as Go's: request line + headers at most 1 MiB + 4 KiB (else 431 and close), a urlencoded body at
   most 10 MiB (else errorCode 210 and close); other bodies are dropped past the same cap.  A request Go
   cannot read gets Go's bare ``400 Bad Request`` and the connection closes.
+- The first line of a connection, line end included, is at most 4096 bytes: etcd's connection multiplexer
+  (cmux) reads it into a 4096-byte buffer to tell HTTP/1 from gRPC and resets the connection when the line
+  does not fit (probed: 4094 bytes + CRLF pass, 4095 + CRLF do not).  Later requests on the connection
+  reach Go's server directly and only have its 1 MiB limit, here too.  Where etcd resets, fastkv answers
+  ``414 URI Too Long`` and closes: the key is refused all the same, and a client can tell why.
+- Only HTTP/1.0 and HTTP/1.1 are served.  A request line without a version (HTTP/0.9, which httptools
+  accepts) or with another major version gets ``400 Bad Request`` and the connection closes; etcd closes
+  silently on a connection's first request (cmux), and Go answers 400/505 on later ones.
 """
 
 from __future__ import annotations
@@ -46,6 +54,8 @@ from .response import (
 )
 
 MAX_HEADER_BYTES = (1 << 20) + 4096
+# cmux's maxHTTPRead: the first line of a connection, line end included.
+MAX_FIRST_LINE = 4096
 MAX_QUEUED_REQUESTS = 16
 # Go's rstAvoidanceDelay.
 LINGER_SECONDS = 0.5
@@ -60,6 +70,8 @@ _CHUNK_END = b"0\r\n\r\n"
 _BAD_REQUEST = malformed_response(400, "Bad Request")
 _NO_HOST = malformed_response(400, "Bad Request: missing required Host header")
 _HEADERS_TOO_LARGE = malformed_response(431, "Request Header Fields Too Large")
+_FIRST_LINE_TOO_LONG = malformed_response(414, "URI Too Long")
+_HTTP_VERSIONS = frozenset(("1.0", "1.1"))
 
 
 def _no_value_body(action: str) -> bytes:
@@ -118,6 +130,8 @@ class ClientProtocol(asyncio.Protocol):
         self._has_host = False
         self._in_body = False
         self._head_bytes = 0
+        # Bytes of the connection's first line seen so far, -1 once its line end has arrived.
+        self._first_line = 0
         self._broken = False
         # Handling state.
         self._queue: collections.deque[_Request] = collections.deque()
@@ -161,6 +175,16 @@ class ClientProtocol(asyncio.Protocol):
             return
         if not self._in_body:
             self._head_bytes += len(data)
+            seen = self._first_line
+            if seen >= 0:
+                # Checked before parsing, so a refused line has no effect at all.
+                if data.find(b"\n", 0, MAX_FIRST_LINE - seen) >= 0:
+                    self._first_line = -1
+                elif seen + len(data) >= MAX_FIRST_LINE:
+                    self._reject(_FIRST_LINE_TOO_LONG, linger=True)
+                    return
+                else:
+                    self._first_line = seen + len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -208,10 +232,14 @@ class ClientProtocol(asyncio.Protocol):
         r = self._reading
         parser = self._parser
         r.method = parser.get_method().decode("latin-1")
-        r.http11 = parser.get_http_version() == "1.1"
+        version = parser.get_http_version()
+        r.http11 = version == "1.1"
         r.keep_alive = parser.should_keep_alive()
         r.target = self._url_parts[0] if len(self._url_parts) == 1 else b"".join(self._url_parts)
-        if r.http11 and not self._has_host:
+        if version not in _HTTP_VERSIONS:
+            r.bad = _BAD_REQUEST
+            self._broken = True  # nothing after it is read
+        elif r.http11 and not self._has_host:
             r.bad = _NO_HOST
 
     def on_body(self, body: bytes) -> None:

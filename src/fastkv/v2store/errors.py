@@ -1,12 +1,14 @@
 """etcd v2 errors: codes, messages and HTTP statuses exactly as etcd 3.4 reports them.
 
 An error is raised by the store or by request parsing and turned into the JSON body
-``{"errorCode":N,"message":"...","cause":"...","index":I}\\n`` by the API layer.
+``{"errorCode":N,"message":"...","cause":"...","index":I}\\n`` by the API layer.  Strings are encoded
+by the event JSON writer, so a cause holding a key is escaped exactly like that key in an event (Go's
+HTML escaping, U+FFFD standing for invalid UTF-8 as ``\\ufffd``).
 """
 
 from __future__ import annotations
 
-import orjson
+from fastkv._native.keyindex import encode_string
 
 KEY_NOT_FOUND = 100
 TEST_FAILED = 101
@@ -80,6 +82,8 @@ MESSAGES: dict[int, str] = {
     CLIENT_INTERNAL: "Client Internal Error",
 }
 
+_MESSAGES_JSON: dict[int, bytes] = {code: encode_string(text) for code, text in MESSAGES.items()}
+
 _HTTP_STATUS: dict[int, int] = {
     KEY_NOT_FOUND: 404,
     NOT_FILE: 403,
@@ -112,12 +116,11 @@ class V2Error(Exception):
         return _HTTP_STATUS.get(self.code, 400)
 
     def to_json(self) -> bytes:
-        """The response body, field order as etcd's, ending in a newline."""
-        body: dict[str, object] = {"errorCode": self.code, "message": MESSAGES[self.code]}
+        """The response body, field order as etcd's (``cause`` omitted when empty), ending in a newline."""
+        head = b'{"errorCode":%d,"message":%s' % (self.code, _MESSAGES_JSON[self.code])
         if self.cause:
-            body["cause"] = self.cause
-        body["index"] = self.index
-        return orjson.dumps(body) + b"\n"
+            head += b',"cause":' + encode_string(self.cause)
+        return head + b',"index":%d}\n' % self.index
 
     def __str__(self) -> str:
         return f"{self.code}: {MESSAGES.get(self.code, '?')} ({self.cause}) [{self.index}]"
