@@ -147,7 +147,9 @@ def test_entry_must_be_a_four_tuple_of_the_right_types() -> None:
         enc.add_entries([(1, 2, 3)])
     with pytest.raises(OverflowError):
         enc.add_entries([Entry(-1, 1, 0, b"")])
-    enc.add_entries([Entry(1, 1, 0, bytearray(b"x"))])  # any buffer is accepted as data
+    with pytest.raises(TypeError):
+        Entry(1, 1, 0, bytearray(b"x"))  # type: ignore[arg-type]
+    enc.add_entries([(1, 1, 0, bytearray(b"x"))])  # a tuple may carry any buffer as data
     dec = native.Decoder(Entry, HardState)
     dec.decode(enc.getvalue())
     assert dec.entries == [Entry(1, 1, 0, b"x")]

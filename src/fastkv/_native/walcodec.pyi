@@ -1,4 +1,4 @@
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 _Buffer = bytes | bytearray | memoryview
@@ -52,3 +52,11 @@ class Decoder:
     record_end: int
     def __init__(self, entry_cls: type, state_cls: type, first_index: int = 1) -> None: ...
     def decode(self, buf: _Buffer, offset: int = 0) -> tuple[int, int]: ...
+
+class Entry:
+    term: int
+    index: int
+    type: int
+    data: bytes
+    def __init__(self, term: int, index: int, type: int, data: bytes) -> None: ...
+    def __iter__(self) -> Iterator[int | bytes]: ...

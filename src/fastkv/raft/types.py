@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from fastkv._native.walcodec import Entry
+
 # Entry types.  NORMAL entries carry an encoded V2Request (or nothing: the empty entry a
 # new leader appends to commit entries of earlier terms, Raft paper §5.4.2).
 ENTRY_NORMAL = 0
 ENTRY_CONF_CHANGE = 1
 
 
-class Entry(NamedTuple):
-    term: int
-    index: int  # type: ignore[assignment]  # shadows tuple.index on purpose: Raft's name
-    type: int
-    data: bytes
+__all__ = ["EMPTY_HARD_STATE", "ENTRY_CONF_CHANGE", "ENTRY_NORMAL", "Entry", "HardState"]
 
 
 class HardState(NamedTuple):
