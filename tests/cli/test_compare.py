@@ -221,3 +221,21 @@ def test_endpoint_env_precedence(oracle_url: str) -> None:
     assert subprocess.run(argv, capture_output=True, env=env, timeout=30).returncode == 0
     env.pop("ETCDCTL_ENDPOINTS")
     assert subprocess.run(argv, capture_output=True, env=env, timeout=30).returncode == 4
+
+
+@pytest.mark.parametrize("no_sync", [False, True])
+def test_total_timeout_expires_like_etcdctl(oracle_url: str, no_sync: bool) -> None:
+    """Against an endpoint that accepts connections but never answers, --total-timeout ends the
+    sync with exit 2 and a command with exit 4, whatever --timeout says."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        args = ["--timeout", "10s", "--total-timeout", "300ms"] + (["--no-sync"] if no_sync else [])
+        args += ["get", "/tt-missing"]
+        want = run_tool("etcdctl", url, args)
+        got = run_tool("fastkvctl", url, args)
+    assert got == want
+    assert got == (4 if no_sync else 2, "", "Error:  context deadline exceeded\n")

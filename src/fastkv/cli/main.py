@@ -15,13 +15,14 @@ import functools
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TextIO
 
 from fastkv.cli import flags as fl
 from fastkv.cli.output import ls_lines, print_response_key
-from fastkv.client import Client, ClientError, ClusterError, NoEndpointsError, Response
+from fastkv.client import Client, ClientError, ClusterError, DeadlineExceeded, NoEndpointsError, Response
 
 VERSION = "3.4.23"
 APP_NAME = "fastkvctl"
@@ -148,7 +149,9 @@ class Context:
         client = Client(
             self.endpoints(), timeout=self.gflags["timeout"] or None, on_request=show_curl if debug else None
         )
+        total_timeout = self.gflags["total-timeout"]
         if sync and not self.gflags["no-sync"]:
+            client.deadline = time.monotonic() + total_timeout if total_timeout else None
             if debug:
                 self.stderr.write(f"start to sync cluster using endpoints({','.join(client.endpoints)})\n")
             try:
@@ -163,12 +166,16 @@ class Context:
             except ClusterError as err:
                 if err.connection_failure:
                     self.fail(EXIT_BAD_CONNECTION, err)
+            except DeadlineExceeded as err:
+                self.fail(EXIT_BAD_CONNECTION, err)
             except ClientError:
                 pass  # like etcdctl: a sync that got an answer but no member list keeps the given endpoints
             if debug:
                 self.stderr.write(f"got endpoints({','.join(client.endpoints)}) after sync\n")
         if debug:
             self.stderr.write(f"Cluster-Endpoints: {', '.join(client.endpoints)}\n")
+        # Like etcdctl, the command gets a fresh --total-timeout of its own (watches clear it).
+        client.deadline = time.monotonic() + total_timeout if total_timeout else None
         return client
 
     def key_arg(self) -> str:
@@ -289,6 +296,7 @@ def _watch_events(ctx: Context, client: Client, key: str, recursive: bool) -> It
     """etcdctl's watcher: first waitIndex is after-index + 1 (0: the next event), then last index + 1."""
     after = int(ctx.flags["after-index"])
     index = after + 1 if after > 0 else 0
+    client.deadline = None  # --total-timeout does not apply to watches
     while True:
         resp = ctx.request(functools.partial(client.watch, key, index, recursive))
         if resp.node is not None:
@@ -435,8 +443,6 @@ def _member_update(ctx: Context) -> None:
 
 
 def _cluster_health(ctx: Context) -> None:
-    import time
-
     client = ctx.client(sync=False)
     try:
         members = client.members()

@@ -9,6 +9,7 @@ from fastkv.client.aio import AsyncClient
 from fastkv.client.model import (
     ClientError,
     ClusterError,
+    DeadlineExceeded,
     EtcdError,
     HTTPError,
     Member,
@@ -23,6 +24,7 @@ __all__ = [
     "Client",
     "ClientError",
     "ClusterError",
+    "DeadlineExceeded",
     "EtcdError",
     "HTTPError",
     "Member",

@@ -70,6 +70,13 @@ class ClientError(Exception):
     """Base of everything the client raises."""
 
 
+class DeadlineExceeded(ClientError):
+    """The client's deadline (etcdctl's --total-timeout) passed before an answer came."""
+
+    def __str__(self) -> str:
+        return "context deadline exceeded"
+
+
 class EtcdError(ClientError):
     """A v2 error body: ``{"errorCode", "message", "cause", "index"}``."""
 

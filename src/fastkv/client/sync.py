@@ -2,17 +2,20 @@
 
 Requests are tried on the pinned endpoint first, then on the others (`core.Failover`); the endpoint that
 answers becomes pinned.  ``timeout`` bounds each request (connect and every read) except watches, which
-wait as long as the server holds them.  Not thread-safe: use one client per thread.
+wait as long as the server holds them.  ``deadline`` (a ``time.monotonic()`` instant, or None) bounds the
+whole of every call made until it is changed, like a Go context: past it a call raises DeadlineExceeded.  Not thread-safe: use one client per thread.
 """
 
 from __future__ import annotations
 
 import http.client
+import socket
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from fastkv.client import core
-from fastkv.client.model import ClusterError, Member, NoEndpointsError, Response
+from fastkv.client.model import ClusterError, DeadlineExceeded, Member, NoEndpointsError, Response
 
 _RETRY_ON_REUSED = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
@@ -26,6 +29,7 @@ class Client(core.Api):
     ) -> None:
         self._failover = core.Failover(endpoints or ["http://127.0.0.1:2379"])
         self.timeout = timeout
+        self.deadline: float | None = None
         self.on_request = on_request  # receives the equivalent curl command line (etcdctl --debug)
         self._conns: dict[str, http.client.HTTPConnection] = {}
 
@@ -76,10 +80,17 @@ class Client(core.Api):
             cls = http.client.HTTPSConnection if ep.scheme == "https" else http.client.HTTPConnection
             conn = cls(ep.host, ep.port, timeout=self.timeout)
             self._conns[ep.url] = conn
+        timeout = None if streaming else self.timeout
+        if self.deadline is not None:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineExceeded()
+            timeout = remaining if timeout is None else min(timeout, remaining)
+        conn.timeout = timeout
         reused = conn.sock is not None
         if not reused:
             conn.connect()
-        conn.sock.settimeout(None if streaming else self.timeout)
+        conn.sock.settimeout(timeout)
         return conn, reused
 
     def _roundtrip(self, ep: core.Endpoint, req: core.Request) -> tuple[int, dict[str, str], bytes]:
@@ -114,6 +125,12 @@ class Client(core.Api):
             try:
                 status, headers, body = self._roundtrip(ep, call.request)
             except (OSError, http.client.HTTPException) as exc:
+                if (
+                    isinstance(exc, socket.timeout)
+                    and self.deadline is not None
+                    and time.monotonic() >= self.deadline
+                ):
+                    raise DeadlineExceeded() from None
                 errors.append(core.describe_os_error(ep, exc))
                 continue
             problem = core.server_error(status, ep.url)
