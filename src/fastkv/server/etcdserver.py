@@ -39,6 +39,7 @@ import orjson
 from ..raft.log import RaftLog
 from ..raft.node import LEADER, NotLeaderError, RaftNode, Ready
 from ..raft.types import ENTRY_CONF_CHANGE, ENTRY_NORMAL, Entry, HardState
+from ..storage import failpoint
 from ..storage.snap import Snapshotter
 from ..storage.wal import WAL
 from ..v2store.errors import LEADER_ELECT, RAFT_INTERNAL, V2Error
@@ -264,6 +265,7 @@ class EtcdServer:
 
         def write_snapshot() -> None:
             self.snapshotter.save(term, applied, data)
+            failpoint.hit("during_snapshot")
             self.wal.save_snapshot(term, applied)
 
         def done(f: concurrent.futures.Future[None]) -> None:
@@ -439,6 +441,7 @@ class EtcdServer:
     # -- applying ------------------------------------------------------------------------
 
     def _apply(self, entries: list[Entry]) -> None:
+        failpoint.hit("before_apply")
         now = self.now_ns()
         store = self.store
         waiters = self._waiters

@@ -6,7 +6,10 @@ itself, exactly like ``kill -9``: no atexit handlers, no flushing) or ``name=exi
 process ends with ``os._exit(99)``).  Unarmed, a hit costs one set lookup.
 
 Points in the WAL: ``before_wal_write`` (nothing of the batch written), ``after_wal_write``
-(written, not yet fdatasynced), ``after_wal_sync`` (durable, save() not yet returned).
+(written, not yet fdatasynced), ``after_wal_sync`` (durable, save() not yet returned),
+``wal_segment_cut`` (a new segment renamed into place, the directory not yet fsynced).
+Points in the server: ``before_apply`` (entries durable and committed, none of the batch
+applied or acknowledged), ``during_snapshot`` (snapshot file written, WAL marker not yet).
 """
 
 from __future__ import annotations

@@ -412,6 +412,7 @@ class WAL:
             failpoint.hit("after_wal_write")
             walcodec.datasync(fd)
             os.rename(tmp, final)
+            failpoint.hit("wal_segment_cut")  # renamed, the directory not yet fsynced
             fsync_dir(self.dir)
             failpoint.hit("after_wal_sync")
         except BaseException:
