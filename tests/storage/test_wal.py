@@ -5,8 +5,6 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import statistics
-import time
 from pathlib import Path
 
 import pytest
@@ -406,25 +404,3 @@ def test_bad_entry_is_a_type_error_and_leaves_the_wal_usable(wal_dir: Path) -> N
     wal.save(None, ents(1, 2))
     wal.close()
     assert reopen(wal_dir, segment_size_bytes=64 << 20)[2] == ents(1, 2)
-
-
-# -- cost --------------------------------------------------------------------------------
-
-
-def test_save_of_64_small_entries_costs_well_under_a_millisecond_besides_fsync(
-    wal_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(wal_module.walcodec, "datasync", lambda fd: None)
-    wal = WAL.create(str(wal_dir), b"m")
-    samples = []
-    index = 1
-    for _ in range(200):
-        batch = ents(index, 64, size=100)
-        index += 64
-        t0 = time.perf_counter()
-        wal.save(HardState(1, 1, index), batch)
-        samples.append(time.perf_counter() - t0)
-    wal.close()
-    # Measured around 10-20 us (one pwrite included) on a 2-core VM; the bound leaves
-    # room for noisy machines while still catching a per-entry Python loop.
-    assert statistics.median(samples) < 250e-6
