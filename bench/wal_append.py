@@ -27,9 +27,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from tests.twins import walcodec as twin  # noqa: E402
+
 from fastkv._native import walcodec  # noqa: E402
 from fastkv.raft.types import Entry  # noqa: E402
-from tests.twins import walcodec as twin  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PAYLOAD = b"v" * 100
