@@ -101,6 +101,7 @@ def start_server(
     extra: list[str] | None = None,
     name: str = "default",
     timeout: float = 20.0,
+    env_extra: dict[str, str] | None = None,
 ) -> ServerProcess:
     """Start a single-member fastkv or etcd (with --enable-v2) on free 127.0.0.1 ports."""
     cport, pport = free_port(), free_port()
@@ -127,7 +128,8 @@ def start_server(
         ]
         + (extra or [])
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD", "FASTKV_FAILPOINTS"))}
+    env.update(env_extra or {})
     log_path = os.path.join(data_dir, "server.log")
     log = open(log_path, "ab")  # noqa: SIM115 - owned by the process
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)

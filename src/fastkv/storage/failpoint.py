@@ -3,7 +3,9 @@
 ``hit(name)`` does nothing unless the environment variable FASTKV_FAILPOINTS (read once,
 at import) lists ``name``: a comma-separated list of ``name`` (the process SIGKILLs
 itself, exactly like ``kill -9``: no atexit handlers, no flushing) or ``name=exit`` (the
-process ends with ``os._exit(99)``).  Unarmed, a hit costs one set lookup.
+process ends with ``os._exit(99)``); ``name@N`` (or ``name=exit@N``) fires only at the
+N-th hit, so a crash can be placed in the middle of a workload.  Unarmed, a hit costs one
+dict lookup.
 
 Points in the WAL: ``before_wal_write`` (nothing of the batch written), ``after_wal_write``
 (written, not yet fdatasynced), ``after_wal_sync`` (durable, save() not yet returned),
@@ -20,25 +22,30 @@ import signal
 EXIT_STATUS = 99
 
 
-def _parse(spec: str) -> dict[str, str]:
-    armed = {}
+def _parse(spec: str) -> dict[str, list]:
+    """name -> [action, hits left before firing]."""
+    armed: dict[str, list] = {}
     for item in spec.split(","):
-        name, _, action = item.strip().partition("=")
+        item, _, nth = item.strip().partition("@")
+        name, _, action = item.partition("=")
         if name:
-            armed[name] = action or "kill"
+            armed[name] = [action or "kill", int(nth) if nth else 1]
     return armed
 
 
-_armed: dict[str, str] = _parse(os.environ.get("FASTKV_FAILPOINTS", ""))
+_armed: dict[str, list] = _parse(os.environ.get("FASTKV_FAILPOINTS", ""))
 
 
 def hit(name: str) -> None:
     if not _armed:
         return
-    action = _armed.get(name)
-    if action is None:
+    point = _armed.get(name)
+    if point is None:
         return
-    if action == "exit":
+    point[1] -= 1
+    if point[1] > 0:
+        return
+    if point[0] == "exit":
         os._exit(EXIT_STATUS)
     os.kill(os.getpid(), signal.SIGKILL)
     os._exit(EXIT_STATUS)  # unreachable unless SIGKILL is somehow not delivered at once
