@@ -15,8 +15,10 @@ Rules reproduced from Go 1.19 (the toolchain of etcd 3.4.23), because etcd's ans
 - ``clean_path(p)``: ``net/http.cleanPath``: ``path.Clean`` of a rooted path, keeping one trailing slash.
 - ``parse_bool``/``parse_uint64``: ``strconv.ParseBool``/``ParseUint(s, 10, 64)``; -1 on a syntax or range error.
 
-Names and values are decoded from bytes as UTF-8 with errors="replace" (Go keeps the raw bytes but its JSON
-encoder writes U+FFFD for them, which is what clients see).  tests/twins/httpcodec.py is the pure-Python twin;
+Names and values are decoded from bytes as UTF-8 with the error handler ``GO_REPLACE``: every byte of an
+invalid sequence becomes one U+FFFD, as Go's decoder does (Python's "replace" gives one U+FFFD per maximal
+invalid subsequence).  Go keeps the raw bytes, but its JSON encoder writes them that way, which is what
+clients see.  tests/twins/httpcodec.py is the pure-Python twin;
 a hypothesis test keeps the two identical.
 """
 
@@ -25,6 +27,17 @@ from cpython.dict cimport PyDict_Contains, PyDict_SetItem
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdlib cimport free, malloc
 from libc.string cimport memchr
+
+import codecs
+
+GO_REPLACE = "fastkv-go-replace"
+
+
+def _go_replace(err):
+    return "\ufffd" * (err.end - err.start), err.end
+
+
+codecs.register_error(GO_REPLACE, _go_replace)
 
 cdef inline int _unhex(unsigned char c) noexcept nogil:
     if c >= 48 and c <= 57:
@@ -110,9 +123,9 @@ cdef object _decode_str(const unsigned char* p, Py_ssize_t n, bint query, unsign
     """p[0:n] unescaped and decoded to str; scratch has room for n bytes."""
     cdef Py_ssize_t m
     if not _needs_decoding(p, n, query):
-        return PyUnicode_DecodeUTF8(<const char*>p, n, "replace")
+        return PyUnicode_DecodeUTF8(<const char*>p, n, "fastkv-go-replace")
     m = _unescape_into(p, n, query, scratch)
-    return PyUnicode_DecodeUTF8(<const char*>scratch, m, "replace")
+    return PyUnicode_DecodeUTF8(<const char*>scratch, m, "fastkv-go-replace")
 
 
 def unescape(bytes s, bint query):

@@ -173,6 +173,26 @@ def test_invalid_utf8_in_key_and_value_is_replaced_in_json(api: Api, target: Tar
     assert b"/a\\u0000b" in r.body
 
 
+@pytest.mark.parametrize(
+    "encoded,replacements",
+    [("%f0%9f%98", 3), ("%e2%82A", 2), ("%ed%a0%80", 3), ("%c0%af", 2)],
+    ids=["truncated 4-byte", "truncated 3-byte then ASCII", "surrogate", "overlong"],
+)
+def test_each_invalid_byte_becomes_one_replacement_char(
+    api: Api, prefix: str, encoded: str, replacements: int
+) -> None:
+    # Go decodes invalid UTF-8 one byte at a time: every byte of a bad sequence is one U+FFFD.
+    r = api.request(
+        "PUT",
+        "/v2/keys" + prefix + "/r",
+        body=f"value={encoded}".encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status in (200, 201)
+    tail = "A" if encoded.endswith("A") else ""
+    assert r.json()["node"]["value"] == "\ufffd" * replacements + tail
+
+
 def test_raw_non_ascii_bytes_in_request_target(api: Api, target: Target, prefix: str) -> None:
     # etcd (Go) takes raw bytes in the path as the key: the same key as its percent-encoded form.  A
     # stricter HTTP parser may refuse them; that refusal must be a clean 4xx that changes nothing.

@@ -6,6 +6,18 @@ checks the optimisations, not just the shared logic.
 
 from __future__ import annotations
 
+import codecs
+
+GO_REPLACE = "fastkv-go-replace-twin"
+
+
+def _go_replace(err: UnicodeDecodeError) -> tuple[str, int]:
+    """One U+FFFD per byte of an invalid sequence, as Go's UTF-8 decoder."""
+    return "\ufffd" * (err.end - err.start), err.end
+
+
+codecs.register_error(GO_REPLACE, _go_replace)
+
 _HEX = "0123456789abcdefABCDEF"
 _GO_ESCAPES = {7: "\\a", 8: "\\b", 12: "\\f", 10: "\\n", 13: "\\r", 9: "\\t", 11: "\\v"}
 
@@ -70,8 +82,8 @@ def parse_form(data: bytes, form: dict[str, str]) -> str | None:
             continue
         key, _, value = piece.partition(b"=")
         try:
-            k = unescape(key, True).decode("utf-8", "replace")
-            v = unescape(value, True).decode("utf-8", "replace")
+            k = unescape(key, True).decode("utf-8", GO_REPLACE)
+            v = unescape(value, True).decode("utf-8", GO_REPLACE)
         except ValueError as e:
             if err is None:
                 err = str(e)

@@ -33,7 +33,7 @@ from typing import Any
 
 import httptools
 
-from .._native.httpcodec import clean_path, unescape
+from .._native.httpcodec import GO_REPLACE, clean_path, unescape
 from ..v2store.errors import RAFT_INTERNAL, V2Error
 from . import cluster
 from .keys import MAX_FORM_SIZE, build_form, parse_key_request
@@ -358,7 +358,7 @@ class ClientProtocol(asyncio.Protocol):
             slash = raw_path.find(b"/", scheme + 3)
             raw_path = raw_path[slash:] if slash >= 0 else b"/"
         try:
-            path = unescape(raw_path, False).decode("utf-8", "replace")
+            path = unescape(raw_path, False).decode("utf-8", GO_REPLACE)
         except ValueError:
             return self._reply_bad()
         method = r.method
