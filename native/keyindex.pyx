@@ -20,14 +20,26 @@ Rules this module keeps (the store above it builds etcd's operations from them):
 Memory: a key costs its ``Node`` (72 bytes: header, 3 object slots, 3 int64, flags), its path and value
 strings (49 bytes + length each when ASCII), and one entry in the parent's dict (about 40 bytes amortised),
 so about 210 bytes + len(path) + len(value).
+
+Persistent records (the applied state in RocksDB, see storage/backend.py) are encoded and bulk-loaded here,
+because a restart builds a million nodes and every apply round encodes each changed node:
+
+- node key: the path in UTF-8 (lone surrogates kept with ``surrogatepass``) + ``\\x00``.  A node's key
+  sorts before every key of its subtree (``path + "/" ...``: ``\\x00`` < ``/``), so loading in key order
+  always finds the parent already built, and a subtree is the key range ``[path + "/", path + "0")``.
+- node record: u8 flags (1 = dir), i64 created, i64 modified, i64 expire_ns, then, only when expire_ns is
+  set, i64 ttl_seq (the order of the deadline among equal deadlines), then a file's value in UTF-8.
+- event record: u8 action, u8 flags (1 refresh, 2 has prev node), i64 etcd_index, the node view, then the
+  prev view.  A view: u8 flags (1 dir, 2 has value), i64 expiration, ttl, modified, created, u32 key
+  length, key, then u32 value length and value when it has one.  Integers are little-endian.
 """
 
 cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize
-from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint8_t
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 
 # etcd treats an expiry before 2000-01-01T00:00:00Z as "no expiry" when it creates a node.
 MIN_EXPIRE_NS = 946684800 * 1_000_000_000
@@ -677,3 +689,231 @@ cdef class KeyIndex:
             if n.children:
                 stack.extend(reversed(n.children.values()))
         return out
+
+
+# ----- persistent records (storage/backend.py) --------------------------------------------------------
+
+# Event actions by their record code: the order is part of the on-disk format (append only).
+ACTIONS = ("get", "create", "set", "update", "delete", "compareAndSwap", "compareAndDelete", "expire")
+cdef dict _ACTION_CODE = {a: i for i, a in enumerate(ACTIONS)}
+
+cdef int NODE_HEADER = 25
+
+
+cdef inline void _put_i64(char* p, int64_t v) noexcept:
+    cdef unsigned long long u = <unsigned long long>v
+    cdef int i
+    for i in range(8):
+        p[i] = <char>(u & 0xFF)
+        u >>= 8
+
+
+cdef inline int64_t _get_i64(const unsigned char* p) noexcept:
+    cdef unsigned long long u = 0
+    cdef int i
+    for i in range(7, -1, -1):
+        u = (u << 8) | p[i]
+    return <int64_t>u
+
+
+cdef inline void _put_u32(char* p, Py_ssize_t v) noexcept:
+    p[0] = <char>(v & 0xFF)
+    p[1] = <char>((v >> 8) & 0xFF)
+    p[2] = <char>((v >> 16) & 0xFF)
+    p[3] = <char>((v >> 24) & 0xFF)
+
+
+cdef inline Py_ssize_t _get_u32(const unsigned char* p) noexcept:
+    return p[0] | (p[1] << 8) | (p[2] << 16) | (<Py_ssize_t>p[3] << 24)
+
+
+cdef inline bytes _utf8(str s):
+    """UTF-8 of ``s``; lone surrogates (bytes that were not UTF-8) survive through ``surrogatepass``."""
+    cdef Py_ssize_t n
+    cdef const char* u
+    try:
+        u = PyUnicode_AsUTF8AndSize(s, &n)
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "surrogatepass")
+    return PyBytes_FromStringAndSize(u, n)
+
+
+cdef inline str _from_utf8(const char* p, Py_ssize_t n):
+    return PyUnicode_DecodeUTF8(p, n, "surrogatepass")
+
+
+cpdef bytes node_key(str path):
+    """The record key of the node at ``path``: its UTF-8 and a NUL."""
+    return _utf8(path) + b"\x00"
+
+
+cpdef bytes encode_node(Node node, int64_t ttl_seq):
+    """The record of ``node``; ``ttl_seq`` is its deadline's tie-break order (ignored when permanent)."""
+    cdef bint is_dir = node.children is not None
+    cdef bytes value = b"" if is_dir else _utf8(node.value)
+    cdef Py_ssize_t vn = len(value)
+    cdef Py_ssize_t size = NODE_HEADER + (8 if node.expire_ns != 0 else 0) + vn
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, size)
+    cdef char* p = <char*>out
+    p[0] = 1 if is_dir else 0
+    _put_i64(p + 1, node.created_index)
+    _put_i64(p + 9, node.modified_index)
+    _put_i64(p + 17, node.expire_ns)
+    p += NODE_HEADER
+    if node.expire_ns != 0:
+        _put_i64(p, ttl_seq)
+        p += 8
+    if vn:
+        memcpy(p, <const char*>value, vn)
+    return out
+
+
+def put_nodes(object put, dict nodes, dict ttl_live):
+    """``put(key, record)`` for every ``path -> Node`` of ``nodes``; ``ttl_live`` maps a node with a TTL to
+    its deadline's sequence number (TTLIndex.live)."""
+    cdef str path
+    cdef Node node
+    cdef object seq
+    for path, node in nodes.items():
+        seq = ttl_live.get(node, 0) if node.expire_ns != 0 else 0
+        put(_utf8(path) + b"\x00", encode_node(node, seq))
+
+
+def load_nodes(KeyIndex tree, object items):
+    """Build the tree from ``(key, record)`` pairs in key order, starting at the first node key; stops at
+    the first key that is not a node key.  Returns ``(count, ttl)`` where ``ttl`` lists
+    ``(ttl_seq, node)`` for every node with a deadline.  ValueError if a record has no parent."""
+    cdef list ttl = []
+    cdef Py_ssize_t count = 0, kn, slash, i, rn
+    cdef bytes key, rec
+    cdef const char* k
+    cdef const unsigned char* r
+    cdef Node node, parent = tree.root
+    cdef bytes parent_key = b""  # the root's path bytes without its "/": children's keys are "/name"
+    cdef object found
+    cdef str path
+    for key, rec in items:
+        k = <const char*>key
+        kn = len(key) - 1  # without the NUL
+        if kn < 1 or k[0] != 47 or k[kn] != 0:
+            break
+        slash = kn - 1
+        while slash > 0 and k[slash] != 47:
+            slash -= 1
+        r = <const unsigned char*>(<const char*>rec)
+        rn = len(rec)
+        if rn < NODE_HEADER:
+            raise ValueError(f"short node record at {key!r}")
+        # The parent: usually the previous directory or the previous parent (keys come in order).
+        if len(parent_key) != slash or memcmp(<const char*>parent_key, k, slash) != 0:
+            found = tree.get(_from_utf8(k, slash) if slash > 0 else "/")
+            if found is None or (<Node>found).children is None:
+                raise ValueError(f"node record without a parent directory: {key!r}")
+            parent = <Node>found
+            parent_key = key[:slash]
+        path = _from_utf8(k, kn)
+        node = Node.__new__(Node)
+        node.path = path
+        node.created_index = _get_i64(r + 1)
+        node.modified_index = _get_i64(r + 9)
+        node.expire_ns = _get_i64(r + 17)
+        i = NODE_HEADER
+        if node.expire_ns != 0:
+            ttl.append((_get_i64(r + NODE_HEADER), node))
+            i += 8
+        node.hidden = kn > slash + 1 and k[slash + 1] == 95  # "_"
+        if r[0] & 1:
+            node.value = ""
+            node.children = {}
+        else:
+            node.value = _from_utf8(<const char*>r + i, rn - i)
+            node.children = None
+        parent.children[path[path.rfind("/") + 1:]] = node
+        if node.children is not None:
+            parent = node
+            parent_key = key[:kn]
+        count += 1
+    return count, ttl
+
+
+cdef int _put_view_record(bytearray out, NodeView v) except -1:
+    cdef bytes key = _utf8(v.key)
+    cdef bytes value = None
+    cdef char head[37]
+    head[0] = (1 if v.dir else 0) | (2 if v.value is not None else 0)
+    _put_i64(head + 1, v.expiration)
+    _put_i64(head + 9, v.ttl)
+    _put_i64(head + 17, v.modified_index)
+    _put_i64(head + 25, v.created_index)
+    _put_u32(head + 33, len(key))
+    out += PyBytes_FromStringAndSize(head, 37)
+    out += key
+    if v.value is not None:
+        value = _utf8(<str>v.value)
+        _put_u32(head, len(value))
+        out += PyBytes_FromStringAndSize(head, 4)
+        out += value
+    if v.nodes is not None:
+        raise ValueError("an event's view never lists children")
+    return 0
+
+
+cpdef bytes encode_event(Event e):
+    """The record of a history event (see the module docstring)."""
+    cdef bytearray out = bytearray(10)
+    cdef char* p = <char*>out
+    p[0] = <char>_ACTION_CODE[e.action]
+    p[1] = (1 if e.refresh else 0) | (2 if e.prev_node is not None else 0)
+    _put_i64(p + 2, e.etcd_index)
+    _put_view_record(out, e.node)
+    if e.prev_node is not None:
+        _put_view_record(out, e.prev_node)
+    return bytes(out)
+
+
+cdef NodeView _get_view_record(const unsigned char* r, Py_ssize_t n, Py_ssize_t* pos):
+    cdef Py_ssize_t i = pos[0], kn, vn
+    if i + 37 > n:
+        raise ValueError("short event record")
+    cdef NodeView v = NodeView.__new__(NodeView)
+    cdef unsigned char flags = r[i]
+    v.dir = flags & 1
+    v.expiration = _get_i64(r + i + 1)
+    v.ttl = _get_i64(r + i + 9)
+    v.modified_index = _get_i64(r + i + 17)
+    v.created_index = _get_i64(r + i + 25)
+    kn = _get_u32(r + i + 33)
+    i += 37
+    if i + kn > n:
+        raise ValueError("short event record")
+    v.key = _from_utf8(<const char*>r + i, kn)
+    i += kn
+    v.value = None
+    if flags & 2:
+        if i + 4 > n:
+            raise ValueError("short event record")
+        vn = _get_u32(r + i)
+        i += 4
+        if i + vn > n:
+            raise ValueError("short event record")
+        v.value = _from_utf8(<const char*>r + i, vn)
+        i += vn
+    v.nodes = None
+    pos[0] = i
+    return v
+
+
+cpdef Event decode_event(bytes rec):
+    cdef const unsigned char* r = <const unsigned char*>(<const char*>rec)
+    cdef Py_ssize_t n = len(rec), pos = 10
+    if n < 10 or r[0] >= len(ACTIONS):
+        raise ValueError("bad event record")
+    cdef Event e = Event.__new__(Event)
+    e.action = ACTIONS[r[0]]
+    e.refresh = r[1] & 1
+    e.etcd_index = _get_i64(r + 2)
+    e.node = _get_view_record(r, n, &pos)
+    e.prev_node = _get_view_record(r, n, &pos) if r[1] & 2 else None
+    if pos != n:
+        raise ValueError("trailing bytes in event record")
+    return e

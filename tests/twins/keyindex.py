@@ -8,6 +8,7 @@ the datetime module, so a hypothesis test comparing it with the compiled module 
 from __future__ import annotations
 
 import datetime
+import struct
 
 MIN_EXPIRE_NS = 946684800 * 1_000_000_000
 COMPARE_MATCH = 0
@@ -280,3 +281,98 @@ class KeyIndex:
             if n.children:
                 stack.extend(reversed(n.children.values()))
         return out
+
+
+# ----- persistent records (see native/keyindex.pyx for the format) -----------------------------------
+
+ACTIONS = ("get", "create", "set", "update", "delete", "compareAndSwap", "compareAndDelete", "expire")
+
+
+def _utf8(s: str) -> bytes:
+    return s.encode("utf-8", "surrogatepass")
+
+
+def node_key(path: str) -> bytes:
+    return _utf8(path) + b"\x00"
+
+
+def encode_node(node: Node, ttl_seq: int) -> bytes:
+    is_dir = node.children is not None
+    out = struct.pack("<Bqqq", 1 if is_dir else 0, node.created_index, node.modified_index, node.expire_ns)
+    if node.expire_ns:
+        out += struct.pack("<q", ttl_seq)
+    return out + (b"" if is_dir else _utf8(node.value))
+
+
+def put_nodes(put, nodes: dict, ttl_live: dict) -> None:
+    for path, node in nodes.items():
+        put(node_key(path), encode_node(node, ttl_live.get(node, 0) if node.expire_ns else 0))
+
+
+def load_nodes(tree: KeyIndex, items) -> tuple[int, list]:
+    ttl = []
+    count = 0
+    for key, rec in items:
+        if not key.startswith(b"/") or not key.endswith(b"\x00"):
+            break
+        path = key[:-1].decode("utf-8", "surrogatepass")
+        parent_path, name = path.rsplit("/", 1)
+        parent = tree.get(parent_path or "/")
+        if parent is None or parent.children is None:
+            raise ValueError(f"node record without a parent directory: {key!r}")
+        flags, created, modified, expire = struct.unpack_from("<Bqqq", rec)
+        rest = rec[25:]
+        node = Node(path, "", bool(flags & 1), created, expire)
+        node.modified_index = modified
+        if expire:
+            ttl.append((struct.unpack_from("<q", rest)[0], node))
+            rest = rest[8:]
+        if not flags & 1:
+            node.value = rest.decode("utf-8", "surrogatepass")
+        parent.children[name] = node
+        count += 1
+    return count, ttl
+
+
+def _view_record(v: NodeView) -> bytes:
+    key = _utf8(v.key)
+    flags = (1 if v.dir else 0) | (2 if v.value is not None else 0)
+    out = (
+        struct.pack("<BqqqqI", flags, v.expiration, v.ttl, v.modified_index, v.created_index, len(key)) + key
+    )
+    if v.value is not None:
+        value = _utf8(v.value)
+        out += struct.pack("<I", len(value)) + value
+    return out
+
+
+def encode_event(e: Event) -> bytes:
+    flags = (1 if e.refresh else 0) | (2 if e.prev_node is not None else 0)
+    out = struct.pack("<BBq", ACTIONS.index(e.action), flags, e.etcd_index) + _view_record(e.node)
+    if e.prev_node is not None:
+        out += _view_record(e.prev_node)
+    return out
+
+
+def _read_view(rec: bytes, pos: int) -> tuple[NodeView, int]:
+    flags, expiration, ttl, modified, created, kn = struct.unpack_from("<BqqqqI", rec, pos)
+    pos += 37
+    key = rec[pos : pos + kn].decode("utf-8", "surrogatepass")
+    pos += kn
+    value = None
+    if flags & 2:
+        (vn,) = struct.unpack_from("<I", rec, pos)
+        value = rec[pos + 4 : pos + 4 + vn].decode("utf-8", "surrogatepass")
+        pos += 4 + vn
+    return NodeView(key, value, bool(flags & 1), expiration, ttl, None, modified, created), pos
+
+
+def decode_event(rec: bytes) -> Event:
+    code, flags, etcd_index = struct.unpack_from("<BBq", rec)
+    node, pos = _read_view(rec, 10)
+    prev = None
+    if flags & 2:
+        prev, pos = _read_view(rec, pos)
+    if pos != len(rec):
+        raise ValueError("trailing bytes in event record")
+    return Event(ACTIONS[code], node, prev, etcd_index, bool(flags & 1))

@@ -1,5 +1,8 @@
 """Type stubs for the compiled key tree, node views, events and their JSON encoder (native/keyindex.pyx)."""
 
+from collections.abc import Callable, Iterable
+from typing import Any
+
 MIN_EXPIRE_NS: int
 COMPARE_MATCH: int
 COMPARE_INDEX_NOT_MATCH: int
@@ -96,3 +99,15 @@ __all__ = [
     "format_time",
     "ttl_of",
 ]
+
+# Record encoding for the RocksDB backend (fastkv.storage.backend).
+ACTIONS: tuple[str, ...]
+
+def node_key(path: str) -> bytes: ...
+def encode_node(node: Node, ttl_seq: int) -> bytes: ...
+def put_nodes(
+    put: Callable[[bytes, bytes], None], nodes: dict[str, Node], ttl_live: dict[Node, int]
+) -> None: ...
+def load_nodes(tree: KeyIndex, items: Iterable[Any]) -> tuple[int, list[tuple[int, Node]]]: ...
+def encode_event(e: Event) -> bytes: ...
+def decode_event(rec: bytes) -> Event: ...

@@ -73,6 +73,12 @@ class EventHistory:
                 return e
         return None
 
+    def last(self, n: int) -> list[Event]:
+        """The newest ``n`` events (all of them if fewer are held), oldest first."""
+        n = min(n, self.size)
+        events, cap, base = self.events, self.capacity, self.front + self.size - n
+        return [events[(base + i) % cap] for i in range(n)]  # type: ignore[misc]
+
     def __iter__(self):  # oldest first
         for i in range(self.size):
             yield self.events[(self.front + i) % self.capacity]

@@ -16,6 +16,12 @@ Rules (see docs/design.md for the contract and etcd-v2.md §1.3-§2 for the beha
 - SYNC removes every node whose expiry is <= ``req.time``, earliest first, one ``expire`` event each; an
   expiring directory takes its subtree with it and watchers anywhere below get the directory's event.
 - Watchers are called synchronously during ``apply`` (see watcher.py).
+- Dirty tracking for the persistent backend (storage/backend.py): every mutation files the node it
+  created or changed under its path in ``_changed`` (auto-created parent directories included), and
+  every removal files the removed subtree's root in ``_removed`` and drops the subtree's paths from
+  ``_changed``.  ``take_changes`` hands both over with the history events since the last call.  Writing
+  the removals first and then the current content of every changed path reproduces the tree exactly:
+  a path re-created after its removal is in ``_changed`` again.
 """
 
 from __future__ import annotations
@@ -64,7 +70,7 @@ def _compare_fail_cause(node: Node, which: int, prev_value: str, prev_index: int
 
 
 class Store:
-    __slots__ = ("index", "tree", "ttl", "history", "hub", "stats")
+    __slots__ = ("index", "tree", "ttl", "history", "hub", "stats", "_changed", "_removed", "_taken_index")
 
     def __init__(self) -> None:
         self.index = 0
@@ -73,6 +79,37 @@ class Store:
         self.history = EventHistory(HISTORY_CAPACITY)
         self.hub = WatcherHub(self.history)
         self.stats = Stats()
+        self._changed: dict[str, Node] = {}
+        self._removed: list[tuple[str, bool]] = []
+        self._taken_index = 0  # store index at the last take_changes
+
+    # ----- dirty tracking -----------------------------------------------------------------------------
+
+    def take_changes(self) -> Changes:
+        """What changed since the last call (or since the store was built or loaded).
+
+        The nodes are live objects: encode them (Backend.prepare) before the store is mutated again."""
+        changed, self._changed = self._changed, {}
+        removed, self._removed = self._removed, []
+        events = self.history.last(self.index - self._taken_index)
+        self._taken_index = self.index
+        return Changes(changed, removed, events, self.index, self.ttl.live, self.stats.to_list())
+
+    def all_changes(self) -> Changes:
+        """The whole state as changes that replace everything (a fresh or reset backend); also resets the
+        dirty tracking, like take_changes."""
+        self.take_changes()
+        nodes = {n.path: n for n in self.tree.subtree(self.tree.root)}
+        del nodes["/"]
+        return Changes(
+            nodes, [("/", True)], list(self.history), self.index, self.ttl.live, self.stats.to_list()
+        )
+
+    def mark_clean(self) -> None:
+        """Forget tracked changes: the state was just loaded from (or fully written to) the backend."""
+        self._changed = {}
+        self._removed = []
+        self._taken_index = self.index
 
     # ----- reads --------------------------------------------------------------------------------------
 
@@ -201,6 +238,14 @@ class Store:
                 self.ttl.remove(old)
         node = Node(path, value, dir, next_index, expire_ns)
         children[name] = node
+        changed = self._changed
+        changed[path] = node
+        if parent.created_index == next_index and parent is not self.tree.root:
+            # ensure_dir created it, maybe with ancestors: all of them carry this index.
+            created: Node | None = parent
+            while created is not None and created.created_index == next_index and created.path != "/":
+                changed[created.path] = created
+                created = self.tree.parent_of(created)
         if expire_ns:
             self.ttl.push(node)
         self.index = next_index
@@ -226,6 +271,7 @@ class Store:
             node.value = value
             node.modified_index = next_index
         self._retime(node, expire_ns)
+        self._changed[path] = node
         view = NodeView(
             path,
             None if is_dir else value,
@@ -278,6 +324,7 @@ class Store:
         node.value = value
         node.modified_index = self.index
         self._retime(node, expire_ns)
+        self._changed[path] = node
         event = Event(COMPARE_AND_SWAP, node.repr(False, False, now_ns), prev_view, self.index)
         self.stats.compareAndSwapSuccess += 1
         if refresh:
@@ -385,16 +432,19 @@ class Store:
     def _remove(self, node: Node, event: Event) -> None:
         """Detach ``node`` and its subtree; watchers on every removed path get ``event``."""
         self.tree.unlink(node)
-        hub, ttl = self.hub, self.ttl
+        hub, ttl, changed = self.hub, self.ttl, self._changed
+        self._removed.append((node.path, node.children is not None))
         if node.children:
             # Reverse pre-order: every node after all of its descendants, like etcd's recursion.
             for n in reversed(self.tree.subtree(node)):
                 if n.expire_ns:
                     ttl.remove(n)
+                changed.pop(n.path, None)
                 hub.notify_deleted(event, n.path)
         else:
             if node.expire_ns:
                 ttl.remove(node)
+            changed.pop(node.path, None)
             hub.notify_deleted(event, node.path)
 
     # ----- watch --------------------------------------------------------------------------------------
@@ -457,7 +507,36 @@ class Store:
         for item in state["history"]:
             store.history.add(_event_from_list(item))
         store.stats = Stats.from_list(state["stats"])
+        store.mark_clean()
         return store
+
+
+class Changes:
+    """What ``Store.take_changes`` hands to the backend for one apply round.
+
+    ``nodes``: path -> live node, for every node created or changed (content, indexes, TTL); ``removed``:
+    ``(path, was_dir)`` roots of removed subtrees, in removal order (``("/", True)`` clears everything);
+    ``events``: the history events of the round, oldest first (at most the history's capacity);
+    ``index``: the store index after the round; ``ttl_live``: node -> deadline sequence (TTLIndex.live),
+    whose order breaks ties between equal deadlines; ``stats``: Stats.to_list()."""
+
+    __slots__ = ("nodes", "removed", "events", "index", "ttl_live", "stats")
+
+    def __init__(
+        self,
+        nodes: dict[str, Node],
+        removed: list[tuple[str, bool]],
+        events: list[Event],
+        index: int,
+        ttl_live: dict[Node, int],
+        stats: list[int],
+    ) -> None:
+        self.nodes = nodes
+        self.removed = removed
+        self.events = events
+        self.index = index
+        self.ttl_live = ttl_live
+        self.stats = stats
 
 
 def _view_to_list(v: NodeView | None) -> list | None:
