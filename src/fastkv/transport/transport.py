@@ -1,0 +1,713 @@
+"""Peer traffic: raft messages between members over TCP, on the event loop, without a Task per message.
+
+Shape (etcd's rafthttp, on frames instead of HTTP):
+- Each member dials one long-lived *message* connection to every peer and writes on it
+  only; what a peer sends us arrives on the connection that peer dialed.  So the two
+  directions never contend, and a member restarting just redials.
+- ``send(messages)`` never blocks: it encodes each message into its peer's queue and
+  schedules one flush per loop iteration, which writes each peer's queue with one write()
+  (pipelining: nothing waits for an answer).  A queue holds at most ``max_queued_messages``;
+  beyond that, while the peer's socket is paused (its kernel buffer full) or the peer is
+  unreachable, messages are dropped and the peer reported unreachable: Raft retransmits
+  (Raft paper §5.3), and a leader must not stall on one slow follower.
+- Messages to a peer being dialed wait in the queue; to a peer in backoff they are dropped.
+- A MsgSnap is streamed on its own connection in chunks, each written only after the socket
+  drained below its high-water mark, so a large snapshot never delays heartbeats and never
+  sits in memory twice.  The receiver acknowledges once raft has the snapshot;
+  ``on_snapshot_status(peer, ok)`` reports the outcome (etcd's ReportSnapshot).
+- Every connection starts with a handshake (codec.Hello).  The listener refuses, as etcd
+  does: a different protocol version, cluster id or destination id (412), a removed member
+  (410 "removed member"), an unknown sender (404).  The dialer logs the refusal, reports it
+  through ``on_rejected`` and backs off.
+- Reconnects back off exponentially from ``backoff_base_s`` to ``backoff_max_s`` with
+  jitter from an injected ``random.Random`` (two members never redial in lockstep).
+- The dialer pings every ``probe_interval_s``; the answer gives the round-trip time
+  (``round_trip_time(peer)``), and a connection silent for ``probe_timeout_s`` is closed
+  (a partitioned peer's TCP connection can stay open for minutes otherwise).
+
+Callbacks run on the loop, synchronously: ``on_message(m)`` for every message received,
+``on_unreachable(peer_id)`` (the server calls raft.report_unreachable), ``on_snapshot_status``,
+``is_removed(member_id)``, ``on_rejected(peer_id, status, reason)``.
+
+Non-goals: TLS (https peer URLs are refused), etcd wire compatibility (rafthttp speaks
+protobuf over HTTP; fastkv members talk only to fastkv members).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import cast
+from urllib.parse import urlsplit
+
+from fastkv.raft.messages import MSG_SNAP, Message
+
+from . import codec
+from .codec import (
+    STREAM_MESSAGE,
+    STREAM_SNAPSHOT,
+    Decoder,
+    FrameError,
+    Hello,
+    HelloReply,
+    Ping,
+    Pong,
+    SnapAck,
+)
+
+log = logging.getLogger("fastkv.transport")
+
+STATUS_OK = 200
+STATUS_NOT_FOUND = 404  # etcd: "error sender not found"
+STATUS_GONE = 410  # etcd: "removed member"
+STATUS_PRECONDITION_FAILED = 412  # etcd: cluster id / version / destination mismatch
+
+
+def parse_peer_url(url: str) -> tuple[str, int]:
+    """(host, port) of an etcd peer URL such as http://127.0.0.1:2380."""
+    u = urlsplit(url)
+    if u.scheme == "https":
+        raise ValueError(f"peer TLS is not supported: {url}")
+    if u.scheme != "http" or not u.hostname:
+        raise ValueError(f"peer URL must be http://host:port: {url!r}")
+    return u.hostname, u.port or 2380
+
+
+class _Rejected(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class _Dialer(asyncio.Protocol):
+    """Our end of a connection we dialed: writes frames, reads the replies (hello reply, pongs,
+    the snapshot ack)."""
+
+    def __init__(self, t: Transport, peer: _Peer, stream: str) -> None:
+        self.t = t
+        self.peer = peer
+        self.stream = stream
+        self.transport: asyncio.Transport | None = None
+        self.decoder = Decoder(t.max_frame_bytes)
+        loop = t.loop
+        self.accepted: asyncio.Future[HelloReply] = loop.create_future()
+        self.snap_ack: asyncio.Future[SnapAck] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.paused = False
+        self._drained: asyncio.Future[None] | None = None
+        self.last_rx_ns = 0
+        self._probe: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        self.last_rx_ns = self.t.clock_ns()
+        hello = Hello(self.t.cluster_id, self.t.member_id, self.peer.id, self.stream)
+        self.transport.write(codec.encode_hello(hello))
+
+    def data_received(self, data: bytes) -> None:
+        self.last_rx_ns = self.t.clock_ns()
+        try:
+            frames = self.decoder.feed(data)
+        except FrameError as e:
+            log.warning("peer %x: bad frame on %s stream: %s", self.peer.id, self.stream, e)
+            self.close()
+            return
+        for f in frames:
+            if type(f) is Pong:
+                self.peer.rtt_ns = self.last_rx_ns - f.sent_ns
+            elif type(f) is HelloReply:
+                if not self.accepted.done():
+                    self.accepted.set_result(f)
+            elif type(f) is SnapAck:
+                if not self.snap_ack.done():
+                    self.snap_ack.set_result(f)
+            else:
+                log.warning("peer %x: unexpected %s on a dialed connection", self.peer.id, type(f).__name__)
+                self.close()
+                return
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+        for fut in (self.accepted, self.snap_ack):
+            if not fut.done():
+                fut.set_exception(ConnectionError(f"connection to {self.peer.id:x} lost"))
+                # Nobody may be waiting any more; mark it retrieved so asyncio does not log it.
+                fut.exception()
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_exception(ConnectionError("connection lost"))
+            self._drained.exception()
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self.transport = None
+        self.t._dialer_lost(self)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        if self.stream == STREAM_MESSAGE:
+            self.t._schedule_flush(self.peer)
+
+    async def drain(self) -> None:
+        if self.paused:
+            self._drained = self.t.loop.create_future()
+            await self._drained
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def start_probing(self) -> None:
+        self._probe = self.t.loop.call_later(self.t.probe_interval_s, self._send_probe)
+
+    def _send_probe(self) -> None:
+        if self.transport is None:
+            return
+        now = self.t.clock_ns()
+        if now - self.last_rx_ns > self.t.probe_timeout_s * 1e9:
+            log.warning(
+                "peer %x: no answer for %.1fs, closing the connection", self.peer.id, self.t.probe_timeout_s
+            )
+            self.transport.abort()
+            return
+        self.transport.write(codec.encode_ping(Ping(now)))
+        self._probe = self.t.loop.call_later(self.t.probe_interval_s, self._send_probe)
+
+
+class _Listener(asyncio.Protocol):
+    """Our end of a connection a peer dialed: checks its handshake, then hands every message
+    to raft and answers pings (and, on a snapshot stream, acknowledges the snapshot)."""
+
+    def __init__(self, t: Transport) -> None:
+        self.t = t
+        self.transport: asyncio.Transport | None = None
+        self.decoder = Decoder(t.max_frame_bytes, t.max_snapshot_bytes)
+        self.hello: Hello | None = None
+        self.last_rx_ns = 0
+        self._idle: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        self.t._listeners.add(self)
+        if not self.t._receiving:
+            self.transport.pause_reading()
+        self.last_rx_ns = self.t.clock_ns()
+        self._idle = self.t.loop.call_later(self.t.probe_timeout_s, self._check_idle)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        self.transport = None
+        self.t._listeners.discard(self)
+
+    def _check_idle(self) -> None:
+        # A snapshot stream is quiet only while the sender waits for us; pings keep message
+        # streams busy.  Silence beyond the timeout means the dialer is gone.
+        if self.transport is None:
+            return
+        if not self.t._receiving:
+            # Our own doing (pause_receiving): silence proves nothing about the dialer.
+            self.last_rx_ns = self.t.clock_ns()
+        idle_s = (self.t.clock_ns() - self.last_rx_ns) / 1e9
+        if idle_s >= self.t.probe_timeout_s:
+            log.info("peer connection idle for %.1fs, closing", idle_s)
+            self.transport.abort()
+            return
+        self._idle = self.t.loop.call_later(self.t.probe_timeout_s - idle_s, self._check_idle)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_rx_ns = self.t.clock_ns()
+        try:
+            frames = self.decoder.feed(data)
+        except FrameError as e:
+            log.warning("closing peer connection: %s", e)
+            self.close()
+            return
+        on_message = self.t.on_message
+        for f in frames:
+            if self.hello is None:
+                # Nothing is answered, let alone delivered, before the handshake passed.
+                if type(f) is not Hello or not self._accept(f):
+                    self.close()
+                    return
+            elif type(f) is Message:
+                self.t.received += 1
+                try:
+                    on_message(f)
+                except Exception:
+                    log.exception("on_message failed for %r", f)
+                if self.hello.stream == STREAM_SNAPSHOT and f.type == MSG_SNAP:
+                    self.write(codec.encode_snap_ack(SnapAck(True)))
+            elif type(f) is Ping:
+                self.write(codec.encode_pong(Pong(f.sent_ns)))
+            else:
+                log.warning("unexpected %s from a peer, closing", type(f).__name__)
+                self.close()
+                return
+
+    def _accept(self, h: Hello) -> bool:
+        t = self.t
+        status, reason = STATUS_OK, ""
+        if h.version != codec.PROTOCOL_VERSION:
+            status, reason = STATUS_PRECONDITION_FAILED, f"incompatible peer protocol version {h.version}"
+        elif h.cluster_id != t.cluster_id:
+            status, reason = STATUS_PRECONDITION_FAILED, "cluster ID mismatch"
+        elif t.is_removed is not None and t.is_removed(h.frm):
+            status, reason = STATUS_GONE, "removed member"
+        elif h.frm not in t._peers:
+            status, reason = STATUS_NOT_FOUND, "error sender not found"
+        elif h.to != t.member_id:
+            status, reason = STATUS_PRECONDITION_FAILED, "to field mismatch"
+        elif h.stream not in (STREAM_MESSAGE, STREAM_SNAPSHOT):
+            status, reason = STATUS_PRECONDITION_FAILED, f"unknown stream {h.stream!r}"
+        self.write(codec.encode_hello_reply(HelloReply(status, reason, t.member_id)))
+        if status != STATUS_OK:
+            log.warning(
+                "refused peer %x (cluster %x, to %x): %d %s", h.frm, h.cluster_id, h.to, status, reason
+            )
+            self.close()
+            return False
+        self.hello = h
+        return True
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class _Peer:
+    __slots__ = (
+        "id",
+        "urls",
+        "url_index",
+        "conn",
+        "dialing",
+        "queue",
+        "queued_dirty",
+        "attempt",
+        "task",
+        "snapshot_task",
+        "rtt_ns",
+        "active_since_ns",
+        "reported",
+        "sent",
+        "dropped",
+        "refusal",
+    )
+
+    def __init__(self, peer_id: int, urls: list[str]) -> None:
+        self.id = peer_id
+        self.urls = urls
+        self.url_index = 0
+        self.conn: _Dialer | None = None  # the message connection, once its handshake passed
+        self.dialing = False
+        self.queue: list[bytes] = []
+        self.queued_dirty = False
+        self.attempt = 0
+        self.task: asyncio.Task[None] | None = None
+        self.snapshot_task: asyncio.Task[None] | None = None
+        self.rtt_ns: int | None = None
+        self.active_since_ns = 0
+        # on_unreachable was called since the last successful handshake: say it once per outage.
+        self.reported = False
+        self.sent = 0
+        self.dropped = 0
+        self.refusal = 0  # the last handshake refusal status, 0 once accepted
+
+    def next_url(self) -> str:
+        url = self.urls[self.url_index % len(self.urls)]
+        self.url_index += 1
+        return url
+
+
+class Transport:
+    def __init__(
+        self,
+        member_id: int,
+        cluster_id: int,
+        on_message: Callable[[Message], None],
+        loop: asyncio.AbstractEventLoop,
+        *,
+        on_unreachable: Callable[[int], None] | None = None,
+        on_snapshot_status: Callable[[int, bool], None] | None = None,
+        is_removed: Callable[[int], bool] | None = None,
+        on_rejected: Callable[[int, int, str], None] | None = None,
+        rng: random.Random | None = None,
+        clock_ns: Callable[[], int] = time.monotonic_ns,
+        backoff_base_s: float = 0.05,
+        backoff_max_s: float = 2.0,
+        dial_timeout_s: float = 2.0,
+        probe_interval_s: float = 1.0,
+        probe_timeout_s: float = 5.0,
+        snapshot_timeout_s: float = 30.0,
+        snapshot_chunk_bytes: int = codec.DEFAULT_SNAPSHOT_CHUNK_BYTES,
+        max_queued_messages: int = 4096,
+        max_frame_bytes: int = codec.DEFAULT_MAX_FRAME_BYTES,
+        max_snapshot_bytes: int = codec.DEFAULT_MAX_SNAPSHOT_BYTES,
+    ) -> None:
+        self.member_id = member_id
+        self.cluster_id = cluster_id
+        self.on_message = on_message
+        self.loop = loop
+        self.on_unreachable = on_unreachable
+        self.on_snapshot_status = on_snapshot_status
+        self.is_removed = is_removed
+        self.on_rejected = on_rejected
+        self.rng = rng if rng is not None else random.Random()
+        self.clock_ns = clock_ns
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.dial_timeout_s = dial_timeout_s
+        self.probe_interval_s = probe_interval_s
+        self.probe_timeout_s = probe_timeout_s
+        self.snapshot_timeout_s = snapshot_timeout_s
+        self.snapshot_chunk_bytes = snapshot_chunk_bytes
+        self.max_queued_messages = max_queued_messages
+        self.max_frame_bytes = max_frame_bytes
+        self.max_snapshot_bytes = max_snapshot_bytes
+        self._peers: dict[int, _Peer] = {}
+        self._servers: list[asyncio.Server] = []
+        self._listeners: set[_Listener] = set()
+        self._dialers: set[_Dialer] = set()
+        self._dirty: list[_Peer] = []
+        self._flush_scheduled = False
+        self._stopped = False
+        self._receiving = True
+        self.received = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, listen_host: str, port: int) -> int:
+        """Listens for peers on (host, port); returns the bound port (useful with port 0).
+        May be called once per --listen-peer-urls entry."""
+        server = await self.loop.create_server(lambda: _Listener(self), listen_host, port, reuse_address=True)
+        self._servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        """Closes the listeners and every connection and stops redialing."""
+        self._stopped = True
+        tasks: list[asyncio.Task[None]] = []
+        for peer in list(self._peers.values()):
+            tasks.extend(self._forget(peer))
+        for server in self._servers:
+            server.close()
+        for listener in list(self._listeners):
+            listener.close()
+        for d in list(self._dialers):
+            d.close()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+
+    def pause_receiving(self) -> None:
+        """Stops reading from every peer connection (the kernel buffers fill and TCP flow
+        control slows the senders): for when raft's inbox falls behind."""
+        self._receiving = False
+        for listener in self._listeners:
+            if listener.transport is not None:
+                listener.transport.pause_reading()
+
+    def resume_receiving(self) -> None:
+        self._receiving = True
+        for listener in self._listeners:
+            if listener.transport is not None:
+                listener.transport.resume_reading()
+
+    # -- membership --------------------------------------------------------------------------
+
+    def add_peer(self, peer_id: int, urls: list[str]) -> None:
+        if peer_id in self._peers or peer_id == self.member_id:
+            return
+        for url in urls:
+            parse_peer_url(url)
+        if not urls:
+            raise ValueError(f"peer {peer_id:x} has no URLs")
+        peer = _Peer(peer_id, list(urls))
+        self._peers[peer_id] = peer
+        if not self._stopped:
+            # Messages sent before the first dial even started wait for it.
+            peer.dialing = True
+            peer.task = self.loop.create_task(self._run_peer(peer))
+
+    def remove_peer(self, peer_id: int) -> None:
+        peer = self._peers.pop(peer_id, None)
+        if peer is not None:
+            self._forget(peer)
+
+    def update_peer(self, peer_id: int, urls: list[str]) -> None:
+        """New URLs take effect from the next dial: the current connection is closed."""
+        peer = self._peers.get(peer_id)
+        if peer is None:
+            self.add_peer(peer_id, urls)
+            return
+        for url in urls:
+            parse_peer_url(url)
+        if not urls:
+            raise ValueError(f"peer {peer_id:x} has no URLs")
+        if urls == peer.urls:
+            return
+        peer.urls = list(urls)
+        peer.url_index = 0
+        peer.attempt = 0
+        if peer.conn is not None:
+            peer.conn.close()
+
+    def peers(self) -> list[int]:
+        return list(self._peers)
+
+    def _forget(self, peer: _Peer) -> list[asyncio.Task[None]]:
+        tasks = [t for t in (peer.task, peer.snapshot_task) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if peer.conn is not None:
+            peer.conn.close()
+        peer.queue.clear()
+        return tasks
+
+    # -- state -------------------------------------------------------------------------------
+
+    def is_active(self, peer_id: int) -> bool:
+        peer = self._peers.get(peer_id)
+        return peer is not None and peer.conn is not None
+
+    def active_since_ns(self, peer_id: int) -> int:
+        """clock_ns() when the current message connection was established, 0 if none."""
+        peer = self._peers.get(peer_id)
+        return peer.active_since_ns if peer is not None and peer.conn is not None else 0
+
+    def round_trip_time(self, peer_id: int) -> float | None:
+        """Seconds, from the last ping answered on the message connection (or its handshake)."""
+        peer = self._peers.get(peer_id)
+        if peer is None or peer.rtt_ns is None:
+            return None
+        return peer.rtt_ns / 1e9
+
+    def stats(self, peer_id: int) -> dict[str, int]:
+        peer = self._peers[peer_id]
+        return {"sent": peer.sent, "dropped": peer.dropped, "queued": len(peer.queue)}
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def send(self, messages: list[Message]) -> None:
+        peers = self._peers
+        for m in messages:
+            peer = peers.get(m.to)
+            if peer is None:
+                log.debug("dropping %r: unknown peer", m)
+                continue
+            if m.type == MSG_SNAP:
+                self._send_snapshot(peer, m)
+                continue
+            conn = peer.conn
+            if (conn is None and not peer.dialing) or len(peer.queue) >= self.max_queued_messages:
+                peer.dropped += 1
+                self._report_unreachable(peer)
+                continue
+            peer.queue.append(codec.encode_message(m))
+            if not peer.queued_dirty:
+                peer.queued_dirty = True
+                self._dirty.append(peer)
+        if self._dirty and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _schedule_flush(self, peer: _Peer) -> None:
+        if peer.queue and not peer.queued_dirty:
+            peer.queued_dirty = True
+            self._dirty.append(peer)
+        if self._dirty and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        dirty = self._dirty
+        self._dirty = []
+        for peer in dirty:
+            peer.queued_dirty = False
+            conn = peer.conn
+            # A paused socket keeps its queue (bounded in send()) until resume_writing.
+            if conn is None or conn.paused or not peer.queue:
+                continue
+            queue = peer.queue
+            peer.sent += len(queue)
+            conn.write(queue[0] if len(queue) == 1 else b"".join(queue))
+            queue.clear()
+            # Congestion is over: the next drop is news again.
+            peer.reported = False
+
+    def _report_unreachable(self, peer: _Peer) -> None:
+        if peer.reported:
+            return
+        peer.reported = True
+        if self.on_unreachable is not None:
+            try:
+                self.on_unreachable(peer.id)
+            except Exception:
+                log.exception("on_unreachable failed")
+
+    # -- dialing -----------------------------------------------------------------------------
+
+    def _backoff_s(self, peer: _Peer) -> float:
+        delay = min(self.backoff_max_s, self.backoff_base_s * (2 ** min(peer.attempt, 30)))
+        peer.attempt += 1
+        # Equal jitter: at least half the delay, so a dead peer is never hammered.
+        return delay / 2 + self.rng.random() * delay / 2
+
+    async def _dial(self, peer: _Peer, stream: str) -> _Dialer:
+        """A connection to peer whose handshake passed; raises OSError, TimeoutError or _Rejected."""
+        url = peer.next_url()
+        host, port = parse_peer_url(url)
+        conn: _Dialer | None = None
+        try:
+            async with asyncio.timeout(self.dial_timeout_s):
+                sent_ns = self.clock_ns()
+                _, proto = await self.loop.create_connection(lambda: _Dialer(self, peer, stream), host, port)
+                conn = proto
+                self._dialers.add(conn)
+                reply = await conn.accepted
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
+        if reply.status != STATUS_OK:
+            conn.close()
+            raise _Rejected(reply.status, reply.reason)
+        if stream == STREAM_MESSAGE:
+            peer.rtt_ns = self.clock_ns() - sent_ns
+        return conn
+
+    def _dialer_lost(self, conn: _Dialer) -> None:
+        self._dialers.discard(conn)
+
+    async def _run_peer(self, peer: _Peer) -> None:
+        """Keeps one message connection to peer open for as long as it is a peer."""
+        while not self._stopped:
+            peer.dialing = True
+            try:
+                conn = await self._dial(peer, STREAM_MESSAGE)
+            except _Rejected as e:
+                peer.dialing = False
+                self._drop_queue(peer)
+                self._rejected(peer, e)
+                if e.status != STATUS_NOT_FOUND:
+                    # Only "sender not found" may change soon (our conf change is not applied
+                    # there yet); a removed member stays removed, a cluster id stays different.
+                    peer.attempt = max(peer.attempt, 30)
+            except (OSError, TimeoutError, ConnectionError) as e:
+                peer.dialing = False
+                self._drop_queue(peer)
+                if not peer.reported:
+                    log.info("peer %x unreachable: %s", peer.id, e or type(e).__name__)
+                self._report_unreachable(peer)
+            else:
+                peer.dialing = False
+                peer.attempt = 0
+                peer.reported = False
+                peer.refusal = 0
+                peer.conn = conn
+                peer.active_since_ns = self.clock_ns()
+                log.info("peer %x connected (message stream)", peer.id)
+                conn.start_probing()
+                self._schedule_flush(peer)
+                try:
+                    await conn.closed
+                finally:
+                    peer.conn = None
+                    peer.active_since_ns = 0
+                    self._drop_queue(peer)
+                if self._stopped:
+                    return
+                log.info("peer %x disconnected", peer.id)
+                self._report_unreachable(peer)
+            await asyncio.sleep(self._backoff_s(peer))
+
+    def _drop_queue(self, peer: _Peer) -> None:
+        peer.dropped += len(peer.queue)
+        peer.queue.clear()
+
+    def _rejected(self, peer: _Peer, e: _Rejected) -> None:
+        # Said once per kind of refusal: redials repeat it every backoff_max_s.
+        level = logging.DEBUG if peer.refusal == e.status else logging.ERROR
+        peer.refusal = e.status
+        log.log(level, "peer %x refused our connection: %d %s", peer.id, e.status, e.reason)
+        if self.on_rejected is not None:
+            try:
+                self.on_rejected(peer.id, e.status, e.reason)
+            except Exception:
+                log.exception("on_rejected failed")
+
+    # -- snapshots ---------------------------------------------------------------------------
+
+    def _send_snapshot(self, peer: _Peer, m: Message) -> None:
+        if peer.snapshot_task is not None and not peer.snapshot_task.done():
+            # Raft sends the next MsgSnap only after a status report for this one.
+            log.warning("peer %x: a snapshot is already in flight, dropping %r", peer.id, m)
+            return
+        peer.snapshot_task = self.loop.create_task(self._stream_snapshot(peer, m))
+
+    async def _stream_snapshot(self, peer: _Peer, m: Message) -> None:
+        ok = False
+        conn: _Dialer | None = None
+        assert m.snapshot is not None
+        index, size = m.snapshot.meta.index, len(m.snapshot.data)
+        try:
+            conn = await self._dial(peer, STREAM_SNAPSHOT)
+            for frame in codec.encode_snapshot(m, self.snapshot_chunk_bytes):
+                conn.write(frame)
+                if conn.paused:
+                    # Progress, not total time, is bounded: a big snapshot may take long.
+                    async with asyncio.timeout(self.snapshot_timeout_s):
+                        await conn.drain()
+                if conn.transport is None:
+                    raise ConnectionError("snapshot connection lost")
+            async with asyncio.timeout(self.snapshot_timeout_s):
+                ack = await conn.snap_ack
+            ok = ack.ok
+            if ok:
+                log.info("peer %x: snapshot at index %d sent (%d bytes)", peer.id, index, size)
+            else:
+                log.warning("peer %x refused the snapshot: %s", peer.id, ack.reason)
+        except asyncio.CancelledError:
+            raise
+        except _Rejected as e:
+            self._rejected(peer, e)
+        except (OSError, TimeoutError, ConnectionError, FrameError) as e:
+            log.warning("peer %x: sending a snapshot failed: %s", peer.id, e or type(e).__name__)
+        finally:
+            if conn is not None:
+                conn.close()
+        if not ok and self.on_unreachable is not None:
+            # etcd reports both: the follower goes back to probing and raft may retry.
+            try:
+                self.on_unreachable(peer.id)
+            except Exception:
+                log.exception("on_unreachable failed")
+        if self.on_snapshot_status is not None:
+            try:
+                self.on_snapshot_status(peer.id, ok)
+            except Exception:
+                log.exception("on_snapshot_status failed")
