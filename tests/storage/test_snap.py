@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fastkv.storage import snap
-from fastkv.storage.snap import Snapshotter
+from fastkv.storage.snap import Snapshotter, snap_name
 
 
 def test_save_and_load_round_trip(tmp_path: Path) -> None:
@@ -78,3 +78,15 @@ def test_empty_data(tmp_path: Path) -> None:
     s = Snapshotter(str(tmp_path))
     s.save(0, 0, b"")
     assert s.load() == (0, 0, b"")
+
+
+def test_purge_removes_data_dirs_of_purged_and_unfinished_snapshots(tmp_path) -> None:
+    snaps = Snapshotter(str(tmp_path))
+    for term, index in [(1, 10), (1, 20), (2, 30)]:
+        os.makedirs(snaps.data_dir(term, index))
+        snaps.save(term, index, b"meta")
+    os.makedirs(snaps.data_dir(2, 40))  # a checkpoint whose snapshot file was never written
+    snaps.purge(2)
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [snap_name(1, 20), snap_name(2, 30), snap_name(1, 20) + ".db", snap_name(2, 30) + ".db"]
+    )

@@ -8,7 +8,10 @@ The write path, for every write and quorum read:
 Group commit falls out of the loop: while one WAL write is in flight, new proposals pile
 up and all of them ride the next write.  A request is answered only after the fdatasync
 that made its entry durable and the apply that produced its event, so an acknowledged
-write survives kill -9; on restart the snapshot is loaded and the WAL after it replayed.
+write survives kill -9.  Every apply round also writes one RocksDB batch (the round's
+changes + the applied index, unsynced) on the writer thread; on restart the state is loaded
+from RocksDB and only the WAL entries after its applied index are replayed.  RocksDB is
+flushed before the WAL may drop anything, so the WAL always covers what RocksDB could lose.
 
 Rules worth keeping in mind:
 - Apply happens on the event loop, in log order, one entry at a time.  Nothing but the
@@ -40,6 +43,7 @@ from ..raft.log import RaftLog
 from ..raft.node import LEADER, NotLeaderError, RaftNode, Ready
 from ..raft.types import ENTRY_CONF_CHANGE, ENTRY_NORMAL, Entry, HardState
 from ..storage import failpoint
+from ..storage.backend import Backend, BackendError, Batch
 from ..storage.snap import Snapshotter
 from ..storage.wal import WAL
 from ..v2store.errors import LEADER_ELECT, RAFT_INTERNAL, V2Error
@@ -107,6 +111,7 @@ class EtcdServer:
         self.raft: RaftNode
         self.wal: WAL
         self.snapshotter: Snapshotter
+        self.backend: Backend
         self.start_time_ns = clock()
         self._lock_fd = -1
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -152,8 +157,17 @@ class EtcdServer:
             raise StartupError(f"cannot access data directory {cfg.data_dir!r}: {e.strerror or e}") from None
         self._lock_data_dir(member_dir)
         self.snapshotter = Snapshotter(snap_dir)
+        try:
+            self.backend = Backend.open(os.path.join(member_dir, "kv"))
+        except BackendError as e:
+            raise StartupError(str(e)) from None
         if WAL.exists(wal_dir):
             self._restart(wal_dir)
+        elif self.backend.applied_index() > 0:
+            raise StartupError(
+                f"data directory {cfg.data_dir!r} holds applied state up to index "
+                f"{self.backend.applied_index()} but no WAL: refusing to start on incomplete data"
+            )
         else:
             self._bootstrap(wal_dir)
 
@@ -209,33 +223,39 @@ class EtcdServer:
         log.info("bootstrapped member %x of cluster %x in %s", self.member_id, self.cluster_id, cfg.data_dir)
 
     def _restart(self, wal_dir: str) -> None:
-        snap = self.snapshotter.load()
-        snap_index, snap_term = 0, 0
-        if snap is not None:
-            snap_term, snap_index, data = snap
-            self._recover_from_snapshot(data)
-            self._snapshot_index = snap_index
-        self.wal = WAL.open(wal_dir, snap_index=snap_index, segment_size_bytes=_segment_size_bytes())
+        meta = self.backend.meta()
+        applied, applied_term = meta.applied_index, meta.applied_term
+        if applied > 0:
+            self.store = self.backend.load_store()
+            if meta.membership is not None:
+                self.membership = Membership.recover(meta.membership)
+        self.wal = WAL.open(wal_dir, snap_index=applied, segment_size_bytes=_segment_size_bytes())
         metadata, hard_state, entries = self.wal.read_all()
-        meta = orjson.loads(metadata)
-        if meta["name"] != self.cfg.name:
+        meta_wal = orjson.loads(metadata)
+        if meta_wal["name"] != self.cfg.name:
             raise StartupError(
-                f"data directory {self.cfg.data_dir!r} belongs to member {meta['name']!r} "
-                f"({meta['member_id']:x}), not to {self.cfg.name!r}"
+                f"data directory {self.cfg.data_dir!r} belongs to member {meta_wal['name']!r} "
+                f"({meta_wal['member_id']:x}), not to {self.cfg.name!r}"
             )
-        self.member_id = meta["member_id"]
-        self.cluster_id = meta["cluster_id"]
-        raft_log = RaftLog(snap_index, snap_term)
+        self.member_id = meta_wal["member_id"]
+        self.cluster_id = meta_wal["cluster_id"]
+        if entries and entries[0].index != applied + 1:
+            raise StartupError(
+                f"the WAL in {wal_dir!r} starts at index {entries[0].index} but the applied state "
+                f"ends at {applied}: entries are missing, refusing to start"
+            )
+        raft_log = RaftLog(applied, applied_term)
         raft_log.restore_stable(entries)
         self.raft = RaftNode(self.member_id, [self.member_id], raft_log, hard_state)
+        self._snapshot_index = applied
         # Replay what was committed before the crash; the rest commits after the election.
         replayed = self._apply_ready_committed()
         log.info(
-            "restarted member %x of cluster %x at commit %d (snapshot %d, replayed %d entries)",
+            "restarted member %x of cluster %x at commit %d (applied state at %d, replayed %d entries)",
             self.member_id,
             self.cluster_id,
             raft_log.committed,
-            snap_index,
+            applied,
             replayed,
         )
 
@@ -245,33 +265,30 @@ class EtcdServer:
             committed = self.raft.log.next_committed()
             if not committed:
                 return n
-            self._apply(committed)
+            self.backend.write(self._apply(committed))
             self.raft.log.applied_to(committed[-1].index)
             n += len(committed)
 
     # -- snapshots -----------------------------------------------------------------------
 
-    def _snapshot_bytes(self) -> bytes:
-        members = self.membership.save()
-        return len(members).to_bytes(8, "big") + members + self.store.save()
-
-    def _recover_from_snapshot(self, data: bytes) -> None:
-        n = int.from_bytes(data[:8], "big")
-        self.membership = Membership.recover(data[8 : 8 + n])
-        self.store = Store.recover(data[8 + n :])
-
     def _maybe_snapshot(self) -> None:
+        """Every --snapshot-count applied entries: make RocksDB durable, keep a checkpoint of it
+        as the snapshot, and let the WAL and the in-memory log drop what it covers."""
         applied = self.raft.log.applied
         if self._snapshot_running or applied - self._snapshot_index < self.cfg.snapshot_count:
             return
         assert self._loop is not None
         term = self.raft.log.term(applied)
-        data = self._snapshot_bytes()
+        meta = orjson.dumps({"membership": self.membership.save().decode(), "index": applied, "term": term})
         self._snapshot_running = True
 
         def write_snapshot() -> None:
-            self.snapshotter.save(term, applied, data)
+            # The writer thread runs jobs in order, so RocksDB holds exactly the state at
+            # ``applied`` here: every earlier round's batch was written, no later one yet.
+            self.backend.flush()
+            self.backend.checkpoint(self.snapshotter.data_dir(term, applied))
             failpoint.hit("during_snapshot")
+            self.snapshotter.save(term, applied, meta)
             self.wal.save_snapshot(term, applied)
 
         def done(f: concurrent.futures.Future[None]) -> None:
@@ -329,6 +346,8 @@ class EtcdServer:
         self._writer.shutdown(wait=True)
         with contextlib.suppress(Exception):
             self.wal.close()
+        with contextlib.suppress(Exception):
+            self.backend.close()
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
@@ -405,16 +424,21 @@ class EtcdServer:
         if not raft.has_ready():
             return
         rd = raft.ready()
+        batch = None
         if rd.committed_entries:
             # Committed entries are already durable here: apply them while the next write runs.
-            self._apply(rd.committed_entries)
+            batch = self._apply(rd.committed_entries)
         if rd.must_sync:
             self._persisting = True
             loop = self._loop
             assert loop is not None
             cfut = self._writer.submit(self.wal.save, rd.hard_state, rd.entries)
             cfut.add_done_callback(lambda f: loop.call_soon_threadsafe(self._on_persisted, rd, f))
-        else:
+        if batch is not None:
+            # After the WAL save in the writer's queue: the fdatasync that acknowledges writes
+            # does not wait behind this round's RocksDB batch.
+            self._writer.submit(self.backend.write, batch)
+        if not rd.must_sync:
             raft.advance(rd)
             if raft.has_ready():
                 self._kick()
@@ -446,8 +470,10 @@ class EtcdServer:
 
     # -- applying ------------------------------------------------------------------------
 
-    def _apply(self, entries: list[Entry]) -> None:
+    def _apply(self, entries: list[Entry]) -> Batch:
+        """Apply entries in order; returns the RocksDB batch holding their effects."""
         failpoint.hit("before_apply")
+        membership_changed = False
         now = self.now_ns()
         store = self.store
         waiters = self._waiters
@@ -468,6 +494,14 @@ class EtcdServer:
                     w[0].set_result(result)
             elif e.type == ENTRY_CONF_CHANGE:
                 self._apply_conf_change(e)
+                membership_changed = True
+        last = entries[-1]
+        return self.backend.prepare(
+            self.store.take_changes(),
+            last.index,
+            last.term,
+            self.membership.save() if membership_changed else None,
+        )
 
     def _apply_conf_change(self, e: Entry) -> None:
         cc = orjson.loads(e.data)

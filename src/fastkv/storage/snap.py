@@ -1,5 +1,10 @@
 """Snapshot files: ``<snap_dir>/<term:016x>-<index:016x>.snap``, each whole or absent.
 
+A snapshot may own a directory beside its file, ``<name>.db`` (the server keeps a RocksDB
+checkpoint of the applied state there).  The file is written after the directory is
+complete, so a ``.db`` directory without its file is debris of a crash: purge removes it,
+and removes each purged snapshot's directory with its file.
+
 File layout (little-endian): ``FKVSNAP1`` magic, u64 term, u64 index, u64 data length,
 u32 crc32c of the 32 bytes before it continued over the data, u32 zero, then the data.
 
@@ -15,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import struct
 
 from .._native.crc32c import crc32c
@@ -23,6 +29,7 @@ from .fileutil import BROKEN_SUFFIX, fsync_dir, read_file, remove_tmp_files, wri
 log = logging.getLogger(__name__)
 
 SNAP_SUFFIX = ".snap"
+DATA_DIR_SUFFIX = ".db"
 MAGIC = b"FKVSNAP1"
 _FIELDS = struct.Struct("<8sQQQ")  # magic, term, index, data length: what the crc starts with
 _CHECK = struct.Struct("<II")  # crc, zero
@@ -85,8 +92,13 @@ class Snapshotter:
                 fsync_dir(self.dir)
         return None
 
+    def data_dir(self, term: int, index: int) -> str:
+        """The directory a snapshot at (term, index) may own."""
+        return os.path.join(self.dir, snap_name(term, index) + DATA_DIR_SUFFIX)
+
     def purge(self, keep: int) -> list[str]:
-        """Deletes all but the newest ``keep`` (at least 1) snapshots; returns their names."""
+        """Deletes all but the newest ``keep`` (at least 1) snapshots and their directories, and
+        directories whose snapshot file was never written; returns the snapshot names deleted."""
         if not os.path.isdir(self.dir):
             return []
         remove_tmp_files(self.dir)
@@ -94,6 +106,10 @@ class Snapshotter:
         doomed = names[: max(len(names) - max(keep, 1), 0)]
         for name in doomed:
             os.unlink(os.path.join(self.dir, name))
+        kept = set(names) - set(doomed)
+        for entry in os.listdir(self.dir):
+            if entry.endswith(DATA_DIR_SUFFIX) and entry[: -len(DATA_DIR_SUFFIX)] not in kept:
+                shutil.rmtree(os.path.join(self.dir, entry), ignore_errors=True)
         if doomed:
             fsync_dir(self.dir)
         return doomed
