@@ -1,38 +1,53 @@
-"""The sans-IO Raft core: proposals and ticks in, ``Ready`` out, ``advance()`` back.
+"""RaftNode: the Raft state machine (raft.py) plus the Ready/advance contract with the caller.
 
 No clock, socket, file or asyncio here.  The caller (server/) drives it:
 
-1. ``propose(data)`` / ``tick()`` change the in-memory state;
-2. ``ready()`` returns what must happen next: the hard state and entries to persist,
-   and the committed entries that may be applied;
-3. the caller persists (one WAL write + one fdatasync for the whole Ready), applies the
-   committed entries, then calls ``advance(rd)``.
+1. ``tick()``, ``step(msg)``, ``propose(data)``, ``read_index(ctx)`` ... change the
+   in-memory state;
+2. ``ready()`` returns what must happen next, and the caller does it in this order:
+   a. if ``rd.snapshot``: persist it and restore the state machine from it;
+   b. persist ``rd.hard_state`` and ``rd.entries`` (one WAL write; fdatasync when
+      ``rd.must_sync``);
+   c. only then send ``rd.messages``: a vote or an acknowledgement must never go out for
+      state that a crash could still lose (Raft paper figure 2, "respond after persisting");
+      when ``must_sync`` is False nothing in the Ready needs the disk and they may go at once;
+   d. apply ``rd.committed_entries`` in order (they are already durable, so this may run
+      before or during the write of b), then serve ``rd.read_states`` whose index is applied;
+   e. ``advance(rd)``.
+   At most one Ready is outstanding: ``ready()`` is not called again before ``advance``.
+   Messages may be stepped in and proposals made while a Ready is being persisted.
 
 Entries are committed only once a quorum of voters has them durably, counting this
 member only after its own WAL write (``advance``), so nothing is applied before it is on
 disk here (Raft paper §5.3, §5.4.2: only entries of the current term are committed by
 counting replicas; a new leader appends an empty entry to commit earlier ones).
 
-This version runs clusters of one voter: the member elects itself at once.  Multi-voter
-elections, replication messages, per-follower progress and ReadIndex arrive with the
-clustering work; the log, the Ready contract and the commit rule are already the ones
-they build on.
+Proposals only append to the leader's log; the MsgApps that carry them are built once per
+Ready (``_flush_appends``), so a burst of proposals costs one message per follower.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 
+from .confchange import ConfChange
 from .log import RaftLog
-from .types import EMPTY_HARD_STATE, ENTRY_NORMAL, Entry, HardState
+from .messages import Message, Snapshot
+from .raft import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, NotLeaderError, RaftCore
+from .readonly import ReadState
+from .types import EMPTY_HARD_STATE, Entry, HardState
 
-FOLLOWER = "StateFollower"
-CANDIDATE = "StateCandidate"
-LEADER = "StateLeader"
-
-
-class NotLeaderError(Exception):
-    """A proposal reached a member that is not the leader."""
+__all__ = [
+    "CANDIDATE",
+    "FOLLOWER",
+    "LEADER",
+    "PRE_CANDIDATE",
+    "ConfChange",
+    "NotLeaderError",
+    "RaftNode",
+    "Ready",
+]
 
 
 @dataclass(slots=True)
@@ -41,15 +56,17 @@ class Ready:
     entries: list[Entry]  # to persist before anything else is acknowledged
     committed_entries: list[Entry]  # durable and committed: apply in order
     # True when the Ready must be fdatasynced before messages go out or anything is
-    # acknowledged: new entries, or a new term or vote.  A commit-only change need not be:
-    # a lost commit index is recomputed after restart.
+    # acknowledged: new entries, a snapshot, or a new term or vote.  A commit-only change
+    # need not be: a lost commit index is recomputed after restart.
     must_sync: bool = True
-    soft_state_changed: bool = False
-    messages: list[object] = field(default_factory=list)
+    soft_state_changed: bool = False  # ``lead`` or ``state`` changed since the last Ready
+    messages: list[Message] = field(default_factory=list)
+    snapshot: Snapshot | None = None  # to persist and restore the state machine from, first
+    read_states: list[ReadState] = field(default_factory=list)
 
 
-class RaftNode:
-    __slots__ = ("id", "voters", "log", "term", "vote", "state", "lead", "_prev_hard_state", "_match")
+class RaftNode(RaftCore):
+    __slots__ = ("_prev_hard_state", "_prev_soft_state")
 
     def __init__(
         self,
@@ -57,114 +74,95 @@ class RaftNode:
         voters: list[int],
         log: RaftLog | None = None,
         hard_state: HardState = EMPTY_HARD_STATE,
+        *,
+        election_tick: int = 10,
+        heartbeat_tick: int = 1,
+        pre_vote: bool = True,
+        check_quorum: bool = True,
+        max_inflight: int = 256,
+        max_size_per_msg: int = 1 << 20,
+        rng: random.Random | None = None,
     ) -> None:
-        if node_id not in voters:
-            raise ValueError(f"member {node_id:x} is not among the voters")
-        self.id = node_id
-        self.voters = sorted(voters)
-        self.log = log or RaftLog()
-        self.term = hard_state.term
-        self.vote = hard_state.vote
-        if hard_state.commit:
-            self.log.commit_to(min(hard_state.commit, self.log.last_index()))
-        self.state = FOLLOWER
-        self.lead = 0
+        """``voters`` and ``log`` as restored from the snapshot and WAL; options as etcd's raft.Config."""
+        super().__init__(
+            node_id,
+            voters,
+            log,
+            hard_state,
+            election_tick=election_tick,
+            heartbeat_tick=heartbeat_tick,
+            pre_vote=pre_vote,
+            check_quorum=check_quorum,
+            max_inflight=max_inflight,
+            max_size_per_msg=max_size_per_msg,
+            rng=rng,
+        )
         self._prev_hard_state = HardState(self.term, self.vote, self.log.committed)
-        # Highest index each voter is known to hold durably (self included).
-        self._match: dict[int, int] = {v: 0 for v in self.voters}
-        self._match[self.id] = self.log.stable_index
-
-    # -- inputs -------------------------------------------------------------------------
-
-    def campaign(self) -> None:
-        """Start an election (Raft paper §5.2).  A sole voter wins it at once."""
-        if len(self.voters) != 1:
-            raise NotImplementedError("elections among several voters are not implemented yet")
-        self.term += 1
-        self.vote = self.id
-        self._become_leader()
-
-    def tick(self) -> None:
-        """One logical clock tick.  A sole voter with no leader campaigns."""
-        if self.state != LEADER and len(self.voters) == 1:
-            self.campaign()
-
-    def propose(self, data: bytes, entry_type: int = ENTRY_NORMAL) -> int:
-        """Append a proposal to the leader's log; returns its index."""
-        if self.state != LEADER:
-            raise NotLeaderError()
-        index = self.log.last_index() + 1
-        self.log.entries.append(Entry(self.term, index, entry_type, data))
-        return index
-
-    def propose_many(self, items: list[bytes]) -> int:
-        """Append several proposals; returns the index of the last one."""
-        if self.state != LEADER:
-            raise NotLeaderError()
-        term = self.term
-        index = self.log.last_index()
-        append = self.log.entries.append
-        for data in items:
-            index += 1
-            append(Entry(term, index, ENTRY_NORMAL, data))
-        return index
-
-    # -- outputs ------------------------------------------------------------------------
+        self._prev_soft_state = (0, FOLLOWER)
 
     def has_ready(self) -> bool:
+        if self._bcast_pending:
+            self._flush_appends()
         log = self.log
-        return (
-            log.stable_index < log.last_index()
+        return bool(
+            self.msgs
+            or self.read_states
+            or log.pending_snapshot is not None
+            or log.stable_index < log.offset + len(log.entries)
             or min(log.committed, log.stable_index) > log.applied
-            or self._hard_state() != self._prev_hard_state
+            or self._prev_hard_state != (self.term, self.vote, log.committed)
+            or self._prev_soft_state != (self.lead, self.state)
         )
 
     def ready(self) -> Ready:
-        hs = self._hard_state()
+        if self._bcast_pending:
+            self._flush_appends()
+        log = self.log
+        hs = HardState(self.term, self.vote, log.committed)
         prev = self._prev_hard_state
-        entries = self.log.unstable()
+        entries = log.unstable()
+        snapshot = log.pending_snapshot
+        soft = (self.lead, self.state)
+        soft_changed = soft != self._prev_soft_state
+        self._prev_soft_state = soft
+        msgs, self.msgs = self.msgs, []
+        read_states, self.read_states = self.read_states, []
         return Ready(
             hard_state=hs if hs != prev else None,
             entries=entries,
-            committed_entries=self.log.next_committed(),
-            must_sync=bool(entries) or hs.term != prev.term or hs.vote != prev.vote,
+            committed_entries=log.next_committed(),
+            must_sync=bool(entries) or snapshot is not None or hs.term != prev.term or hs.vote != prev.vote,
+            soft_state_changed=soft_changed,
+            messages=msgs,
+            snapshot=snapshot,
+            read_states=read_states,
         )
 
     def advance(self, rd: Ready) -> None:
-        """The caller persisted ``rd.entries`` / ``rd.hard_state`` and applied ``rd.committed_entries``."""
+        """The caller persisted ``rd`` and applied ``rd.committed_entries``."""
+        log = self.log
         if rd.hard_state is not None:
             self._prev_hard_state = rd.hard_state
+        if rd.snapshot is not None and log.pending_snapshot is rd.snapshot:
+            log.pending_snapshot = None
         if rd.committed_entries:
-            self.log.applied_to(rd.committed_entries[-1].index)
+            index = rd.committed_entries[-1].index
+            # A snapshot installed meanwhile may already have moved ``applied`` past them.
+            if index > log.applied:
+                log.applied_to(index)
         if rd.entries:
             last = rd.entries[-1]
-            # The log may have been truncated since; only mark what is still ours.
-            if self.log.term(last.index) == last.term:
-                self.log.stable_to(last.index)
-                self._match[self.id] = max(self._match[self.id], last.index)
+            # The log may have been truncated since; only mark what is still ours (by Log
+            # Matching, an entry with the same index and term has the same prefix).
+            if log.term(last.index) == last.term:
+                log.stable_to(last.index)
                 if self.state == LEADER:
-                    self._maybe_commit()
+                    me = self.progress.get(self.id)
+                    if me is not None and me.maybe_update(last.index):
+                        self._maybe_commit()
 
-    # -- internals ----------------------------------------------------------------------
-
-    def _hard_state(self) -> HardState:
-        return HardState(self.term, self.vote, self.log.committed)
-
-    def _become_leader(self) -> None:
-        self.state = LEADER
-        self.lead = self.id
-        # The empty entry of the new term lets earlier-term entries commit (§5.4.2).
-        self.propose(b"")
-
-    def _maybe_commit(self) -> None:
-        matches = sorted((self._match[v] for v in self.voters), reverse=True)
-        quorum_index = matches[len(self.voters) // 2]
-        # Only entries of the current term are committed by counting replicas (§5.4.2).
-        if quorum_index > self.log.committed and self.log.term(quorum_index) == self.term:
-            self.log.commit_to(quorum_index)
-
-    def status(self) -> dict[str, int | str]:
-        return {
+    def status(self) -> dict[str, object]:
+        status: dict[str, object] = {
             "id": self.id,
             "term": self.term,
             "vote": self.vote,
@@ -172,4 +170,11 @@ class RaftNode:
             "state": self.state,
             "commit": self.log.committed,
             "applied": self.log.applied,
+            "voters": list(self.voters),
         }
+        if self.state == LEADER:
+            status["progress"] = {
+                v: {"match": pr.match, "next": pr.next, "state": pr.state} for v, pr in self.progress.items()
+            }
+            status["lead_transferee"] = self.lead_transferee
+        return status
