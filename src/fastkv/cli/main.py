@@ -11,6 +11,7 @@ URLs, unless ``--no-sync``) and only then checks its own arguments, as etcdctl d
 
 from __future__ import annotations
 
+import datetime
 import functools
 import os
 import subprocess
@@ -23,6 +24,7 @@ from typing import Any, NoReturn, TextIO
 from fastkv.cli import flags as fl
 from fastkv.cli.output import ls_lines, print_response_key
 from fastkv.client import Client, ClientError, ClusterError, DeadlineExceeded, NoEndpointsError, Response
+from fastkv.storage.backup import BackupError, backup
 
 VERSION = "3.4.23"
 APP_NAME = "fastkvctl"
@@ -490,6 +492,25 @@ def _cluster_health(ctx: Context) -> None:
         time.sleep(10)
 
 
+# --- backup -----------------------------------------------------------------------------------------
+
+
+def _backup(ctx: Context) -> None:
+    """Files only, no client: like etcdctl's, success prints nothing and a refusal is one log line on
+    stderr (capnslog's ``<date> <time> I | <message>``) with exit 1."""
+    try:
+        backup(
+            ctx.flags["data-dir"],
+            ctx.flags["backup-dir"],
+            wal_dir=ctx.flags["wal-dir"] or None,
+            backup_wal_dir=ctx.flags["backup-wal-dir"] or None,
+        )
+    except BackupError as err:
+        stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S.%f")
+        ctx.stderr.write(f"{stamp} I | {err}\n")
+        raise Exit(EXIT_BAD_ARGS) from None
+
+
 def _unsupported(ctx: Context) -> None:
     ctx.stderr.write(f"{ctx.app_name}: this command is not supported\n")
     raise Exit(EXIT_BAD_ARGS)
@@ -503,7 +524,20 @@ SET_DESCRIPTION = """Set sets the value of a key.
    $ set -- <key> <value>"""
 
 COMMANDS = [
-    Command("backup", "backup an etcd directory", action=_unsupported),
+    Command(
+        "backup",
+        "backup an etcd directory",
+        " ",
+        [
+            fl.Flag(("data-dir",), "string", "Path to the etcd data dir"),
+            fl.Flag(("wal-dir",), "string", "Path to the etcd wal dir"),
+            fl.Flag(("backup-dir",), "string", "Path to the backup dir"),
+            fl.Flag(("backup-wal-dir",), "string", "Path to the backup wal dir"),
+            # fastkv keeps no v3 data: there is nothing more to copy with it.
+            fl.Flag(("with-v3",), "bool", "Backup v3 backend data"),
+        ],
+        _backup,
+    ),
     Command(
         "cluster-health",
         "check the health of the etcd cluster",
