@@ -108,10 +108,11 @@ def test_round_trip_time_follows_the_network(loop_kind: str) -> None:
             assert a.t.round_trip_time(2) is None
             await until(lambda: a.t.is_active(2), what="connect")
             rtt = a.t.round_trip_time(2)  # from the handshake
-            assert rtt is not None and 0.1 <= rtt < 1.0
+            assert rtt is not None and rtt >= 0.1
             proxy.set_delay(0)
-            # Pings sent after the change come back fast.
-            await until(lambda: (a.t.round_trip_time(2) or 1) < 0.05, what="a fast ping answer")
+            # Pings sent after the change come back under the delayed round trip (with room for a
+            # loaded CI machine's scheduling delays).
+            await until(lambda: (a.t.round_trip_time(2) or 1) < 0.09, timeout=10, what="a fast ping answer")
         finally:
             await proxy.stop()
             await stop_all([a, b])
