@@ -11,6 +11,7 @@ import urllib.request
 import orjson
 import pytest
 
+from fastkv.storage.backend import Backend
 from tests.support.procs import fastkv_argv, free_port, start_server
 
 pytestmark = pytest.mark.slow
@@ -117,8 +118,17 @@ def test_restart_after_snapshots_and_compaction_keeps_everything(tmp_path):
         for i in range(700):
             ev = put(srv.url, f"/s/k{i % 300}", f"v{i}")
             written[f"/s/k{i % 300}"] = (f"v{i}", ev["node"]["modifiedIndex"])
-        snaps = os.listdir(tmp_path / "data" / "member" / "snap")
-        assert any(s.endswith(".snap") for s in snaps), snaps
+        snap_dir = tmp_path / "data" / "member" / "snap"
+        snaps = [s for s in os.listdir(snap_dir) if s.endswith(".snap")]
+        assert snaps, os.listdir(snap_dir)
+        srv.stop()
+        for name in snaps:
+            # Each snapshot's checkpoint holds exactly the state at the index in its name.
+            db = Backend.open(str(snap_dir / (name + ".db")))
+            try:
+                assert db.applied_index() == int(name[17:33], 16), name
+            finally:
+                db.close()
         srv.restart()
         for key, (value, index) in written.items():
             node = get(srv.url, key)["node"]
@@ -128,3 +138,32 @@ def test_restart_after_snapshots_and_compaction_keeps_everything(tmp_path):
         assert ev["node"]["modifiedIndex"] == max(i for _, i in written.values()) + 1
     finally:
         srv.stop()
+
+
+def test_snapshots_under_concurrent_writes_hold_the_state_their_name_says(tmp_path):
+    import threading
+    import time
+
+    from tests.server.test_crash_recovery import Writer
+
+    srv = start_server("fastkv", data_dir=str(tmp_path), extra=["--snapshot-count", "300"])
+    stop = threading.Event()
+    writers = [Writer(srv.url, i, stop) for i in range(8)]
+    try:
+        for w in writers:
+            w.start()
+        time.sleep(2.0)
+    finally:
+        stop.set()
+        for w in writers:
+            w.join(10)
+        srv.stop()
+    snap_dir = tmp_path / "data" / "member" / "snap"
+    snaps = [s for s in os.listdir(snap_dir) if s.endswith(".snap")]
+    assert snaps, "no snapshot was taken"
+    for name in snaps:
+        db = Backend.open(str(snap_dir / (name + ".db")))
+        try:
+            assert db.applied_index() == int(name[17:33], 16), name
+        finally:
+            db.close()

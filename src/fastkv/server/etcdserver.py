@@ -126,6 +126,10 @@ class EtcdServer:
         self._fatal: str | None = None
         self._snapshot_index = 0
         self._snapshot_running = False
+        # The last entry applied to the store (and handed to RocksDB in that round's batch).
+        # Ahead of raft.log.applied, which moves only when the Ready is advanced.
+        self._applied_index = 0
+        self._applied_term = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._request_timeout_s = 5.0 + 2 * cfg.election_timeout_ms / 1000.0
         self._stopped = asyncio.Event()
@@ -247,7 +251,8 @@ class EtcdServer:
         raft_log = RaftLog(applied, applied_term)
         raft_log.restore_stable(entries)
         self.raft = RaftNode(self.member_id, [self.member_id], raft_log, hard_state)
-        self._snapshot_index = applied
+        self._snapshot_index = self._applied_index = applied
+        self._applied_term = applied_term
         # Replay what was committed before the crash; the rest commits after the election.
         replayed = self._apply_ready_committed()
         log.info(
@@ -274,11 +279,10 @@ class EtcdServer:
     def _maybe_snapshot(self) -> None:
         """Every --snapshot-count applied entries: make RocksDB durable, keep a checkpoint of it
         as the snapshot, and let the WAL and the in-memory log drop what it covers."""
-        applied = self.raft.log.applied
+        applied, term = self._applied_index, self._applied_term
         if self._snapshot_running or applied - self._snapshot_index < self.cfg.snapshot_count:
             return
         assert self._loop is not None
-        term = self.raft.log.term(applied)
         meta = orjson.dumps({"membership": self.membership.save().decode(), "index": applied, "term": term})
         self._snapshot_running = True
 
@@ -298,7 +302,7 @@ class EtcdServer:
                 self._fail(f"snapshot at index {applied} failed: {exc}")
                 return
             self._snapshot_index = applied
-            compact_to = applied - SNAPSHOT_CATCH_UP_ENTRIES
+            compact_to = min(applied - SNAPSHOT_CATCH_UP_ENTRIES, self.raft.log.applied)
             if compact_to > self.raft.log.offset:
                 self.raft.log.compact(compact_to)
                 self._writer.submit(self.wal.release_to, compact_to)
@@ -496,6 +500,7 @@ class EtcdServer:
                 self._apply_conf_change(e)
                 membership_changed = True
         last = entries[-1]
+        self._applied_index, self._applied_term = last.index, last.term
         return self.backend.prepare(
             self.store.take_changes(),
             last.index,
