@@ -167,3 +167,32 @@ def test_snapshots_under_concurrent_writes_hold_the_state_their_name_says(tmp_pa
             assert db.applied_index() == int(name[17:33], 16), name
         finally:
             db.close()
+
+
+def test_restart_after_log_compaction_and_purge(tmp_path):
+    srv = start_server(
+        "fastkv",
+        data_dir=str(tmp_path),
+        extra=["--snapshot-count", "100", "--max-snapshots", "2", "--max-wals", "2"],
+        env_extra={"FASTKV_SNAPSHOT_CATCH_UP_ENTRIES": "50", "FASTKV_WAL_SEGMENT_SIZE_BYTES": "16384"},
+    )
+    member = tmp_path / "data" / "member"
+    try:
+        written = {}
+        for i in range(1500):
+            ev = put(srv.url, f"/p/k{i % 400}", f"v{i}")
+            written[f"/p/k{i % 400}"] = (f"v{i}", ev["node"]["modifiedIndex"])
+        srv.stop()
+        snaps = sorted(os.listdir(member / "snap"))
+        assert len([s for s in snaps if s.endswith(".snap")]) == 2, snaps
+        assert len([s for s in snaps if s.endswith(".snap.db")]) == 2, snaps
+        wals = [w for w in os.listdir(member / "wal") if w.endswith(".wal")]
+        # 1500 writes span dozens of 16 KiB segments; all but the ones after the last
+        # compaction point are released.
+        assert 2 <= len(wals) <= 4, wals
+        srv.restart()
+        for key, (value, index) in written.items():
+            node = get(srv.url, key)["node"]
+            assert (node["value"], node["modifiedIndex"]) == (value, index)
+    finally:
+        srv.stop()

@@ -57,8 +57,6 @@ from .membership import Member, Membership
 log = logging.getLogger("fastkv.etcdserver")
 
 SYNC_INTERVAL_S = 0.5
-# Entries kept in memory after a snapshot so that slow followers can still catch up.
-SNAPSHOT_CATCH_UP_ENTRIES = 5000
 WAITER_SWEEP_INTERVAL_S = 0.1
 
 
@@ -78,6 +76,12 @@ def _segment_size_bytes() -> int:
     """WAL segment size: 64 MiB like etcd's; FASTKV_WAL_SEGMENT_SIZE_BYTES overrides it (tests
     use small segments to exercise segment cuts)."""
     return int(os.environ.get("FASTKV_WAL_SEGMENT_SIZE_BYTES", 64 * 1024 * 1024))
+
+
+def _snapshot_catch_up_entries() -> int:
+    """Entries kept after a snapshot so slow followers can catch up from the log: 5000 like
+    etcd's; FASTKV_SNAPSHOT_CATCH_UP_ENTRIES overrides it (tests exercise compaction)."""
+    return int(os.environ.get("FASTKV_SNAPSHOT_CATCH_UP_ENTRIES", 5000))
 
 
 def _format_go_duration(seconds: float) -> str:
@@ -302,11 +306,12 @@ class EtcdServer:
                 self._fail(f"snapshot at index {applied} failed: {exc}")
                 return
             self._snapshot_index = applied
-            compact_to = min(applied - SNAPSHOT_CATCH_UP_ENTRIES, self.raft.log.applied)
+            compact_to = min(applied - _snapshot_catch_up_entries(), self.raft.log.applied)
             if compact_to > self.raft.log.offset:
                 self.raft.log.compact(compact_to)
-                self._writer.submit(self.wal.release_to, compact_to)
-            self._writer.submit(self.snapshotter.purge, max(self.cfg.max_snapshots, 1))
+                self._writer.submit(self.wal.release_to, compact_to, self.cfg.max_wals)
+            if self.cfg.max_snapshots > 0:
+                self._writer.submit(self.snapshotter.purge, self.cfg.max_snapshots)
             log.info("saved snapshot at index %d", applied)
 
         fut = self._writer.submit(write_snapshot)

@@ -456,12 +456,15 @@ class WAL:
 
     # -- housekeeping -----------------------------------------------------------------
 
-    def release_to(self, index: int) -> None:
-        """Deletes the segments that hold only entries below index (never the tail)."""
+    def release_to(self, index: int, max_segments: int = 1) -> None:
+        """Deletes the oldest segments that hold only entries below index (never the tail),
+        while more than ``max_segments`` remain (etcd's --max-wals; 0 keeps every segment)."""
+        if max_segments <= 0:
+            return
         with self._lock:
             # Segment k holds entries below the next segment's name index only.  Oldest
             # first, each unlink made durable, so a crash never leaves a gap in the seqs.
-            while len(self._segments) > 1 and self._segments[1].first_index <= index:
+            while len(self._segments) > max(max_segments, 1) and self._segments[1].first_index <= index:
                 os.unlink(self._path(self._segments[0]))
                 fsync_dir(self.dir)
                 del self._segments[0]
