@@ -22,6 +22,12 @@ from .etcdserver import EtcdServer, StartupError
 
 log = logging.getLogger("fastkv.main")
 
+# The WAL writer thread gives up the GIL around write(2)/fdatasync(2) and must take it back
+# to report completion.  With CPython's default 5 ms switch interval it can wait that long
+# behind the busy event loop, which delays every group commit; 0.5 ms measured +15% PUT/s
+# at 64 connections with no loss at 1 connection.
+GIL_SWITCH_INTERVAL_S = 0.0005
+
 
 def _listen_address(url: str) -> tuple[str, int]:
     u = urlsplit(url)
@@ -105,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for line in cfg.log_lines:
         log.log(line.level, "%s", line)
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     try:
         server = EtcdServer.open(cfg)
         return uvloop.run(_serve(server))
