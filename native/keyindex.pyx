@@ -504,6 +504,13 @@ cdef class Buf:
         return PyBytes_FromStringAndSize(self.data, self.length)
 
 
+cdef inline int _put_key(Buf b, bint first, const char* key, Py_ssize_t n) except -1:
+    """Write ``key`` (``,"name":``), without its leading comma when it is the object's first field."""
+    if first:
+        return b.put(key + 1, n - 1)
+    return b.put(key, n)
+
+
 cdef int _put_view(Buf b, NodeView v) except -1:
     cdef bint first = True
     cdef bint first_child = True
@@ -514,37 +521,22 @@ cdef int _put_view(Buf b, NodeView v) except -1:
         b.put_str(v.key)
         first = False
     if v.value is not None:
-        if first:
-            b.put(b'"value":', 8)
-        else:
-            b.put(b',"value":', 9)
+        _put_key(b, first, b',"value":', 9)
         b.put_str(<str>v.value)
         first = False
     if v.dir:
-        if first:
-            b.put(b'"dir":true', 10)
-        else:
-            b.put(b',"dir":true', 11)
+        _put_key(b, first, b',"dir":true', 11)
         first = False
     if v.expiration != 0:
-        if first:
-            b.put(b'"expiration":', 13)
-        else:
-            b.put(b',"expiration":', 14)
+        _put_key(b, first, b',"expiration":', 14)
         b.put_time(v.expiration)
         first = False
     if v.ttl != 0:
-        if first:
-            b.put(b'"ttl":', 6)
-        else:
-            b.put(b',"ttl":', 7)
+        _put_key(b, first, b',"ttl":', 7)
         b.put_int(v.ttl)
         first = False
     if v.nodes:
-        if first:
-            b.put(b'"nodes":[', 9)
-        else:
-            b.put(b',"nodes":[', 10)
+        _put_key(b, first, b',"nodes":[', 10)
         first = False
         for child in v.nodes:
             if not first_child:
@@ -553,17 +545,11 @@ cdef int _put_view(Buf b, NodeView v) except -1:
             _put_view(b, child)
         b.put_char(93)
     if v.modified_index != 0:
-        if first:
-            b.put(b'"modifiedIndex":', 16)
-        else:
-            b.put(b',"modifiedIndex":', 17)
+        _put_key(b, first, b',"modifiedIndex":', 17)
         b.put_int(v.modified_index)
         first = False
     if v.created_index != 0:
-        if first:
-            b.put(b'"createdIndex":', 15)
-        else:
-            b.put(b',"createdIndex":', 16)
+        _put_key(b, first, b',"createdIndex":', 16)
         b.put_int(v.created_index)
     b.put_char(125)
     return 0

@@ -72,6 +72,19 @@ def read_key(url: str, key: str) -> dict:
         conn.close()
 
 
+def assert_acknowledged_writes_present(url: str, writers: list[Writer], context: str = "") -> None:
+    """Every acknowledged write is there with the index it was acknowledged with (or a later
+    write of the same key, which may have been applied without being acknowledged)."""
+    acked = {k: v for w in writers for k, v in w.acked.items()}
+    for key, (value, modified_index) in acked.items():
+        got = read_key(url, key)
+        assert got["status"] == 200, f"acknowledged key {key} lost{context}: {got}"
+        node = got["node"]
+        assert node["modifiedIndex"] >= modified_index, (key, node, modified_index)
+        if node["modifiedIndex"] == modified_index:
+            assert node["value"] == value
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_kill9_under_write_load_loses_no_acknowledged_write(tmp_path, seed):
     if TARGET == "etcd" and not have_etcd():
@@ -91,14 +104,7 @@ def test_kill9_under_write_load_loses_no_acknowledged_write(tmp_path, seed):
         acked = {k: v for w in writers for k, v in w.acked.items()}
         assert len(acked) > 50, "the writers got too few writes acknowledged to test anything"
         srv.restart()
-        for key, (value, modified_index) in acked.items():
-            got = read_key(srv.url, key)
-            assert got["status"] == 200, f"acknowledged key {key} lost: {got}"
-            node = got["node"]
-            # A later write to the same key may have been applied but not acknowledged.
-            assert node["modifiedIndex"] >= modified_index, (key, node, modified_index)
-            if node["modifiedIndex"] == modified_index:
-                assert node["value"] == value
+        assert_acknowledged_writes_present(srv.url, writers)
     finally:
         stop.set()
         srv.stop()
