@@ -140,3 +140,63 @@ def start_server(
         srv.stop(signal.SIGKILL)
         raise RuntimeError(f"{kind} did not start: {srv.log()[-2000:]}") from None
     return srv
+
+
+def start_cluster(
+    kind: str,
+    size: int = 3,
+    base_dir: str | None = None,
+    extra: list[str] | None = None,
+    token: str = "test-cluster",
+    timeout: float = 30.0,
+    env_extra: dict[str, str] | None = None,
+) -> list[ServerProcess]:
+    """Start a ``size``-member fastkv or etcd cluster on free 127.0.0.1 ports (static bootstrap,
+    --initial-cluster-state new), all members at once, and wait until each answers /health
+    (which needs a leader).  Members are named m0, m1, ...; each data dir is under base_dir."""
+    base_dir = base_dir or tempfile.mkdtemp(prefix=f"{kind}-cluster-")
+    names = [f"m{i}" for i in range(size)]
+    ports = {n: (free_port(), free_port()) for n in names}
+    initial = ",".join(f"{n}=http://127.0.0.1:{ports[n][1]}" for n in names)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD", "FASTKV_FAILPOINTS"))}
+    env.update(env_extra or {})
+    base = fastkv_argv() if kind == "fastkv" else ["etcd", "--enable-v2"]
+    members: list[ServerProcess] = []
+    for n in names:
+        url, peer = f"http://127.0.0.1:{ports[n][0]}", f"http://127.0.0.1:{ports[n][1]}"
+        data_dir = os.path.join(base_dir, n)
+        os.makedirs(data_dir, exist_ok=True)
+        argv = base + [
+            "--name",
+            n,
+            "--data-dir",
+            os.path.join(data_dir, "data"),
+            "--listen-client-urls",
+            url,
+            "--advertise-client-urls",
+            url,
+            "--listen-peer-urls",
+            peer,
+            "--initial-advertise-peer-urls",
+            peer,
+            "--initial-cluster",
+            initial,
+            "--initial-cluster-state",
+            "new",
+            "--initial-cluster-token",
+            token,
+        ]
+        argv += extra or []
+        log_path = os.path.join(data_dir, "server.log")
+        log = open(log_path, "ab")  # noqa: SIM115 - owned by the process
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+        members.append(ServerProcess(kind, url, peer, data_dir, argv, proc, log_path, env))
+    try:
+        for m in members:
+            wait_http_ok(m.url + "/health", timeout, m.proc)
+    except Exception:
+        logs = "\n".join(f"--- {m.data_dir}\n{m.log()[-1500:]}" for m in members)
+        for m in members:
+            m.stop(signal.SIGKILL)
+        raise RuntimeError(f"{kind} cluster did not start:\n{logs}") from None
+    return members

@@ -10,9 +10,19 @@ from fastkv._native.walcodec import Entry
 # new leader appends to commit entries of earlier terms, Raft paper §5.4.2).
 ENTRY_NORMAL = 0
 ENTRY_CONF_CHANGE = 1
+# A member's published name and client URLs (etcd publishes them through the log too).  Not a
+# configuration change for Raft: it neither changes voters nor blocks campaigns.
+ENTRY_MEMBER_ATTRIBUTES = 2
 
 
-__all__ = ["EMPTY_HARD_STATE", "ENTRY_CONF_CHANGE", "ENTRY_NORMAL", "Entry", "HardState"]
+__all__ = [
+    "EMPTY_HARD_STATE",
+    "ENTRY_CONF_CHANGE",
+    "ENTRY_MEMBER_ATTRIBUTES",
+    "ENTRY_NORMAL",
+    "Entry",
+    "HardState",
+]
 
 
 class HardState(NamedTuple):

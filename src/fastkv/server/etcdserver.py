@@ -21,6 +21,24 @@ Rules worth keeping in mind:
   could acknowledge a write whose predecessor was lost).
 - TTL expiry is a SYNC entry proposed by the leader every 500 ms while TTL keys exist,
   carrying the leader's clock, so every replica expires the same keys at the same index.
+
+With several members (static bootstrap from --initial-cluster):
+- Every member writes the same bootstrap entries (one membership "add" per member, sorted
+  by id, term 1, committed) so the logs match from index 1; ids as identity.py derives them.
+- A tick every --heartbeat-interval drives elections and heartbeats (election ticks =
+  election timeout / heartbeat interval); nobody campaigns at start.
+- Ready order: the leader sends its messages at once (thesis §10.2.1, etcd), everyone else
+  only after the WAL write that makes the Ready durable; then apply, then advance.
+- A follower forwards proposals to the leader (MsgProp); the request's future resolves when
+  this member applies the entry carrying its request id.  With no leader known, proposals
+  are held and forwarded once one is; the sweep answers 300 "request timed out" as etcd.
+  A proposal lost with a dead leader is neither retried nor answered before that timeout:
+  retrying could apply it twice.
+- Each member publishes its name and client URLs as an ENTRY_MEMBER_ATTRIBUTES entry once
+  it knows a leader, retried until applied.
+- On restart the voters are the membership as of the last applied entry.
+- Not yet: installing a snapshot sent by the leader (the leader never sends one, so a
+  follower behind the leader's compacted log cannot catch up), runtime member add/remove.
 """
 
 from __future__ import annotations
@@ -39,13 +57,16 @@ from typing import Any
 
 import orjson
 
+from ..raft.confchange import CONF_ADD_NODE, ConfChange
 from ..raft.log import RaftLog
+from ..raft.messages import MSG_APP, MSG_PROP, Message
 from ..raft.node import LEADER, NotLeaderError, RaftNode, Ready
-from ..raft.types import ENTRY_CONF_CHANGE, ENTRY_NORMAL, Entry, HardState
+from ..raft.types import ENTRY_CONF_CHANGE, ENTRY_MEMBER_ATTRIBUTES, ENTRY_NORMAL, Entry, HardState
 from ..storage import failpoint
 from ..storage.backend import Backend, BackendError, Batch
 from ..storage.snap import Snapshotter
 from ..storage.wal import WAL
+from ..transport.transport import Transport, parse_peer_url
 from ..v2store.errors import LEADER_ELECT, RAFT_INTERNAL, V2Error
 from ..v2store.event import Event
 from ..v2store.request import V2Request
@@ -58,6 +79,10 @@ log = logging.getLogger("fastkv.etcdserver")
 
 SYNC_INTERVAL_S = 0.5
 WAITER_SWEEP_INTERVAL_S = 0.1
+PUBLISH_RETRY_S = 1.0
+# Proposals held on a member that knows no leader yet (they wait for one, then are forwarded;
+# the sweep times them out with error 300 like etcd).  Beyond this, error 301 at once.
+MAX_HELD_PROPOSALS = 10000
 
 
 class StartupError(Exception):
@@ -122,7 +147,8 @@ class EtcdServer:
         self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal-writer")
         # Proposals not yet in the Raft log, and their waiters by request id.
         self._proposals: list[bytes] = []
-        self._conf_proposals: list[bytes] = []
+        # (entry type, data): configuration changes and attribute publications.
+        self._conf_proposals: list[tuple[int, bytes]] = []
         self._waiters: dict[int, tuple[asyncio.Future[Any], V2Request | None, float]] = {}
         self._next_request_id = self._rng.getrandbits(48) << 16
         self._persisting = False
@@ -139,6 +165,33 @@ class EtcdServer:
         self._stopped = asyncio.Event()
         self._stats = {"recvAppendRequestCnt": 0, "sendAppendRequestCnt": 0}
         self._leader_since_ns = 0
+        # Multi-member state: the peer transport, the tick timer, the attribute publication.
+        self.transport: Transport | None = None
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._published = False
+        self._publish_due = 0.0
+        self._last_lead = 0
+
+    @property
+    def multi_member(self) -> bool:
+        """More than one voter: ticks, elections and peer traffic are needed."""
+        return len(self.raft.voters) > 1
+
+    def _new_raft(self, voters: list[int], raft_log: RaftLog, hard_state: HardState) -> RaftNode:
+        if len(voters) <= 1:
+            return RaftNode(self.member_id, voters, raft_log, hard_state)
+        cfg = self.cfg
+        # etcd: election ticks = election timeout / heartbeat interval, one tick per heartbeat.
+        election_tick = max(2, cfg.election_timeout_ms // max(1, cfg.heartbeat_interval_ms))
+        return RaftNode(
+            self.member_id,
+            voters,
+            raft_log,
+            hard_state,
+            election_tick=election_tick,
+            heartbeat_tick=1,
+            rng=random.Random(self.member_id ^ time.time_ns()),
+        )
 
     # -- opening the data dir ------------------------------------------------------------
 
@@ -202,13 +255,19 @@ class EtcdServer:
         by_name: dict[str, list[str]] = {}
         for name, url in cfg.initial_cluster:
             by_name.setdefault(name, []).append(url)
-        if len(by_name) != 1:
-            raise StartupError(
-                f"--initial-cluster has {len(by_name)} members; this version runs single-member clusters only"
-            )
-        peer_urls = by_name[cfg.name]
-        self.member_id = member_id_for(peer_urls, cfg.initial_cluster_token)
-        self.cluster_id = cluster_id_for([self.member_id])
+        if cfg.name not in by_name:
+            raise StartupError(f"couldn't find local name {cfg.name!r} in the initial cluster configuration")
+        token = cfg.initial_cluster_token_for_ids()
+        # Every member derives the same ids from the same flags (spec §3.3).
+        initial_members = sorted(
+            (Member(member_id_for(urls, token), name, urls, []) for name, urls in by_name.items()),
+            key=lambda m: m.id,
+        )
+        ids = [m.id for m in initial_members]
+        if len(set(ids)) != len(ids):
+            raise StartupError("--initial-cluster lists the same peer URLs for two members")
+        self.member_id = member_id_for(by_name[cfg.name], token)
+        self.cluster_id = cluster_id_for(ids)
         metadata = orjson.dumps(
             {"name": cfg.name, "member_id": self.member_id, "cluster_id": self.cluster_id}
         )
@@ -217,8 +276,8 @@ class EtcdServer:
         except OSError as e:
             raise StartupError(f"cannot create the WAL in {wal_dir!r}: {e.strerror or e}") from None
         # The initial membership is the first entries of the log, committed by definition,
-        # like etcd's bootstrap ConfChange entries.
-        initial_members = [Member(self.member_id, cfg.name, peer_urls, [])]
+        # like etcd's bootstrap ConfChange entries.  Sorted by id, so every member writes the
+        # same bytes and the logs match from the start.
         entries = [
             Entry(1, i + 1, ENTRY_CONF_CHANGE, orjson.dumps({"op": "add", "member": m.to_dict()}))
             for i, m in enumerate(initial_members)
@@ -227,8 +286,14 @@ class EtcdServer:
         self.wal.save(hard_state, entries)
         raft_log = RaftLog()
         raft_log.restore_stable(entries)
-        self.raft = RaftNode(self.member_id, [self.member_id], raft_log, hard_state)
-        log.info("bootstrapped member %x of cluster %x in %s", self.member_id, self.cluster_id, cfg.data_dir)
+        self.raft = self._new_raft(ids, raft_log, hard_state)
+        log.info(
+            "bootstrapped member %x of cluster %x (%d members) in %s",
+            self.member_id,
+            self.cluster_id,
+            len(ids),
+            cfg.data_dir,
+        )
 
     def _restart(self, wal_dir: str) -> None:
         meta = self.backend.meta()
@@ -254,11 +319,15 @@ class EtcdServer:
             )
         raft_log = RaftLog(applied, applied_term)
         raft_log.restore_stable(entries)
-        self.raft = RaftNode(self.member_id, [self.member_id], raft_log, hard_state)
+        raft_log.commit_to(min(hard_state.commit, raft_log.last_index()))
         self._snapshot_index = self._applied_index = applied
         self._applied_term = applied_term
         # Replay what was committed before the crash; the rest commits after the election.
-        replayed = self._apply_ready_committed()
+        # The voters are the membership as of the last applied entry (configuration takes
+        # effect on apply), so replay before building the Raft node.
+        replayed = self._apply_committed(raft_log)
+        voters = sorted(self.membership.members) or [self.member_id]
+        self.raft = self._new_raft(voters, raft_log, hard_state)
         log.info(
             "restarted member %x of cluster %x at commit %d (applied state at %d, replayed %d entries)",
             self.member_id,
@@ -268,14 +337,14 @@ class EtcdServer:
             replayed,
         )
 
-    def _apply_ready_committed(self) -> int:
+    def _apply_committed(self, raft_log: RaftLog) -> int:
         n = 0
         while True:
-            committed = self.raft.log.next_committed()
+            committed = raft_log.next_committed()
             if not committed:
                 return n
             self.backend.write(self._apply(committed))
-            self.raft.log.applied_to(committed[-1].index)
+            raft_log.applied_to(committed[-1].index)
             n += len(committed)
 
     # -- snapshots -----------------------------------------------------------------------
@@ -321,6 +390,9 @@ class EtcdServer:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        if self.multi_member:
+            await self._start_cluster()
+            return
         self.raft.campaign()
         self._leader_since_ns = self.now_ns()
         log.info("member %x became leader at term %d", self.member_id, self.raft.term)
@@ -335,6 +407,96 @@ class EtcdServer:
             await asyncio.sleep(0.001)
         self._publish_self()
 
+    async def _start_cluster(self) -> None:
+        """Listen for peers, dial every other member, start the tick timer.  No campaign:
+        the randomized election timeout decides who asks first (etcd's rule)."""
+        loop = self._loop
+        assert loop is not None
+        self.transport = Transport(
+            self.member_id,
+            self.cluster_id,
+            self._on_peer_message,
+            loop,
+            on_unreachable=self.raft.report_unreachable,
+            on_snapshot_status=self.raft.report_snapshot,
+            is_removed=lambda mid: mid in self.membership.removed,
+            rng=random.Random(self.member_id ^ time.time_ns() ^ 0x5EED),
+        )
+        for url in self.cfg.listen_peer_urls:
+            try:
+                host, port = parse_peer_url(url)
+            except ValueError as e:
+                raise StartupError(f"cannot listen on {url!r}: {e}") from None
+            if host == "localhost":
+                host = "127.0.0.1"
+            try:
+                await self.transport.start(host, port)
+            except OSError as e:
+                raise StartupError(f"listen tcp {host}:{port}: {e.strerror or e}") from None
+        self._sync_peers()
+        self._leader_since_ns = self.now_ns()
+        self._tasks.append(loop.create_task(self._sync_loop()))
+        self._tasks.append(loop.create_task(self._sweep_loop()))
+        self._tick_handle = loop.call_later(self.cfg.heartbeat_interval_ms / 1000.0, self._on_tick)
+        self._kick()
+        log.info(
+            "member %x started with voters %s, listening for peers on %s",
+            self.member_id,
+            ",".join(f"{v:x}" for v in self.raft.voters),
+            ", ".join(self.cfg.listen_peer_urls),
+        )
+
+    def _sync_peers(self) -> None:
+        """The transport's peers follow the membership (peer URLs included)."""
+        t = self.transport
+        if t is None:
+            return
+        for m in self.membership.members.values():
+            if m.id != self.member_id and m.peer_urls:
+                t.update_peer(m.id, m.peer_urls)
+        for pid in t.peers():
+            if pid not in self.membership.members:
+                t.remove_peer(pid)
+
+    def _on_tick(self) -> None:
+        loop = self._loop
+        if loop is None or self._fatal is not None:
+            return
+        self._tick_handle = loop.call_later(self.cfg.heartbeat_interval_ms / 1000.0, self._on_tick)
+        self.raft.tick()
+        self._maybe_publish()
+        self._kick()
+
+    def _on_peer_message(self, m: Message) -> None:
+        if m.type == MSG_APP:
+            self._stats["recvAppendRequestCnt"] += 1
+        self.raft.step(m)
+        self._kick()
+
+    def _send(self, messages: list[Message]) -> None:
+        t = self.transport
+        if t is None or not messages:
+            return
+        n = 0
+        for m in messages:
+            if m.type == MSG_APP:
+                n += 1
+        self._stats["sendAppendRequestCnt"] += n
+        t.send(messages)
+
+    def _maybe_publish(self) -> None:
+        """Publish this member's name and client URLs through the log once a leader is known,
+        retrying until the entry is applied (a proposal can be lost in a leader change)."""
+        if self._published or self.raft.lead == 0 or self._loop is None:
+            return
+        now = time.monotonic()
+        if now < self._publish_due:
+            return
+        self._publish_due = now + PUBLISH_RETRY_S
+        attrs = {"member_id": f"{self.member_id:x}", "name": self.name, "clientURLs": self.client_urls}
+        self._conf_proposals.append((ENTRY_MEMBER_ATTRIBUTES, orjson.dumps(attrs)))
+        self._kick()
+
     def _publish_self(self) -> None:
         me = self.membership.members.get(self.member_id)
         if me is not None:
@@ -345,6 +507,12 @@ class EtcdServer:
         """Stop accepting proposals, let the in-flight write finish, close the WAL."""
         for t in self._tasks:
             t.cancel()
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+            self._tick_handle = None
+        if self.transport is not None:
+            with contextlib.suppress(Exception):
+                await self.transport.stop()
         deadline = time.monotonic() + 5
         while (self._persisting or self._proposals) and time.monotonic() < deadline and not self._fatal:
             await asyncio.sleep(0.005)
@@ -398,7 +566,9 @@ class EtcdServer:
         if self._fatal is not None:
             fut.set_exception(V2Error(RAFT_INTERNAL, "etcdserver: " + self._fatal))
             return fut
-        if self.raft.state != LEADER:
+        if self.raft.state != LEADER and (
+            not self.multi_member or (self.raft.lead == 0 and len(self._proposals) >= MAX_HELD_PROPOSALS)
+        ):
             fut.set_exception(V2Error(LEADER_ELECT))
             return fut
         self._next_request_id += 1
@@ -421,18 +591,22 @@ class EtcdServer:
             return
         raft = self.raft
         if self._proposals or self._conf_proposals:
-            proposals, self._proposals = self._proposals, []
-            conf_proposals, self._conf_proposals = self._conf_proposals, []
-            try:
-                raft.propose_many(proposals)
-                for data in conf_proposals:
-                    raft.propose(data, ENTRY_CONF_CHANGE)
-            except NotLeaderError:
-                self._fail_waiters(V2Error(LEADER_ELECT))
-                return
+            self._submit_proposals()
         if not raft.has_ready():
             return
         rd = raft.ready()
+        if rd.soft_state_changed:
+            self._on_soft_state(rd)
+        if rd.snapshot is not None:
+            # Only a follower far behind a compacted leader gets one; the leader never sends
+            # one yet (no snapshot_source), so this is a bug or a future version talking.
+            self._fail("installing a snapshot received from the leader is not supported in this version")
+            return
+        # The leader may send before its own write is durable (thesis §10.2.1: it counts
+        # itself only after advance); everyone else answers only for durable state.
+        send_now = not rd.must_sync or raft.state == LEADER
+        if send_now and rd.messages:
+            self._send(rd.messages)
         batch = None
         if rd.committed_entries:
             # Committed entries are already durable here: apply them while the next write runs.
@@ -441,8 +615,9 @@ class EtcdServer:
             self._persisting = True
             loop = self._loop
             assert loop is not None
+            deferred = None if send_now else rd.messages
             cfut = self._writer.submit(self.wal.save, rd.hard_state, rd.entries)
-            cfut.add_done_callback(lambda f: loop.call_soon_threadsafe(self._on_persisted, rd, f))
+            cfut.add_done_callback(lambda f: loop.call_soon_threadsafe(self._on_persisted, rd, f, deferred))
         if batch is not None:
             # After the WAL save in the writer's queue: the fdatasync that acknowledges writes
             # does not wait behind this round's RocksDB batch.
@@ -453,12 +628,61 @@ class EtcdServer:
                 self._kick()
         self._maybe_snapshot()
 
-    def _on_persisted(self, rd: Ready, f: concurrent.futures.Future[None]) -> None:
+    def _submit_proposals(self) -> None:
+        """Into the leader's log, or forwarded to the leader (MsgProp), or held while no
+        leader is known (the sweep times them out)."""
+        raft = self.raft
+        if raft.state == LEADER:
+            proposals, self._proposals = self._proposals, []
+            conf_proposals, self._conf_proposals = self._conf_proposals, []
+            try:
+                if proposals:
+                    raft.propose_many(proposals)
+                for etype, data in conf_proposals:
+                    raft.propose(data, etype)
+            except NotLeaderError:
+                # A leadership transfer in progress.
+                if not self.multi_member:
+                    self._fail_waiters(V2Error(LEADER_ELECT))
+            return
+        if raft.lead == 0:
+            return  # held until a leader is known
+        proposals, self._proposals = self._proposals, []
+        conf_proposals, self._conf_proposals = self._conf_proposals, []
+        entries = [Entry(0, 0, ENTRY_NORMAL, d) for d in proposals]
+        entries.extend(Entry(0, 0, etype, d) for etype, d in conf_proposals)
+        raft.step(Message(MSG_PROP, frm=self.member_id, entries=entries))
+
+    def _on_soft_state(self, rd: Ready) -> None:
+        lead = self.raft.lead
+        if lead != self._last_lead:
+            if lead != 0:
+                self._leader_since_ns = self.now_ns()
+                log.info(
+                    "member %x: leader is %x at term %d (%s)",
+                    self.member_id,
+                    lead,
+                    self.raft.term,
+                    self.raft.state,
+                )
+            else:
+                log.info("member %x: no leader at term %d", self.member_id, self.raft.term)
+            self._last_lead = lead
+        if lead != 0 and (self._proposals or self._conf_proposals):
+            self._kick()
+        if self.multi_member:
+            self._maybe_publish()
+
+    def _on_persisted(
+        self, rd: Ready, f: concurrent.futures.Future[None], deferred: list[Message] | None = None
+    ) -> None:
         self._persisting = False
         exc = f.exception()
         if exc is not None:
             self._fail(f"WAL write failed: {exc}")
             return
+        if deferred:
+            self._send(deferred)
         self.raft.advance(rd)
         self._run_ready()
 
@@ -504,6 +728,8 @@ class EtcdServer:
             elif e.type == ENTRY_CONF_CHANGE:
                 self._apply_conf_change(e)
                 membership_changed = True
+            elif e.type == ENTRY_MEMBER_ATTRIBUTES:
+                membership_changed = self._apply_attributes(e) or membership_changed
         last = entries[-1]
         self._applied_index, self._applied_term = last.index, last.term
         return self.backend.prepare(
@@ -517,19 +743,39 @@ class EtcdServer:
         cc = orjson.loads(e.data)
         op = cc["op"]
         if op == "add":
-            self.membership.add(Member.from_dict(cc["member"]))
+            added = Member.from_dict(cc["member"])
+            self.membership.add(added)
+            # During restart replay there is no Raft node yet: it is built from the membership.
+            raft: RaftNode | None = getattr(self, "raft", None)
+            if raft is not None and added.id not in raft.voters:
+                raft.apply_conf_change(ConfChange(CONF_ADD_NODE, added.id))
+            self._sync_peers()
         elif op == "update":
             member = self.membership.members.get(int(cc["member_id"], 16))
             if member is not None:
                 member.peer_urls = list(cc["peerURLs"])
                 if member.id == self.member_id:
                     self.peer_urls = list(cc["peerURLs"])
+                self._sync_peers()
         else:
             raise ValueError(f"unknown membership change {op!r} at index {e.index}")
         w = self._waiters.pop(cc.get("request_id", 0), None)
         if w is not None and not w[0].done():
             w[0].set_result(None)
         log.info("applied membership change %s at index %d", op, e.index)
+
+    def _apply_attributes(self, e: Entry) -> bool:
+        """A member's published name and client URLs (etcd's /0/members/<id>/attributes)."""
+        attrs = orjson.loads(e.data)
+        member_id = int(attrs["member_id"], 16)
+        member = self.membership.members.get(member_id)
+        if member is None:
+            return False
+        member.name = attrs["name"]
+        member.client_urls = list(attrs["clientURLs"])
+        if member_id == self.member_id and member.client_urls == self.client_urls:
+            self._published = True
+        return True
 
     # -- what the API reads --------------------------------------------------------------
 
@@ -567,7 +813,26 @@ class EtcdServer:
         return orjson.dumps(stats)
 
     def stats_leader(self) -> bytes:
-        return orjson.dumps({"leader": f"{self.member_id:x}", "followers": {}})
+        """etcd's /v2/stats/leader: per follower, the round-trip time of the peer connection's
+        last probe (milliseconds) and the messages sent / dropped by the transport."""
+        followers: dict[str, Any] = {}
+        t = self.transport
+        if t is not None:
+            for pid in sorted(t.peers()):
+                rtt = t.round_trip_time(pid)
+                ms = rtt * 1000.0 if rtt is not None else 0.0
+                st = t.stats(pid)
+                followers[f"{pid:x}"] = {
+                    "latency": {
+                        "current": ms,
+                        "average": ms,
+                        "standardDeviation": 0.0,
+                        "minimum": ms,
+                        "maximum": ms,
+                    },
+                    "counts": {"fail": st["dropped"], "success": st["sent"]},
+                }
+        return orjson.dumps({"leader": f"{self.member_id:x}", "followers": followers})
 
     def _check_peer_urls_free(self, peer_urls: list[str], except_id: int = 0) -> None:
         for m in self.membership.members.values():
@@ -596,7 +861,7 @@ class EtcdServer:
         rid = self._new_id()
         self._waiters[rid] = (fut, None, time.monotonic() + self._request_timeout_s)
         cc = {"op": "update", "member_id": f"{member_id:x}", "peerURLs": peer_urls, "request_id": rid}
-        self._conf_proposals.append(orjson.dumps(cc))
+        self._conf_proposals.append((ENTRY_CONF_CHANGE, orjson.dumps(cc)))
         self._kick()
         return fut
 

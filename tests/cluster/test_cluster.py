@@ -1,0 +1,320 @@
+"""Multi-member fastkv clusters as real processes on 127.0.0.1: static bootstrap, one leader,
+replication through any member, the leader or a follower killed with SIGKILL and restarted.
+
+Every wait is bounded; writes are acknowledged only after a quorum has them durably, so an
+acknowledged write must be on every member once the cluster has settled.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from fastkv.server.identity import cluster_id_for, member_id_for
+from tests.support.procs import ServerProcess, start_cluster
+
+# Short timeouts keep failover quick; the ratio is etcd's default (10 ticks per election).
+TIMING = ["--heartbeat-interval", "50", "--election-timeout", "500"]
+TOKEN = "cluster-test-token"
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _request(url: str, method: str = "GET", data: dict[str, str] | None = None, timeout: float = 10.0):
+    body = urllib.parse.urlencode(data).encode() if data is not None else None
+    req = urllib.request.Request(url, data=body, method=method)
+    if body is not None:
+        req.add_header("Content-Type", "application/x-www-form-urlencoded")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, dict(r.headers), json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), json.loads(e.read() or b"null")
+
+
+def _put(m: ServerProcess, key: str, value: str) -> dict:
+    status, _, body = _request(f"{m.url}/v2/keys/{key}", "PUT", {"value": value})
+    assert status in (200, 201), (status, body)
+    return body
+
+
+def _wait_value(m: ServerProcess, key: str, value: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            status, _, body = _request(f"{m.url}/v2/keys/{key}", timeout=2)
+            last = (status, body)
+            if status == 200 and body["node"]["value"] == value:
+                return
+        except OSError as e:
+            last = e
+        time.sleep(0.02)
+    raise AssertionError(f"{m.url}: {key} != {value!r} after {timeout}s: {last}")
+
+
+def _leader_ids(members: list[ServerProcess]) -> list[str | None]:
+    out: list[str | None] = []
+    for m in members:
+        try:
+            status, _, body = _request(f"{m.url}/v2/members/leader", timeout=2)
+            out.append(body["id"] if status == 200 else None)
+        except OSError:
+            out.append(None)
+    return out
+
+
+def _wait_one_leader(members: list[ServerProcess], timeout: float = 15.0, not_id: str = "") -> str:
+    deadline = time.monotonic() + timeout
+    ids: list[str | None] = []
+    while time.monotonic() < deadline:
+        ids = _leader_ids(members)
+        if ids[0] is not None and ids[0] != not_id and all(i == ids[0] for i in ids):
+            return ids[0]
+        time.sleep(0.05)
+    raise AssertionError(f"members do not agree on a leader within {timeout}s: {ids}")
+
+
+def _member_by_id(members: list[ServerProcess], ident: str) -> ServerProcess:
+    status, _, body = _request(f"{members[0].url}/v2/members")
+    urls = {m["id"]: m["peerURLs"][0] for m in body["members"]}
+    return next(m for m in members if m.peer_url == urls[ident])
+
+
+@pytest.fixture
+def cluster(tmp_path) -> Iterator[list[ServerProcess]]:
+    members = start_cluster("fastkv", 3, base_dir=str(tmp_path), extra=TIMING, token=TOKEN)
+    try:
+        yield members
+    finally:
+        for m in members:
+            m.kill9()
+
+
+def test_bootstrap_ids_one_leader_and_published_members(cluster: list[ServerProcess]) -> None:
+    leader = _wait_one_leader(cluster)
+    ids = {f"{member_id_for([m.peer_url], TOKEN):x}": f"m{i}" for i, m in enumerate(cluster)}
+    assert leader in ids
+    expected_cid = f"{cluster_id_for(int(i, 16) for i in ids):x}"
+    deadline = time.monotonic() + 10
+    while True:
+        views = []
+        for m in cluster:
+            status, headers, body = _request(f"{m.url}/v2/members")
+            assert status == 200
+            assert headers["X-Etcd-Cluster-Id"] == expected_cid
+            views.append(body["members"])
+        # Names and client URLs arrive through the log (published attributes).
+        if all(all(x["clientURLs"] for x in v) for v in views) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    for view in views:
+        assert view == views[0]
+        assert {x["id"]: x["name"] for x in view} == ids
+        for x in view:
+            m = cluster[int(x["name"][1:])]
+            assert x["peerURLs"] == [m.peer_url]
+            assert x["clientURLs"] == [m.url]
+    for m in cluster:
+        status, _, _ = _request(f"{m.url}/health")
+        assert status == 200
+        _, _, stats = _request(f"{m.url}/v2/stats/self")
+        assert stats["leaderInfo"]["leader"] == leader
+        assert stats["state"] == ("StateLeader" if stats["id"] == leader else "StateFollower")
+        status, _, lstats = _request(f"{m.url}/v2/stats/leader")
+        if stats["id"] == leader:
+            assert status == 200 and lstats["leader"] == leader
+            assert set(lstats["followers"]) == set(ids) - {leader}
+        else:
+            assert status == 403
+
+
+def test_writes_through_every_member_are_read_on_every_member(cluster: list[ServerProcess]) -> None:
+    leader = _wait_one_leader(cluster)
+    indexes = []
+    for i, m in enumerate(cluster):
+        body = _put(m, f"k{i}", f"v{i}")
+        indexes.append(body["node"]["modifiedIndex"])
+    assert indexes == sorted(indexes) and len(set(indexes)) == 3
+    for i in range(3):
+        for m in cluster:
+            _wait_value(m, f"k{i}", f"v{i}")
+    # A quorum read through a follower goes through the log: it sees the latest write.
+    follower = next(m for m in cluster if m is not _member_by_id(cluster, leader))
+    _put(cluster[0], "q", "latest")
+    status, _, body = _request(f"{follower.url}/v2/keys/q?quorum=true")
+    assert status == 200 and body["node"]["value"] == "latest"
+    # Raft index and term agree once the followers caught up.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        heads = [_request(f"{m.url}/v2/keys/q")[1] for m in cluster]
+        if len({(h["X-Etcd-Index"], h["X-Raft-Index"], h["X-Raft-Term"]) for h in heads}) == 1:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"members disagree: {heads}")
+
+
+class _Writer(threading.Thread):
+    """Writes k0, k1, ... through the members in turn; records what was acknowledged."""
+
+    def __init__(self, members: list[ServerProcess]) -> None:
+        super().__init__(daemon=True)
+        self.members = members
+        self.acked: dict[str, str] = {}
+        self.ack_times: list[tuple[float, float]] = []  # (sent, acknowledged)
+        self.stop_flag = threading.Event()
+        self.skip: set[str] = set()  # urls not to use (killed)
+
+    def run(self) -> None:
+        n = 0
+        turn = 0
+        while not self.stop_flag.is_set():
+            targets = [m for m in self.members if m.url not in self.skip]
+            m = targets[turn % len(targets)]
+            turn += 1
+            key, value = f"w{n}", f"value-{n}"
+            sent = time.monotonic()
+            try:
+                status, _, _ = _request(f"{m.url}/v2/keys/{key}", "PUT", {"value": value}, timeout=2)
+            except OSError:
+                time.sleep(0.01)
+                continue
+            if status in (200, 201):
+                self.acked[key] = value
+                self.ack_times.append((sent, time.monotonic()))
+                n += 1
+            else:
+                time.sleep(0.01)
+
+
+def _check_all_acked(members: list[ServerProcess], acked: dict[str, str], timeout: float = 20.0) -> None:
+    for m in members:
+        deadline = time.monotonic() + timeout
+        while True:
+            status, _, body = _request(f"{m.url}/v2/keys/?recursive=true")
+            have = (
+                {n["key"][1:]: n.get("value") for n in body["node"].get("nodes", [])} if status == 200 else {}
+            )
+            missing = {k: v for k, v in acked.items() if have.get(k) != v}
+            if not missing:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{m.url} lacks {len(missing)} acknowledged writes: {sorted(missing)[:5]}"
+                )
+            time.sleep(0.05)
+
+
+def test_leader_kill9_under_writes_fails_over_and_keeps_every_acknowledged_write(
+    cluster: list[ServerProcess],
+) -> None:
+    old_leader_id = _wait_one_leader(cluster)
+    old_leader = _member_by_id(cluster, old_leader_id)
+    rest = [m for m in cluster if m is not old_leader]
+    writer = _Writer(cluster)
+    writer.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(writer.acked) < 50 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(writer.acked) >= 50
+        writer.skip.add(old_leader.url)
+        killed_at = time.monotonic()
+        old_leader.kill9()
+        new_leader = _wait_one_leader(rest, timeout=15, not_id=old_leader_id)
+        assert new_leader != old_leader_id
+        elected_s = time.monotonic() - killed_at
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not [
+            a for s, a in writer.ack_times if s > killed_at + elected_s
+        ]:
+            time.sleep(0.01)
+        resumed = [a for s, a in writer.ack_times if s > killed_at + elected_s]
+        assert resumed, "no write acknowledged after the new leader was elected"
+        first_any = min(a for s, a in writer.ack_times if a > killed_at)
+        print(
+            f"\nnew leader {elected_s:.2f}s after kill -9; a write sent after the election acknowledged "
+            f"{resumed[0] - killed_at:.2f}s after the kill; first acknowledgement of any write "
+            f"{first_any - killed_at:.2f}s after the kill"
+        )
+        n_before = len(writer.acked)
+        deadline = time.monotonic() + 10
+        while len(writer.acked) < n_before + 50 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(writer.acked) >= n_before + 50
+        old_leader.restart()
+        writer.skip.discard(old_leader.url)
+        time.sleep(0.5)
+    finally:
+        writer.stop_flag.set()
+        writer.join(10)
+    _wait_one_leader(cluster)
+    _check_all_acked(cluster, writer.acked)
+
+
+def test_follower_kill9_and_restart_catches_up(cluster: list[ServerProcess]) -> None:
+    leader_id = _wait_one_leader(cluster)
+    leader = _member_by_id(cluster, leader_id)
+    follower = next(m for m in cluster if m is not leader)
+    for i in range(20):
+        _put(leader, f"a{i}", str(i))
+    follower.kill9()
+    acked = {f"a{i}": str(i) for i in range(20)}
+    others = [m for m in cluster if m is not follower]
+    for i in range(200):
+        _put(others[i % 2], f"b{i}", str(i))
+        acked[f"b{i}"] = str(i)
+    follower.restart()
+    _check_all_acked(cluster, acked)
+    assert _wait_one_leader(cluster) == leader_id
+    # The restarted member serves writes again.
+    _put(follower, "after", "restart")
+    for m in cluster:
+        _wait_value(m, "after", "restart")
+
+
+def test_ttl_expires_on_every_member(cluster: list[ServerProcess]) -> None:
+    leader_id = _wait_one_leader(cluster)
+    follower = next(m for m in cluster if m is not _member_by_id(cluster, leader_id))
+    status, _, body = _request(f"{follower.url}/v2/keys/ttl", "PUT", {"value": "x", "ttl": "1"})
+    assert status == 201 and body["node"]["ttl"] == 1
+    for m in cluster:
+        _wait_value(m, "ttl", "x")
+    # The leader's SYNC entry expires it at the same index everywhere.
+    deadline = time.monotonic() + 10
+    for m in cluster:
+        while True:
+            status, _, body = _request(f"{m.url}/v2/keys/ttl")
+            if status == 404:
+                break
+            assert time.monotonic() < deadline, body
+            time.sleep(0.05)
+    indexes = {_request(f"{m.url}/v2/keys/ttl")[2]["index"] for m in cluster}
+    assert len(indexes) == 1
+
+
+def test_whole_cluster_restart_keeps_data_and_ids(cluster: list[ServerProcess]) -> None:
+    _wait_one_leader(cluster)
+    for i in range(30):
+        _put(cluster[i % 3], f"r{i}", str(i))
+    _, headers, before = _request(f"{cluster[0].url}/v2/members")
+    for m in cluster:
+        m.stop()
+    # All at once: a lone member cannot elect a leader, so restart() would wait in vain.
+    for m in cluster:
+        log = open(m.log_path, "ab")  # noqa: SIM115 - owned by the process
+        m.proc = subprocess.Popen(m.argv, stdout=log, stderr=subprocess.STDOUT, env=m.env)
+    _wait_one_leader(cluster)
+    _check_all_acked(cluster, {f"r{i}": str(i) for i in range(30)})
+    _, headers2, after = _request(f"{cluster[0].url}/v2/members")
+    assert headers2["X-Etcd-Cluster-Id"] == headers["X-Etcd-Cluster-Id"]
+    assert after == before
