@@ -149,6 +149,10 @@ class EtcdServer:
         self._proposals: list[bytes] = []
         # (entry type, data): configuration changes and attribute publications.
         self._conf_proposals: list[tuple[int, bytes]] = []
+        # Quorum reads (ReadIndex, Raft thesis §6.4): request ids not yet handed to Raft, and
+        # confirmed reads waiting for the store to apply up to their read index.
+        self._reads: list[int] = []
+        self._confirmed_reads: list[tuple[int, int]] = []
         self._waiters: dict[int, tuple[asyncio.Future[Any], V2Request | None, float]] = {}
         self._next_request_id = self._rng.getrandbits(48) << 16
         self._persisting = False
@@ -575,7 +579,12 @@ class EtcdServer:
         rid = self._next_request_id
         req.id = rid
         self._waiters[rid] = (fut, req, time.monotonic() + self._request_timeout_s)
-        self._proposals.append(req.encode())
+        if req.method == "QGET":
+            # Linearizable without a log entry: confirm leadership for the current commit
+            # index, then serve from the local store once it has applied that index.
+            self._reads.append(rid)
+        else:
+            self._proposals.append(req.encode())
         self._kick()
         return fut
 
@@ -592,6 +601,11 @@ class EtcdServer:
         raft = self.raft
         if self._proposals or self._conf_proposals:
             self._submit_proposals()
+        if self._reads and (raft.state == LEADER or raft.lead != 0):
+            # Held while no leader is known: a follower without one would drop them.
+            reads, self._reads = self._reads, []
+            for rid in reads:
+                raft.read_index(rid.to_bytes(8, "big"))
         if not raft.has_ready():
             return
         rd = raft.ready()
@@ -611,6 +625,12 @@ class EtcdServer:
         if rd.committed_entries:
             # Committed entries are already durable here: apply them while the next write runs.
             batch = self._apply(rd.committed_entries)
+        if rd.read_states:
+            self._confirmed_reads.extend(
+                (rs.index, int.from_bytes(rs.request_ctx, "big")) for rs in rd.read_states
+            )
+        if self._confirmed_reads:
+            self._serve_reads()
         if rd.must_sync:
             self._persisting = True
             loop = self._loop
@@ -627,6 +647,25 @@ class EtcdServer:
             if raft.has_ready():
                 self._kick()
         self._maybe_snapshot()
+
+    def _serve_reads(self) -> None:
+        """Answer the confirmed quorum reads whose read index the store has applied."""
+        applied = self._applied_index
+        waiting = []
+        now = self.now_ns()
+        for index, rid in self._confirmed_reads:
+            if index > applied:
+                waiting.append((index, rid))
+                continue
+            w = self._waiters.pop(rid, None)
+            if w is None or w[0].done() or w[1] is None:
+                continue
+            req = w[1]
+            try:
+                w[0].set_result(self.store.get(req.path, req.recursive, req.sorted, now))
+            except V2Error as err:
+                w[0].set_exception(err)
+        self._confirmed_reads = waiting
 
     def _submit_proposals(self) -> None:
         """Into the leader's log, or forwarded to the leader (MsgProp), or held while no
