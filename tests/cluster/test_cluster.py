@@ -318,3 +318,35 @@ def test_whole_cluster_restart_keeps_data_and_ids(cluster: list[ServerProcess]) 
     _, headers2, after = _request(f"{cluster[0].url}/v2/members")
     assert headers2["X-Etcd-Cluster-Id"] == headers["X-Etcd-Cluster-Id"]
     assert after == before
+
+
+def test_follower_behind_the_compacted_log_catches_up_from_a_snapshot(tmp_path) -> None:
+    members = start_cluster(
+        "fastkv",
+        3,
+        base_dir=str(tmp_path),
+        extra=TIMING + ["--snapshot-count", "50"],
+        token=TOKEN,
+        env_extra={"FASTKV_SNAPSHOT_CATCH_UP_ENTRIES": "10"},
+    )
+    try:
+        leader_id = _wait_one_leader(members)
+        leader = _member_by_id(members, leader_id)
+        follower = next(m for m in members if m is not leader)
+        follower.kill9()
+        acked = {}
+        for i in range(300):
+            _put(leader, f"s{i % 120}", str(i))
+            acked[f"s{i % 120}"] = str(i)
+        follower.restart()
+        _check_all_acked(members, acked)
+        assert "installed the leader's snapshot" in follower.log()
+        # The member goes on from the snapshot: new writes reach it, and it restarts from it.
+        _put(leader, "after-snapshot", "yes")
+        _wait_value(follower, "after-snapshot", "yes")
+        follower.restart()
+        _wait_value(follower, "after-snapshot", "yes")
+        _wait_value(follower, "s0", acked["s0"])
+    finally:
+        for m in members:
+            m.kill9()

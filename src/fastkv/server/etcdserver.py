@@ -51,6 +51,7 @@ import fcntl
 import logging
 import os
 import random
+import shutil
 import time
 from collections.abc import Callable
 from typing import Any
@@ -59,12 +60,13 @@ import orjson
 
 from ..raft.confchange import CONF_ADD_NODE, ConfChange
 from ..raft.log import RaftLog
-from ..raft.messages import MSG_APP, MSG_PROP, Message
+from ..raft.messages import MSG_APP, MSG_PROP, Message, Snapshot, SnapshotMeta
 from ..raft.node import LEADER, NotLeaderError, RaftNode, Ready
 from ..raft.types import ENTRY_CONF_CHANGE, ENTRY_MEMBER_ATTRIBUTES, ENTRY_NORMAL, Entry, HardState
 from ..storage import failpoint
 from ..storage.backend import Backend, BackendError, Batch
-from ..storage.snap import Snapshotter
+from ..storage.fileutil import fsync_dir
+from ..storage.snap import Snapshotter, archive_dir, restore_archive
 from ..storage.wal import WAL
 from ..transport.transport import Transport, parse_peer_url
 from ..v2store.errors import LEADER_ELECT, RAFT_INTERNAL, V2Error
@@ -78,6 +80,8 @@ from .membership import Member, Membership
 log = logging.getLogger("fastkv.etcdserver")
 
 SYNC_INTERVAL_S = 0.5
+# Where the applied state waits while a snapshot from the leader replaces it.
+OLD_SUFFIX = ".old"
 WAITER_SWEEP_INTERVAL_S = 0.1
 PUBLISH_RETRY_S = 1.0
 # Proposals held on a member that knows no leader yet (they wait for one, then are forwarded;
@@ -187,6 +191,7 @@ class EtcdServer:
         cfg = self.cfg
         # etcd: election ticks = election timeout / heartbeat interval, one tick per heartbeat.
         election_tick = max(2, cfg.election_timeout_ms // max(1, cfg.heartbeat_interval_ms))
+        raft_log.snapshot_source = self._snapshot_for_peer
         return RaftNode(
             self.member_id,
             voters,
@@ -222,8 +227,14 @@ class EtcdServer:
             raise StartupError(f"cannot access data directory {cfg.data_dir!r}: {e.strerror or e}") from None
         self._lock_data_dir(member_dir)
         self.snapshotter = Snapshotter(snap_dir)
+        kv_dir = os.path.join(member_dir, "kv")
+        if not os.path.exists(kv_dir) and os.path.exists(kv_dir + OLD_SUFFIX):
+            # A crash in the middle of installing a snapshot from the leader: the old state and
+            # the WAL still agree (the WAL marker is written after the swap completes).
+            os.rename(kv_dir + OLD_SUFFIX, kv_dir)
+            fsync_dir(member_dir)
         try:
-            self.backend = Backend.open(os.path.join(member_dir, "kv"))
+            self.backend = Backend.open(kv_dir)
         except BackendError as e:
             raise StartupError(str(e)) from None
         if WAL.exists(wal_dir):
@@ -612,10 +623,13 @@ class EtcdServer:
         if rd.soft_state_changed:
             self._on_soft_state(rd)
         if rd.snapshot is not None:
-            # Only a follower far behind a compacted leader gets one; the leader never sends
-            # one yet (no snapshot_source), so this is a bug or a future version talking.
-            self._fail("installing a snapshot received from the leader is not supported in this version")
+            self._install_snapshot(rd)
             return
+        self._handle_ready(rd)
+
+    def _handle_ready(self, rd: Ready) -> None:
+        """Steps b-e of the Ready contract (raft/node.py), once any snapshot is installed."""
+        raft = self.raft
         # The leader may send before its own write is durable (thesis §10.2.1: it counts
         # itself only after advance); everyone else answers only for durable state.
         send_now = not rd.must_sync or raft.state == LEADER
@@ -647,6 +661,62 @@ class EtcdServer:
             if raft.has_ready():
                 self._kick()
         self._maybe_snapshot()
+
+    def _snapshot_for_peer(self) -> Snapshot | None:
+        """The newest snapshot, for a follower behind the compacted log: its RocksDB checkpoint
+        streamed as an archive.  Read on the event loop (a big snapshot stalls it; see notes)."""
+        snap = self.snapshotter.load()
+        if snap is None:
+            return None
+        term, index, meta = snap
+        voters = sorted(int(m["id"], 16) for m in orjson.loads(orjson.loads(meta)["membership"])["members"])
+        data = b"".join(archive_dir(self.snapshotter.data_dir(term, index)))
+        return Snapshot(SnapshotMeta(index, term, voters), data)
+
+    def _install_snapshot(self, rd: Ready) -> None:
+        """Replace the applied state with the leader's snapshot (on the writer thread, after every
+        batch queued before it), then go on with the rest of the Ready on the event loop."""
+        snapshot = rd.snapshot
+        assert snapshot is not None and self._loop is not None
+        meta = snapshot.meta
+        member_dir = os.path.dirname(self.backend.path)
+        kv_dir = self.backend.path
+        incoming = kv_dir + ".incoming"
+        self._persisting = True
+
+        def install() -> None:
+            shutil.rmtree(incoming, ignore_errors=True)
+            restore_archive([snapshot.data], incoming)
+            self.backend.close()
+            os.rename(kv_dir, kv_dir + OLD_SUFFIX)
+            os.rename(incoming, kv_dir)
+            fsync_dir(member_dir)
+            shutil.rmtree(kv_dir + OLD_SUFFIX, ignore_errors=True)
+            self.backend = Backend.open(kv_dir)
+            self.wal.save_snapshot(meta.term, meta.index)
+
+        def installed(f: concurrent.futures.Future[None]) -> None:
+            self._persisting = False
+            exc = f.exception()
+            if exc is not None:
+                self._fail(f"installing the snapshot at index {meta.index} failed: {exc}")
+                return
+            bm = self.backend.meta()
+            if bm.applied_index != meta.index:
+                self._fail(f"the snapshot for index {meta.index} holds state at {bm.applied_index}")
+                return
+            self.store = self.backend.load_store()
+            if bm.membership is not None:
+                self.membership = Membership.recover(bm.membership)
+                self._sync_peers()
+            self._applied_index, self._applied_term = meta.index, meta.term
+            self._snapshot_index = meta.index
+            log.info("installed the leader's snapshot at index %d (term %d)", meta.index, meta.term)
+            self._handle_ready(rd)
+
+        fut = self._writer.submit(install)
+        loop = self._loop
+        fut.add_done_callback(lambda f: loop.call_soon_threadsafe(installed, f))
 
     def _serve_reads(self) -> None:
         """Answer the confirmed quorum reads whose read index the store has applied."""
