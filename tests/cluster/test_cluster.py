@@ -8,6 +8,7 @@ acknowledged write must be on every member once the cluster has settled.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import threading
 import time
@@ -350,3 +351,33 @@ def test_follower_behind_the_compacted_log_catches_up_from_a_snapshot(tmp_path) 
     finally:
         for m in members:
             m.kill9()
+
+
+def test_leader_paused_with_sigstop_loses_leadership_and_catches_up(cluster: list[ServerProcess]) -> None:
+    """A paused leader is a partitioned leader: the others elect a new one and keep writing; once
+    resumed it steps down (it sees the higher term) and catches up, losing nothing."""
+    old_leader_id = _wait_one_leader(cluster)
+    old_leader = _member_by_id(cluster, old_leader_id)
+    rest = [m for m in cluster if m is not old_leader]
+    writer = _Writer(rest)
+    writer.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(writer.acked) < 30 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        old_leader.proc.send_signal(signal.SIGSTOP)
+        try:
+            new_leader = _wait_one_leader(rest, timeout=15, not_id=old_leader_id)
+            assert new_leader != old_leader_id
+            n_before = len(writer.acked)
+            deadline = time.monotonic() + 10
+            while len(writer.acked) < n_before + 50 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert len(writer.acked) >= n_before + 50, "writes did not resume under the new leader"
+        finally:
+            old_leader.proc.send_signal(signal.SIGCONT)
+        assert _wait_one_leader(cluster, timeout=15) == new_leader
+    finally:
+        writer.stop_flag.set()
+        writer.join(10)
+    _check_all_acked(cluster, writer.acked)
