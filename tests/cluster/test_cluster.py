@@ -381,3 +381,30 @@ def test_leader_paused_with_sigstop_loses_leadership_and_catches_up(cluster: lis
         writer.stop_flag.set()
         writer.join(10)
     _check_all_acked(cluster, writer.acked)
+
+
+def test_five_members_survive_two_failures(tmp_path) -> None:
+    members = start_cluster("fastkv", 5, base_dir=str(tmp_path), extra=TIMING, token=TOKEN)
+    try:
+        leader_id = _wait_one_leader(members)
+        leader = _member_by_id(members, leader_id)
+        follower = next(m for m in members if m is not leader)
+        acked = {}
+        for i in range(30):
+            _put(members[i % 5], f"f{i}", str(i))
+            acked[f"f{i}"] = str(i)
+        # Any two members down (here the leader and a follower): the other three are a majority.
+        leader.kill9()
+        follower.kill9()
+        rest = [m for m in members if m is not leader and m is not follower]
+        _wait_one_leader(rest, timeout=15, not_id=leader_id)
+        for i in range(30, 80):
+            _put(rest[i % 3], f"f{i}", str(i))
+            acked[f"f{i}"] = str(i)
+        leader.restart()
+        follower.restart()
+        _check_all_acked(members, acked)
+        _wait_one_leader(members)
+    finally:
+        for m in members:
+            m.kill9()
