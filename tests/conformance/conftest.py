@@ -4,7 +4,15 @@ The target is chosen by the environment:
 
 - ``FASTKV_TARGET_URL=<url>``: an already running endpoint (nothing is started or stopped);
 - ``FASTKV_TARGET=etcd``: a real etcd 3.4 started with ``--enable-v2``;
-- ``FASTKV_TARGET=fastkv`` (the default): fastkv started from this checkout.
+- ``FASTKV_TARGET=fastkv`` (the default, and what CI runs): fastkv started from this checkout, one member;
+- ``FASTKV_TARGET=fastkv-cluster`` / ``FASTKV_TARGET=etcd-cluster``: a 3-member cluster (fastkv, or real etcd
+  members to prove the suite), started with ``tests.support.procs.start_cluster``; once every member agrees
+  on a leader, the suite talks to a member that is **not** the leader, so every write is forwarded and every
+  watch is served from a follower's replicated store.
+
+Tests that check single-member facts (the members list, ``/v2/stats/self`` state, ``/v2/stats/leader``) ask
+``target.cluster_size`` and ``target.through_follower`` instead of assuming one member; the keys API
+assertions are the same for every target.
 
 Rules every test module follows:
 
@@ -26,14 +34,16 @@ import re
 import shutil
 import socket
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from tests.support.procs import ServerProcess, have_etcd, start_server
+from tests.support.procs import ServerProcess, have_etcd, start_cluster, start_server
 
 IO_TIMEOUT = 5.0
 HEX_ID = re.compile(r"^[1-9a-f][0-9a-f]*$")
@@ -48,11 +58,18 @@ CORS_HEADERS = {
 
 @dataclass
 class Target:
-    """The endpoint under test: ``kind`` is 'etcd', 'fastkv' or 'url'."""
+    """The endpoint under test: ``kind`` is 'etcd', 'fastkv', 'etcd-cluster', 'fastkv-cluster' or 'url'.
+
+    ``members`` are every process started for the target (``server`` is the one under test among them);
+    ``cluster_size`` is None for a 'url' target, whose membership is not known up front.
+    """
 
     kind: str
     url: str
     server: ServerProcess | None = None
+    members: list[ServerProcess] = field(default_factory=list)
+    cluster_size: int | None = 1
+    through_follower: bool = False
     host: str = field(init=False)
     port: int = field(init=False)
 
@@ -271,15 +288,71 @@ class Watch:
         self.sock.close()
 
 
+CLUSTER_SIZE = 3
+TARGET_KINDS = ("fastkv", "etcd", "fastkv-cluster", "etcd-cluster")
+
+
+def _get_json(url: str, timeout: float = 2.0) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, None
+
+
+def _follower_of(members: list[ServerProcess], timeout: float = 20.0) -> ServerProcess:
+    """A member that is not the leader, once every member reports the same leader id."""
+    deadline = time.monotonic() + timeout
+    seen: list[Any] = []
+    while time.monotonic() < deadline:
+        seen = []
+        for m in members:
+            try:
+                seen.append(_get_json(m.url + "/v2/stats/self")[1])
+            except OSError as e:
+                seen.append(repr(e))
+        leaders = {s["leaderInfo"]["leader"] if isinstance(s, dict) else None for s in seen}
+        if len(leaders) == 1 and None not in leaders:
+            leader = leaders.pop()
+            leader_known = any(s["id"] == leader for s in seen)
+            followers = [m for m, s in zip(members, seen, strict=True) if s["id"] != leader]
+            if (
+                leader_known
+                and followers
+                and all(s["state"] == "StateFollower" for s in seen if s["id"] != leader)
+            ):
+                return followers[0]
+        time.sleep(0.05)
+    raise RuntimeError(f"members did not agree on a leader within {timeout}s: {seen}")
+
+
 def _start_target() -> Target:
     url = os.environ.get("FASTKV_TARGET_URL")
     if url:
-        return Target("url", url.rstrip("/"))
+        return Target("url", url.rstrip("/"), cluster_size=None)
     kind = os.environ.get("FASTKV_TARGET", "fastkv")
-    if kind == "etcd" and not have_etcd():
-        pytest.skip("FASTKV_TARGET=etcd but etcd is not installed")
-    server = start_server(kind)
-    return Target(kind, server.url, server)
+    if kind not in TARGET_KINDS:
+        raise pytest.UsageError(f"FASTKV_TARGET={kind!r}: expected one of {', '.join(TARGET_KINDS)}")
+    if kind.startswith("etcd") and not have_etcd():
+        pytest.skip(f"FASTKV_TARGET={kind} but etcd is not installed")
+    if not kind.endswith("-cluster"):
+        server = start_server(kind)
+        return Target(kind, server.url, server, [server])
+    members = start_cluster(kind.removesuffix("-cluster"), CLUSTER_SIZE, token=f"conformance-{kind}")
+    try:
+        follower = _follower_of(members)
+    except Exception:
+        _stop_all(members)
+        raise
+    return Target(kind, follower.url, follower, members, CLUSTER_SIZE, through_follower=True)
+
+
+def _stop_all(members: list[ServerProcess]) -> None:
+    for m in members:
+        m.stop()
+        shutil.rmtree(m.data_dir, ignore_errors=True)
+    if len(members) > 1:  # start_cluster put every member's directory under one temporary base
+        shutil.rmtree(os.path.dirname(members[0].data_dir), ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -288,9 +361,7 @@ def target() -> Iterator[Target]:
     try:
         yield t
     finally:
-        if t.server is not None:
-            t.server.stop()
-            shutil.rmtree(t.server.data_dir, ignore_errors=True)
+        _stop_all(t.members)
 
 
 @pytest.fixture(scope="session")

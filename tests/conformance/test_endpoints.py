@@ -2,7 +2,8 @@
 /v2/members/leader, /v2/stats/self, /v2/stats/store.
 
 Member-dependent values (ids, URLs, times) are checked by shape; framing (trailing newline or not,
-Content-Type) exactly.
+Content-Type) exactly.  Membership facts follow the target: the member count is ``target.cluster_size`` and,
+through a follower, ``/v2/stats/self`` says ``StateFollower`` and ``/v2/stats/leader`` answers 403.
 """
 
 from __future__ import annotations
@@ -77,14 +78,17 @@ def test_members_list(api: Api, target: Target) -> None:
     assert HEX_ID.match(r.header("X-Etcd-Cluster-Id") or "")
     assert r.body.startswith(b'{"members":[') and r.body.endswith(b"]}\n")
     members = r.json()["members"]
-    assert len(members) >= 1
+    if target.cluster_size is None:
+        assert len(members) >= 1
+    else:
+        assert len(members) == target.cluster_size
     for m in members:
         _assert_member_shape(m, r.body)
     assert [int(m["id"], 16) for m in members] == sorted(int(m["id"], 16) for m in members)
     assert any(target.url in m["clientURLs"] for m in members)
 
 
-def test_members_leader(api: Api) -> None:
+def test_members_leader(api: Api, target: Target) -> None:
     r = api.request("GET", "/v2/members/leader")
     assert r.status == 200
     assert r.header("Content-Type") == "application/json"
@@ -93,9 +97,12 @@ def test_members_leader(api: Api) -> None:
     _assert_member_shape(leader, r.body)
     ids = [m["id"] for m in api.request("GET", "/v2/members").json()["members"]]
     assert leader["id"] in ids
+    if target.through_follower:
+        assert target.url not in leader["clientURLs"]
 
 
 def test_members_errors(api: Api) -> None:
+    before = api.request("GET", "/v2/members").json()["members"]
     r = api.request("GET", "/v2/members/nonsense")
     assert (r.status, r.body) == (404, b'{"message":"Not found"}')
     assert r.header("Content-Type") == "application/json"
@@ -126,10 +133,10 @@ def test_members_errors(api: Api) -> None:
     )
     assert r.status == 400
     assert r.body == b'{"message":"URL scheme must be http, https, unix, or unixs: not a url"}'
-    assert len(api.request("GET", "/v2/members").json()["members"]) == 1
+    assert api.request("GET", "/v2/members").json()["members"] == before
 
 
-def test_stats_self(api: Api) -> None:
+def test_stats_self(api: Api, target: Target) -> None:
     r = api.request("GET", "/v2/stats/self")
     assert r.status == 200
     assert r.header("Content-Type") == "application/json"
@@ -148,7 +155,12 @@ def test_stats_self(api: Api) -> None:
     optional = {"recvPkgRate", "recvBandwidthRate", "sendPkgRate", "sendBandwidthRate"}
     assert set(s) - set(required) <= optional
     assert HEX_ID.match(s["id"])
-    assert s["state"] in ("StateLeader", "StateFollower")
+    if target.through_follower:
+        assert s["state"] == "StateFollower"
+    elif target.cluster_size == 1:
+        assert s["state"] == "StateLeader"
+    else:
+        assert s["state"] in ("StateLeader", "StateFollower")
     assert RFC3339_NANO_UTC.match(s["startTime"]) or re.match(r"^\d{4}-\d{2}-\d{2}T", s["startTime"])
     li = s["leaderInfo"]
     assert list(li) == ["leader", "uptime", "startTime"]
@@ -157,6 +169,22 @@ def test_stats_self(api: Api) -> None:
     assert isinstance(s["recvAppendRequestCnt"], int) and isinstance(s["sendAppendRequestCnt"], int)
     members = {m["id"]: m for m in api.request("GET", "/v2/members").json()["members"]}
     assert s["id"] in members and s["name"] == members[s["id"]]["name"]
+    assert li["leader"] in members
+    assert (li["leader"] == s["id"]) == (s["state"] == "StateLeader")
+
+
+def test_stats_leader(api: Api, target: Target) -> None:
+    r = api.request("GET", "/v2/stats/leader")
+    assert r.header("Content-Type") == "application/json"
+    if target.through_follower:
+        assert (r.status, r.body) == (403, b'{"message":"not current leader"}')
+        return
+    if target.cluster_size != 1:
+        return  # a 'url' target may be either
+    assert r.status == 200
+    assert not r.body.endswith(b"\n")
+    s = r.json()
+    assert s == {"leader": api.request("GET", "/v2/stats/self").json()["id"], "followers": {}}
 
 
 def test_stats_store(api: Api, prefix: str) -> None:
