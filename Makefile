@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-etcd lint typecheck bench clean wheel venv
+.PHONY: run test test-etcd test-cluster lint typecheck bench clean wheel venv
 
 $(STAMP): pyproject.toml setup.py $(wildcard native/*.pyx native/*.pxd)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test: $(STAMP) etcd-bin
 # The conformance suite against a real etcd 3.4 (proves the suite tests etcd's behaviour).
 test-etcd: $(STAMP) etcd-bin
 	FASTKV_TARGET=etcd $(BIN)/pytest -q tests/conformance
+
+# The same suite through a follower of a 3-member cluster: fastkv, then real etcd.
+test-cluster: $(STAMP) etcd-bin
+	FASTKV_TARGET=fastkv-cluster $(BIN)/pytest -q tests/conformance
+	FASTKV_TARGET=etcd-cluster $(BIN)/pytest -q tests/conformance
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
