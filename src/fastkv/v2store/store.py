@@ -306,14 +306,7 @@ class Store:
         try:
             if path == "/":
                 raise V2Error(E.ROOT_RONLY, "/", self.index)
-            node = self._find(path)
-            if node.children is not None:
-                raise V2Error(E.NOT_FILE, path, self.index)
-            which = node.compare(prev_value, min(prev_index, INT64_MAX))
-            if which:
-                raise V2Error(
-                    E.TEST_FAILED, _compare_fail_cause(node, which, prev_value, prev_index), self.index
-                )
+            node = self._compared_file(path, prev_value, prev_index)
         except V2Error:
             self.stats.compareAndSwapFail += 1
             raise
@@ -363,17 +356,21 @@ class Store:
         self.hub.notify(event)
         return event
 
+    def _compared_file(self, path: str, prev_value: str, prev_index: int) -> Node:
+        """The file at ``path`` if it passes the compare-and-swap/delete conditions; else etcd's
+        error: 100 missing, 102 a directory, 101 with the failed conditions as cause."""
+        node = self._find(path)
+        if node.children is not None:
+            raise V2Error(E.NOT_FILE, path, self.index)
+        which = node.compare(prev_value, min(prev_index, INT64_MAX))
+        if which:
+            raise V2Error(E.TEST_FAILED, _compare_fail_cause(node, which, prev_value, prev_index), self.index)
+        return node
+
     def compare_and_delete(self, path: str, prev_value: str, prev_index: int, now_ns: int) -> Event:
         path = clean_path(path)
         try:
-            node = self._find(path)
-            if node.children is not None:
-                raise V2Error(E.NOT_FILE, path, self.index)
-            which = node.compare(prev_value, min(prev_index, INT64_MAX))
-            if which:
-                raise V2Error(
-                    E.TEST_FAILED, _compare_fail_cause(node, which, prev_value, prev_index), self.index
-                )
+            node = self._compared_file(path, prev_value, prev_index)
         except V2Error:
             self.stats.compareAndDeleteFail += 1
             raise
