@@ -13,6 +13,7 @@ import pytest
 
 from fastkv.storage.backend import Backend
 from tests.support.procs import fastkv_argv, free_port, start_server
+from tests.support.procs import single_member_args as member_args
 
 pytestmark = pytest.mark.slow
 
@@ -24,23 +25,7 @@ def run_fastkv(args: list[str], timeout: float = 20) -> subprocess.CompletedProc
 
 def single_member_args(data_dir: str, name: str = "default", port: int | None = None) -> list[str]:
     url = f"http://127.0.0.1:{port or free_port()}"
-    peer = f"http://127.0.0.1:{free_port()}"
-    return [
-        "--name",
-        name,
-        "--data-dir",
-        data_dir,
-        "--listen-client-urls",
-        url,
-        "--advertise-client-urls",
-        url,
-        "--listen-peer-urls",
-        peer,
-        "--initial-advertise-peer-urls",
-        peer,
-        "--initial-cluster",
-        f"{name}={peer}",
-    ]
+    return member_args(data_dir, name, url, f"http://127.0.0.1:{free_port()}")
 
 
 def assert_one_line_error(r: subprocess.CompletedProcess[str], *needles: str) -> None:

@@ -91,6 +91,19 @@ class ServerProcess:
             return f.read()
 
 
+def single_member_args(data_dir: str, name: str, url: str, peer_url: str) -> list[str]:
+    """etcd's flags for a one-member cluster serving ``url`` and ``peer_url``."""
+    return [
+        "--name", name,
+        "--data-dir", data_dir,
+        "--listen-client-urls", url,
+        "--advertise-client-urls", url,
+        "--listen-peer-urls", peer_url,
+        "--initial-advertise-peer-urls", peer_url,
+        "--initial-cluster", f"{name}={peer_url}",
+    ]  # fmt: skip
+
+
 def fastkv_argv() -> list[str]:
     return [sys.executable, "-m", "fastkv.server.main"]
 
@@ -108,26 +121,7 @@ def start_server(
     url, peer = f"http://127.0.0.1:{cport}", f"http://127.0.0.1:{pport}"
     data_dir = data_dir or tempfile.mkdtemp(prefix=f"{kind}-test-")
     base = fastkv_argv() if kind == "fastkv" else ["etcd", "--enable-v2"]
-    argv = (
-        base
-        + [
-            "--name",
-            name,
-            "--data-dir",
-            os.path.join(data_dir, "data"),
-            "--listen-client-urls",
-            url,
-            "--advertise-client-urls",
-            url,
-            "--listen-peer-urls",
-            peer,
-            "--initial-advertise-peer-urls",
-            peer,
-            "--initial-cluster",
-            f"{name}={peer}",
-        ]
-        + (extra or [])
-    )
+    argv = base + single_member_args(os.path.join(data_dir, "data"), name, url, peer) + (extra or [])
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD", "FASTKV_FAILPOINTS"))}
     env.update(env_extra or {})
     log_path = os.path.join(data_dir, "server.log")
