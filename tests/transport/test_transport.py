@@ -108,11 +108,12 @@ def test_round_trip_time_follows_the_network(loop_kind: str) -> None:
             assert a.t.round_trip_time(2) is None
             await until(lambda: a.t.is_active(2), what="connect")
             rtt = a.t.round_trip_time(2)  # from the handshake
-            assert rtt is not None and rtt >= 0.1
+            # 2 x 50 ms, less the event loop's timer slack (timers may fire ~1 ms early).
+            assert rtt is not None and rtt >= 0.09
             proxy.set_delay(0)
             # Pings sent after the change come back under the delayed round trip (with room for a
             # loaded CI machine's scheduling delays).
-            await until(lambda: (a.t.round_trip_time(2) or 1) < 0.09, timeout=10, what="a fast ping answer")
+            await until(lambda: (a.t.round_trip_time(2) or 1) < 0.07, timeout=10, what="a fast ping answer")
         finally:
             await proxy.stop()
             await stop_all([a, b])
