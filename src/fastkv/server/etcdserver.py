@@ -1,6 +1,6 @@
 """EtcdServer: where Raft, the WAL, snapshots and the v2 store meet.
 
-The write path, for every write and quorum read:
+The write path, for every write (quorum reads use ReadIndex instead: no log entry):
 
     propose(req) -> raft log entry -> Ready -> WAL write + ONE fdatasync (writer thread)
     -> commit -> apply to the v2 store -> the waiting request's future resolves.
@@ -37,8 +37,9 @@ With several members (static bootstrap from --initial-cluster):
 - Each member publishes its name and client URLs as an ENTRY_MEMBER_ATTRIBUTES entry once
   it knows a leader, retried until applied.
 - On restart the voters are the membership as of the last applied entry.
-- Not yet: installing a snapshot sent by the leader (the leader never sends one, so a
-  follower behind the leader's compacted log cannot catch up), runtime member add/remove.
+- A follower behind the leader's compacted log receives the newest snapshot (the RocksDB
+  checkpoint as an archive) and swaps it in for its applied state on the writer thread.
+- Not yet: runtime member add/remove, joining with --initial-cluster-state existing.
 """
 
 from __future__ import annotations
