@@ -172,3 +172,19 @@ def test_watcher_memory_is_small() -> None:
     used = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     assert s.watcher_count == 10_000 and used / len(ws) < 300
+
+
+def test_a_replacing_store_keeps_the_live_watchers() -> None:
+    from fastkv.v2store.request import V2Request
+
+    old = Store()
+    got: list[str] = []
+    w = old.watch("/k", False, True, 0, lambda e: got.append(e.action))
+    assert w.history_event is None
+    new = Store.recover(old.save())
+    new.adopt_watchers(old)
+    assert new.watcher_count == 1
+    new.apply(V2Request("PUT", "/k", value="v"), 0)
+    assert got == ["set"]
+    w.remove()
+    assert new.watcher_count == 0

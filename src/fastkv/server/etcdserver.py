@@ -706,7 +706,9 @@ class EtcdServer:
             if bm.applied_index != meta.index:
                 self._fail(f"the snapshot for index {meta.index} holds state at {bm.applied_index}")
                 return
-            self.store = self.backend.load_store()
+            store = self.backend.load_store()
+            store.adopt_watchers(self.store)
+            self.store = store
             if bm.membership is not None:
                 self.membership = Membership.recover(bm.membership)
                 self._sync_peers()

@@ -122,6 +122,13 @@ class Store:
         self.stats.getsSuccess += 1
         return Event(GET, node.load(recursive, sorted, now_ns), None, self.index)
 
+    def adopt_watchers(self, replaced: Store) -> None:
+        """Take over the live watchers of the store this one replaces (a snapshot installed from
+        the leader), as etcd's store recovery keeps its watcher hub: they are notified of this
+        store's events from now on."""
+        self.hub = replaced.hub
+        self.hub.history = self.history
+
     @property
     def watcher_count(self) -> int:
         return self.hub.count
