@@ -47,7 +47,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import datetime
 import fcntl
 import logging
 import os
@@ -59,6 +58,7 @@ from typing import Any
 
 import orjson
 
+from .._native.keyindex import format_time
 from ..raft.confchange import CONF_ADD_NODE, ConfChange
 from ..raft.log import RaftLog
 from ..raft.messages import MSG_APP, MSG_PROP, Message, Snapshot, SnapshotMeta
@@ -116,11 +116,6 @@ def _snapshot_catch_up_entries() -> int:
 
 def _format_go_duration(seconds: float) -> str:
     return f"{seconds:.9f}".rstrip("0").rstrip(".") + "s"
-
-
-def _rfc3339(ts_ns: int) -> str:
-    dt = datetime.datetime.fromtimestamp(ts_ns / 1e9, tz=datetime.UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ns % 1_000_000_000:09d}".rstrip("0") + "Z"
 
 
 class EtcdServer:
@@ -913,11 +908,11 @@ class EtcdServer:
             "name": self.name,
             "id": f"{self.member_id:x}",
             "state": self.raft.state,
-            "startTime": _rfc3339(self.start_time_ns),
+            "startTime": format_time(self.start_time_ns),
             "leaderInfo": {
                 "leader": f"{lead:x}" if lead else "",
                 "uptime": _format_go_duration((now - self._leader_since_ns) / 1e9),
-                "startTime": _rfc3339(self._leader_since_ns),
+                "startTime": format_time(self._leader_since_ns),
             },
             "recvAppendRequestCnt": self._stats["recvAppendRequestCnt"],
             "sendAppendRequestCnt": self._stats["sendAppendRequestCnt"],
