@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastkv.client import core
-from fastkv.client.model import ClusterError, Member, NoEndpointsError, Response
+from fastkv.client.model import Member, NoEndpointsError, Response
 
 _Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
@@ -163,26 +163,18 @@ class AsyncClient(core.Api):
         raise AssertionError("unreachable")
 
     async def _execute_async(self, call: core.Call[Any]) -> Any:
-        errors: list[str] = []
-        answered = False
-        failover = self._failover
-        for i in failover.order():
-            ep = failover.endpoints[i]
-            if self.on_request is not None:
-                self.on_request(core.curl_command(ep, call.request))
+        attempts = core.failover_attempts(self._failover, call, self.on_request)
+        ep = next(attempts)
+        while True:
+            outcome: core.Outcome
             try:
-                status, headers, body = await self._roundtrip(ep, call.request)
+                outcome = await self._roundtrip(ep, call.request)
             except (OSError, asyncio.IncompleteReadError) as exc:
-                errors.append(core.describe_os_error(ep, exc))
-                continue
-            problem = core.server_error(status, ep.url)
-            if problem is not None:
-                errors.append(problem)
-                answered = True
-                continue
-            failover.pinned = i
-            return call.parse(status, headers, body)
-        raise ClusterError(errors, connection_failure=not answered)
+                outcome = exc
+            try:
+                ep = attempts.send(outcome)
+            except StopIteration as done:
+                return done.value
 
     def _execute(self, call: core.Call[Any]) -> Any:
         return self._execute_async(call)

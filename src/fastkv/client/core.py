@@ -19,14 +19,14 @@ Endpoint failover follows the Go client: a connection error or a 5xx answer move
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote, urlsplit
 
 import orjson
 
-from fastkv.client.model import EtcdError, HTTPError, Member, Node, Response
+from fastkv.client.model import ClusterError, EtcdError, HTTPError, Member, Node, Response
 
 T = TypeVar("T")
 
@@ -343,6 +343,37 @@ class Failover:
     def order(self) -> list[int]:
         n = len(self.endpoints)
         return [(self.pinned + i) % n for i in range(n)]
+
+
+# What one attempt at an endpoint produced: (status, headers, body), or the connection error.
+Outcome = tuple[int, dict[str, str], bytes] | BaseException
+
+
+def failover_attempts(
+    failover: Failover, call: Call[T], on_request: Callable[[str], None] | None
+) -> Generator[Endpoint, Outcome, T]:
+    """One call across the endpoints, written once for both transports (sans-IO): yields the next
+    endpoint to try and receives that attempt's outcome; returns the parsed answer of the first
+    endpoint that answered without a 5xx (and pins it), or raises ClusterError once all failed."""
+    errors: list[str] = []
+    answered = False
+    for i in failover.order():
+        ep = failover.endpoints[i]
+        if on_request is not None:
+            on_request(curl_command(ep, call.request))
+        outcome = yield ep
+        if isinstance(outcome, BaseException):
+            errors.append(describe_os_error(ep, outcome))
+            continue
+        status, headers, body = outcome
+        problem = server_error(status, ep.url)
+        if problem is not None:
+            errors.append(problem)
+            answered = True
+            continue
+        failover.pinned = i
+        return call.parse(status, headers, body)
+    raise ClusterError(errors, connection_failure=not answered)
 
 
 class Api:

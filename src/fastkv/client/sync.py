@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from fastkv.client import core
-from fastkv.client.model import ClusterError, DeadlineExceeded, Member, NoEndpointsError, Response
+from fastkv.client.model import DeadlineExceeded, Member, NoEndpointsError, Response
 
 _RETRY_ON_REUSED = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
@@ -115,15 +115,12 @@ class Client(core.Api):
         raise AssertionError("unreachable")
 
     def _execute(self, call: core.Call[Any]) -> Any:
-        errors: list[str] = []
-        answered = False
-        failover = self._failover
-        for i in failover.order():
-            ep = failover.endpoints[i]
-            if self.on_request is not None:
-                self.on_request(core.curl_command(ep, call.request))
+        attempts = core.failover_attempts(self._failover, call, self.on_request)
+        ep = next(attempts)
+        while True:
+            outcome: core.Outcome
             try:
-                status, headers, body = self._roundtrip(ep, call.request)
+                outcome = self._roundtrip(ep, call.request)
             except (OSError, http.client.HTTPException) as exc:
                 if (
                     isinstance(exc, socket.timeout)
@@ -131,13 +128,8 @@ class Client(core.Api):
                     and time.monotonic() >= self.deadline
                 ):
                     raise DeadlineExceeded() from None
-                errors.append(core.describe_os_error(ep, exc))
-                continue
-            problem = core.server_error(status, ep.url)
-            if problem is not None:
-                errors.append(problem)
-                answered = True
-                continue
-            failover.pinned = i
-            return call.parse(status, headers, body)
-        raise ClusterError(errors, connection_failure=not answered)
+                outcome = exc
+            try:
+                ep = attempts.send(outcome)
+            except StopIteration as done:
+                return done.value
