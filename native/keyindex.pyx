@@ -582,9 +582,9 @@ cdef class KeyIndex:
     def __init__(self):
         self.root = Node("/", "", True, 0, 0)
 
-    cpdef Node find(self, str path):
-        """The node at a clean ``path``; PathError 100 (cause: first missing prefix) or 104 (cause: the
-        file standing where a directory is needed)."""
+    cdef Node _walk(self, str path, Py_ssize_t* fail_end):
+        """The node at a clean ``path``, or None with ``fail_end[0]`` set: the end of the first
+        missing component (> 0), or minus the length of the file's path in the way (<= 0)."""
         cdef Node curr = self.root
         cdef object child
         cdef Py_ssize_t n = len(path), start = 1, end
@@ -593,31 +593,31 @@ cdef class KeyIndex:
             if end < 0:
                 end = n
             if curr.children is None:
-                raise PathError(104, curr.path)
+                fail_end[0] = -len(curr.path)
+                return None
             child = curr.children.get(path[start:end])
             if child is None:
-                raise PathError(100, path[:end])
+                fail_end[0] = end
+                return None
             curr = <Node>child
             start = end + 1
         return curr
 
+    cpdef Node find(self, str path):
+        """The node at a clean ``path``; PathError 100 (cause: first missing prefix) or 104 (cause: the
+        file standing where a directory is needed)."""
+        cdef Py_ssize_t fail_end = 0
+        cdef Node node = self._walk(path, &fail_end)
+        if node is None:
+            if fail_end > 0:
+                raise PathError(100, path[:fail_end])
+            raise PathError(104, path[:-fail_end])
+        return node
+
     cpdef Node get(self, str path):
         """The node at ``path`` or None (never raises)."""
-        cdef Node curr = self.root
-        cdef object child
-        cdef Py_ssize_t n = len(path), start = 1, end
-        while start < n:
-            end = path.find("/", start)
-            if end < 0:
-                end = n
-            if curr.children is None:
-                return None
-            child = curr.children.get(path[start:end])
-            if child is None:
-                return None
-            curr = <Node>child
-            start = end + 1
-        return curr
+        cdef Py_ssize_t fail_end = 0
+        return self._walk(path, &fail_end)
 
     cpdef Node ensure_dir(self, str path, int64_t index):
         """The directory at a clean ``path``, creating missing ones with ``index`` (etcd's checkDir walk);
