@@ -43,7 +43,8 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP) etcd-bin
-	$(PY) -m bench.put_throughput
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) -m fastkv.bench run --all
 
 wheel: $(STAMP)
 	$(PY) -m pip wheel --no-deps -w dist .

@@ -7,7 +7,7 @@ Two cases, each run on both systems on this machine:
 - ``wal``: a member whose last N entries (default 500k) are only in the WAL (fastkv:
   --snapshot-count above N so nothing is snapshotted; etcd: the same flag).
 
-The keys are written over HTTP with wrk (bench/fill.lua, 64 connections, each key once),
+The keys are written over HTTP with wrk (fastkv/bench/lua/fill.lua, 64 connections, each key once),
 the member is killed with SIGKILL, restarted, and the time from exec to the first 200 of
 a GET of the last key written is measured, then VmRSS is read.  fastkv's RocksDB flush is part of
 what the kill can lose; its WAL replay covers it, so the measured restart includes it.
@@ -22,77 +22,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from tests.support.procs import start_server  # noqa: E402
+from fastkv.bench import servers, wrk
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _exists(url: str, key: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/v2/keys" + key, timeout=5) as r:
-            return r.status == 200
-    except Exception:  # noqa: BLE001 - 404 or not yet
-        return False
-
-
 def fill(url: str, n: int) -> float:
-    """Write keys k1..k(n-1) (wrk consumes the first request it builds, so k0 is skipped) once
-    each; wrk's threads stop after their share, and wrk is stopped once the last key of each
-    thread is there."""
+    """Write keys /fill/k0 .. k<n-1> once each (fastkv/bench/lua/fill.lua, 64 connections)."""
+    return wrk.fill(url, n, 100, "fill")
+
+
+def time_restart(srv: servers.Member, probe_key: str) -> float:
+    srv.proc.kill()
+    srv.proc.wait()
     t0 = time.monotonic()
-    wrk = subprocess.Popen(
-        [
-            "wrk",
-            "-t",
-            "2",
-            "-c",
-            "64",
-            "-d",
-            "3600s",
-            "-s",
-            os.path.join(HERE, "fill.lua"),
-            url,
-            "--",
-            str(n),
-            "2",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = t0 + 3600
-        while not (_exists(url, f"/fill/k{n - 1}") and _exists(url, f"/fill/k{n - 2}")):
-            if time.monotonic() > deadline or wrk.poll() is not None:
-                raise RuntimeError("filling did not complete")
-            time.sleep(0.2)
-        return time.monotonic() - t0
-    finally:
-        wrk.kill()
-        wrk.wait()
-
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def time_restart(srv, probe_key: str) -> float:
-    srv.kill9()
-    log = open(srv.log_path, "ab")  # noqa: SIM115 - owned by the process
-    t0 = time.monotonic()
-    srv.proc = subprocess.Popen(srv.argv, stdout=log, stderr=subprocess.STDOUT, env=srv.env)
+    with open(srv.log_path, "ab") as log:
+        srv.proc = subprocess.Popen(srv.argv, stdout=log, stderr=subprocess.STDOUT, env=servers.child_env())
     deadline = t0 + 600
     while time.monotonic() < deadline:
         try:
@@ -102,22 +52,22 @@ def time_restart(srv, probe_key: str) -> float:
         except Exception:  # noqa: BLE001 - still starting
             pass
         if srv.proc.poll() is not None:
-            raise RuntimeError(f"{srv.kind} exited during restart:\n{srv.log()[-2000:]}")
+            raise RuntimeError(f"{srv.url} exited during restart:\n{srv.log_tail()}")
         time.sleep(0.02)
     raise TimeoutError("restart took over 600 s")
 
 
 def run_case(kind: str, case: str, n: int) -> dict[str, float]:
-    tmp = tempfile.mkdtemp(prefix=f"restart-{kind}-")
     extra = ["--snapshot-count", str(n * 2)] if case == "wal" else []
-    srv = start_server(kind, data_dir=tmp, extra=extra, timeout=60)
+    dep = servers.start(kind, extra=extra, timeout=60)
+    srv = dep.members[0]
     try:
         fill_s = fill(srv.url, n)
         time.sleep(1)
-        before = rss_mib(srv.proc.pid)
+        before = servers.rss_mib(srv.proc.pid)
         restart_s = time_restart(srv, f"/fill/k{n - 1}")
         time.sleep(1)
-        after = rss_mib(srv.proc.pid)
+        after = servers.rss_mib(srv.proc.pid)
         return {
             "keys": n,
             "fill_s": fill_s,
@@ -127,8 +77,7 @@ def run_case(kind: str, case: str, n: int) -> dict[str, float]:
             "bytes_per_key_after_restart": after * 1024 * 1024 / n,
         }
     finally:
-        srv.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        dep.stop()
 
 
 def main() -> int:

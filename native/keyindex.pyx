@@ -730,7 +730,17 @@ cdef inline str _from_utf8(const char* p, Py_ssize_t n):
 
 cpdef bytes node_key(str path):
     """The record key of the node at ``path``: its UTF-8 and a NUL."""
-    return _utf8(path) + b"\x00"
+    cdef Py_ssize_t n
+    cdef const char* u
+    cdef bytes out
+    try:
+        u = PyUnicode_AsUTF8AndSize(path, &n)
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "surrogatepass") + b"\x00"
+    out = PyBytes_FromStringAndSize(NULL, n + 1)
+    memcpy(<char*>out, u, n)
+    (<char*>out)[n] = 0
+    return out
 
 
 cpdef bytes encode_node(Node node, int64_t ttl_seq):
@@ -762,7 +772,7 @@ def put_nodes(object put, dict nodes, dict ttl_live):
     cdef object seq
     for path, node in nodes.items():
         seq = ttl_live.get(node, 0) if node.expire_ns != 0 else 0
-        put(_utf8(path) + b"\x00", encode_node(node, seq))
+        put(node_key(path), encode_node(node, seq))
 
 
 def load_nodes(KeyIndex tree, object items):
@@ -822,39 +832,69 @@ def load_nodes(KeyIndex tree, object items):
     return count, ttl
 
 
-cdef int _put_view_record(bytearray out, NodeView v) except -1:
-    cdef bytes key = _utf8(v.key)
-    cdef bytes value = None
-    cdef char head[37]
-    head[0] = (1 if v.dir else 0) | (2 if v.value is not None else 0)
-    _put_i64(head + 1, v.expiration)
-    _put_i64(head + 9, v.ttl)
-    _put_i64(head + 17, v.modified_index)
-    _put_i64(head + 25, v.created_index)
-    _put_u32(head + 33, len(key))
-    out += PyBytes_FromStringAndSize(head, 37)
-    out += key
-    if v.value is not None:
-        value = _utf8(<str>v.value)
-        _put_u32(head, len(value))
-        out += PyBytes_FromStringAndSize(head, 4)
-        out += value
-    if v.nodes is not None:
-        raise ValueError("an event's view never lists children")
-    return 0
+cdef inline Py_ssize_t _view_record_size(bytes key, bytes value) noexcept:
+    return 37 + len(key) + (4 + len(value) if value is not None else 0)
+
+
+cdef char* _put_view_record(char* p, NodeView v, bytes key, bytes value) noexcept:
+    """Write the record of ``v`` (``key``/``value``: its key and value in UTF-8) at ``p``; returns its end."""
+    cdef Py_ssize_t kn = len(key), vn
+    p[0] = (1 if v.dir else 0) | (2 if value is not None else 0)
+    _put_i64(p + 1, v.expiration)
+    _put_i64(p + 9, v.ttl)
+    _put_i64(p + 17, v.modified_index)
+    _put_i64(p + 25, v.created_index)
+    _put_u32(p + 33, kn)
+    memcpy(p + 37, <const char*>key, kn)
+    p += 37 + kn
+    if value is not None:
+        vn = len(value)
+        _put_u32(p, vn)
+        memcpy(p + 4, <const char*>value, vn)
+        p += 4 + vn
+    return p
 
 
 cpdef bytes encode_event(Event e):
-    """The record of a history event (see the module docstring)."""
-    cdef bytearray out = bytearray(10)
+    """The record of a history event (see the module docstring): sized first, then written in place."""
+    cdef NodeView node = e.node, prev = e.prev_node
+    cdef bytes key, value = None, prev_key = None, prev_value = None
+    cdef int code = _ACTION_CODE[e.action]
+    if node is None:
+        raise ValueError("an event always has a node")
+    if node.nodes is not None or (prev is not None and prev.nodes is not None):
+        raise ValueError("an event's view never lists children")
+    key = _utf8(node.key)
+    if node.value is not None:
+        value = _utf8(<str>node.value)
+    cdef Py_ssize_t size = 10 + _view_record_size(key, value)
+    if prev is not None:
+        prev_key = _utf8(prev.key)
+        if prev.value is not None:
+            prev_value = _utf8(<str>prev.value)
+        size += _view_record_size(prev_key, prev_value)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, size)
     cdef char* p = <char*>out
-    p[0] = <char>_ACTION_CODE[e.action]
-    p[1] = (1 if e.refresh else 0) | (2 if e.prev_node is not None else 0)
+    p[0] = <char>code
+    p[1] = (1 if e.refresh else 0) | (2 if prev is not None else 0)
     _put_i64(p + 2, e.etcd_index)
-    _put_view_record(out, e.node)
-    if e.prev_node is not None:
-        _put_view_record(out, e.prev_node)
-    return bytes(out)
+    p = _put_view_record(p + 10, node, key, value)
+    if prev is not None:
+        _put_view_record(p, prev, prev_key, prev_value)
+    return out
+
+
+def put_events(object put, list events, list slot_keys):
+    """``put(slot key, encode_event(e))`` for every event, in order: an event's slot is its node's
+    modifiedIndex modulo ``len(slot_keys)`` (the history ring of storage/backend.py)."""
+    cdef Event e
+    cdef int64_t index
+    cdef Py_ssize_t slots = len(slot_keys)
+    for e in events:
+        index = e.node.modified_index
+        if index < 0:
+            raise ValueError("an event index is never negative")
+        put(slot_keys[index % slots], encode_event(e))
 
 
 cdef NodeView _get_view_record(const unsigned char* r, Py_ssize_t n, Py_ssize_t* pos):

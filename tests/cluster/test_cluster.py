@@ -10,16 +10,21 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
 from fastkv.server.identity import cluster_id_for, member_id_for
+from tests.support.clusterutil import (
+    Writer,
+    check_all_acked,
+    member_by_id,
+    put,
+    request,
+    wait_one_leader,
+    wait_value,
+)
 from tests.support.procs import ServerProcess, start_cluster
 
 # Short timeouts keep failover quick; the ratio is etcd's default (10 ticks per election).
@@ -27,67 +32,6 @@ TIMING = ["--heartbeat-interval", "50", "--election-timeout", "500"]
 TOKEN = "cluster-test-token"
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def _request(url: str, method: str = "GET", data: dict[str, str] | None = None, timeout: float = 10.0):
-    body = urllib.parse.urlencode(data).encode() if data is not None else None
-    req = urllib.request.Request(url, data=body, method=method)
-    if body is not None:
-        req.add_header("Content-Type", "application/x-www-form-urlencoded")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, dict(r.headers), json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), json.loads(e.read() or b"null")
-
-
-def _put(m: ServerProcess, key: str, value: str) -> dict:
-    status, _, body = _request(f"{m.url}/v2/keys/{key}", "PUT", {"value": value})
-    assert status in (200, 201), (status, body)
-    return body
-
-
-def _wait_value(m: ServerProcess, key: str, value: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            status, _, body = _request(f"{m.url}/v2/keys/{key}", timeout=2)
-            last = (status, body)
-            if status == 200 and body["node"]["value"] == value:
-                return
-        except OSError as e:
-            last = e
-        time.sleep(0.02)
-    raise AssertionError(f"{m.url}: {key} != {value!r} after {timeout}s: {last}")
-
-
-def _leader_ids(members: list[ServerProcess]) -> list[str | None]:
-    out: list[str | None] = []
-    for m in members:
-        try:
-            status, _, body = _request(f"{m.url}/v2/members/leader", timeout=2)
-            out.append(body["id"] if status == 200 else None)
-        except OSError:
-            out.append(None)
-    return out
-
-
-def _wait_one_leader(members: list[ServerProcess], timeout: float = 15.0, not_id: str = "") -> str:
-    deadline = time.monotonic() + timeout
-    ids: list[str | None] = []
-    while time.monotonic() < deadline:
-        ids = _leader_ids(members)
-        if ids[0] is not None and ids[0] != not_id and all(i == ids[0] for i in ids):
-            return ids[0]
-        time.sleep(0.05)
-    raise AssertionError(f"members do not agree on a leader within {timeout}s: {ids}")
-
-
-def _member_by_id(members: list[ServerProcess], ident: str) -> ServerProcess:
-    status, _, body = _request(f"{members[0].url}/v2/members")
-    urls = {m["id"]: m["peerURLs"][0] for m in body["members"]}
-    return next(m for m in members if m.peer_url == urls[ident])
 
 
 @pytest.fixture
@@ -101,7 +45,7 @@ def cluster(tmp_path) -> Iterator[list[ServerProcess]]:
 
 
 def test_bootstrap_ids_one_leader_and_published_members(cluster: list[ServerProcess]) -> None:
-    leader = _wait_one_leader(cluster)
+    leader = wait_one_leader(cluster)
     ids = {f"{member_id_for([m.peer_url], TOKEN):x}": f"m{i}" for i, m in enumerate(cluster)}
     assert leader in ids
     expected_cid = f"{cluster_id_for(int(i, 16) for i in ids):x}"
@@ -109,7 +53,7 @@ def test_bootstrap_ids_one_leader_and_published_members(cluster: list[ServerProc
     while True:
         views = []
         for m in cluster:
-            status, headers, body = _request(f"{m.url}/v2/members")
+            status, headers, body = request(f"{m.url}/v2/members")
             assert status == 200
             assert headers["X-Etcd-Cluster-Id"] == expected_cid
             views.append(body["members"])
@@ -125,12 +69,12 @@ def test_bootstrap_ids_one_leader_and_published_members(cluster: list[ServerProc
             assert x["peerURLs"] == [m.peer_url]
             assert x["clientURLs"] == [m.url]
     for m in cluster:
-        status, _, _ = _request(f"{m.url}/health")
+        status, _, _ = request(f"{m.url}/health")
         assert status == 200
-        _, _, stats = _request(f"{m.url}/v2/stats/self")
+        _, _, stats = request(f"{m.url}/v2/stats/self")
         assert stats["leaderInfo"]["leader"] == leader
         assert stats["state"] == ("StateLeader" if stats["id"] == leader else "StateFollower")
-        status, _, lstats = _request(f"{m.url}/v2/stats/leader")
+        status, _, lstats = request(f"{m.url}/v2/stats/leader")
         if stats["id"] == leader:
             assert status == 200 and lstats["leader"] == leader
             assert set(lstats["followers"]) == set(ids) - {leader}
@@ -139,24 +83,24 @@ def test_bootstrap_ids_one_leader_and_published_members(cluster: list[ServerProc
 
 
 def test_writes_through_every_member_are_read_on_every_member(cluster: list[ServerProcess]) -> None:
-    leader = _wait_one_leader(cluster)
+    leader = wait_one_leader(cluster)
     indexes = []
     for i, m in enumerate(cluster):
-        body = _put(m, f"k{i}", f"v{i}")
+        body = put(m, f"k{i}", f"v{i}")
         indexes.append(body["node"]["modifiedIndex"])
     assert indexes == sorted(indexes) and len(set(indexes)) == 3
     for i in range(3):
         for m in cluster:
-            _wait_value(m, f"k{i}", f"v{i}")
+            wait_value(m, f"k{i}", f"v{i}")
     # A quorum read through a follower goes through the log: it sees the latest write.
-    follower = next(m for m in cluster if m is not _member_by_id(cluster, leader))
-    _put(cluster[0], "q", "latest")
-    status, _, body = _request(f"{follower.url}/v2/keys/q?quorum=true")
+    follower = next(m for m in cluster if m is not member_by_id(cluster, leader))
+    put(cluster[0], "q", "latest")
+    status, _, body = request(f"{follower.url}/v2/keys/q?quorum=true")
     assert status == 200 and body["node"]["value"] == "latest"
     # Raft index and term agree once the followers caught up.
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        heads = [_request(f"{m.url}/v2/keys/q")[1] for m in cluster]
+        heads = [request(f"{m.url}/v2/keys/q")[1] for m in cluster]
         if len({(h["X-Etcd-Index"], h["X-Raft-Index"], h["X-Raft-Term"]) for h in heads}) == 1:
             break
         time.sleep(0.05)
@@ -164,64 +108,13 @@ def test_writes_through_every_member_are_read_on_every_member(cluster: list[Serv
         raise AssertionError(f"members disagree: {heads}")
 
 
-class _Writer(threading.Thread):
-    """Writes k0, k1, ... through the members in turn; records what was acknowledged."""
-
-    def __init__(self, members: list[ServerProcess]) -> None:
-        super().__init__(daemon=True)
-        self.members = members
-        self.acked: dict[str, str] = {}
-        self.ack_times: list[tuple[float, float]] = []  # (sent, acknowledged)
-        self.stop_flag = threading.Event()
-        self.skip: set[str] = set()  # urls not to use (killed)
-
-    def run(self) -> None:
-        n = 0
-        turn = 0
-        while not self.stop_flag.is_set():
-            targets = [m for m in self.members if m.url not in self.skip]
-            m = targets[turn % len(targets)]
-            turn += 1
-            key, value = f"w{n}", f"value-{n}"
-            sent = time.monotonic()
-            try:
-                status, _, _ = _request(f"{m.url}/v2/keys/{key}", "PUT", {"value": value}, timeout=2)
-            except OSError:
-                time.sleep(0.01)
-                continue
-            if status in (200, 201):
-                self.acked[key] = value
-                self.ack_times.append((sent, time.monotonic()))
-                n += 1
-            else:
-                time.sleep(0.01)
-
-
-def _check_all_acked(members: list[ServerProcess], acked: dict[str, str], timeout: float = 20.0) -> None:
-    for m in members:
-        deadline = time.monotonic() + timeout
-        while True:
-            status, _, body = _request(f"{m.url}/v2/keys/?recursive=true")
-            have = (
-                {n["key"][1:]: n.get("value") for n in body["node"].get("nodes", [])} if status == 200 else {}
-            )
-            missing = {k: v for k, v in acked.items() if have.get(k) != v}
-            if not missing:
-                break
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"{m.url} lacks {len(missing)} acknowledged writes: {sorted(missing)[:5]}"
-                )
-            time.sleep(0.05)
-
-
 def test_leader_kill9_under_writes_fails_over_and_keeps_every_acknowledged_write(
     cluster: list[ServerProcess],
 ) -> None:
-    old_leader_id = _wait_one_leader(cluster)
-    old_leader = _member_by_id(cluster, old_leader_id)
+    old_leader_id = wait_one_leader(cluster)
+    old_leader = member_by_id(cluster, old_leader_id)
     rest = [m for m in cluster if m is not old_leader]
-    writer = _Writer(cluster)
+    writer = Writer(cluster)
     writer.start()
     try:
         deadline = time.monotonic() + 10
@@ -231,7 +124,7 @@ def test_leader_kill9_under_writes_fails_over_and_keeps_every_acknowledged_write
         writer.skip.add(old_leader.url)
         killed_at = time.monotonic()
         old_leader.kill9()
-        new_leader = _wait_one_leader(rest, timeout=15, not_id=old_leader_id)
+        new_leader = wait_one_leader(rest, timeout=15, not_id=old_leader_id)
         assert new_leader != old_leader_id
         elected_s = time.monotonic() - killed_at
         deadline = time.monotonic() + 15
@@ -258,65 +151,65 @@ def test_leader_kill9_under_writes_fails_over_and_keeps_every_acknowledged_write
     finally:
         writer.stop_flag.set()
         writer.join(10)
-    _wait_one_leader(cluster)
-    _check_all_acked(cluster, writer.acked)
+    wait_one_leader(cluster)
+    check_all_acked(cluster, writer.acked)
 
 
 def test_follower_kill9_and_restart_catches_up(cluster: list[ServerProcess]) -> None:
-    leader_id = _wait_one_leader(cluster)
-    leader = _member_by_id(cluster, leader_id)
+    leader_id = wait_one_leader(cluster)
+    leader = member_by_id(cluster, leader_id)
     follower = next(m for m in cluster if m is not leader)
     for i in range(20):
-        _put(leader, f"a{i}", str(i))
+        put(leader, f"a{i}", str(i))
     follower.kill9()
     acked = {f"a{i}": str(i) for i in range(20)}
     others = [m for m in cluster if m is not follower]
     for i in range(200):
-        _put(others[i % 2], f"b{i}", str(i))
+        put(others[i % 2], f"b{i}", str(i))
         acked[f"b{i}"] = str(i)
     follower.restart()
-    _check_all_acked(cluster, acked)
-    assert _wait_one_leader(cluster) == leader_id
+    check_all_acked(cluster, acked)
+    assert wait_one_leader(cluster) == leader_id
     # The restarted member serves writes again.
-    _put(follower, "after", "restart")
+    put(follower, "after", "restart")
     for m in cluster:
-        _wait_value(m, "after", "restart")
+        wait_value(m, "after", "restart")
 
 
 def test_ttl_expires_on_every_member(cluster: list[ServerProcess]) -> None:
-    leader_id = _wait_one_leader(cluster)
-    follower = next(m for m in cluster if m is not _member_by_id(cluster, leader_id))
-    status, _, body = _request(f"{follower.url}/v2/keys/ttl", "PUT", {"value": "x", "ttl": "1"})
+    leader_id = wait_one_leader(cluster)
+    follower = next(m for m in cluster if m is not member_by_id(cluster, leader_id))
+    status, _, body = request(f"{follower.url}/v2/keys/ttl", "PUT", {"value": "x", "ttl": "1"})
     assert status == 201 and body["node"]["ttl"] == 1
     for m in cluster:
-        _wait_value(m, "ttl", "x")
+        wait_value(m, "ttl", "x")
     # The leader's SYNC entry expires it at the same index everywhere.
     deadline = time.monotonic() + 10
     for m in cluster:
         while True:
-            status, _, body = _request(f"{m.url}/v2/keys/ttl")
+            status, _, body = request(f"{m.url}/v2/keys/ttl")
             if status == 404:
                 break
             assert time.monotonic() < deadline, body
             time.sleep(0.05)
-    indexes = {_request(f"{m.url}/v2/keys/ttl")[2]["index"] for m in cluster}
+    indexes = {request(f"{m.url}/v2/keys/ttl")[2]["index"] for m in cluster}
     assert len(indexes) == 1
 
 
 def test_whole_cluster_restart_keeps_data_and_ids(cluster: list[ServerProcess]) -> None:
-    _wait_one_leader(cluster)
+    wait_one_leader(cluster)
     for i in range(30):
-        _put(cluster[i % 3], f"r{i}", str(i))
-    _, headers, before = _request(f"{cluster[0].url}/v2/members")
+        put(cluster[i % 3], f"r{i}", str(i))
+    _, headers, before = request(f"{cluster[0].url}/v2/members")
     for m in cluster:
         m.stop()
     # All at once: a lone member cannot elect a leader, so restart() would wait in vain.
     for m in cluster:
         log = open(m.log_path, "ab")  # noqa: SIM115 - owned by the process
         m.proc = subprocess.Popen(m.argv, stdout=log, stderr=subprocess.STDOUT, env=m.env)
-    _wait_one_leader(cluster)
-    _check_all_acked(cluster, {f"r{i}": str(i) for i in range(30)})
-    _, headers2, after = _request(f"{cluster[0].url}/v2/members")
+    wait_one_leader(cluster)
+    check_all_acked(cluster, {f"r{i}": str(i) for i in range(30)})
+    _, headers2, after = request(f"{cluster[0].url}/v2/members")
     assert headers2["X-Etcd-Cluster-Id"] == headers["X-Etcd-Cluster-Id"]
     assert after == before
 
@@ -331,23 +224,23 @@ def test_follower_behind_the_compacted_log_catches_up_from_a_snapshot(tmp_path) 
         env_extra={"FASTKV_SNAPSHOT_CATCH_UP_ENTRIES": "10"},
     )
     try:
-        leader_id = _wait_one_leader(members)
-        leader = _member_by_id(members, leader_id)
+        leader_id = wait_one_leader(members)
+        leader = member_by_id(members, leader_id)
         follower = next(m for m in members if m is not leader)
         follower.kill9()
         acked = {}
         for i in range(300):
-            _put(leader, f"s{i % 120}", str(i))
+            put(leader, f"s{i % 120}", str(i))
             acked[f"s{i % 120}"] = str(i)
         follower.restart()
-        _check_all_acked(members, acked)
+        check_all_acked(members, acked)
         assert "installed the leader's snapshot" in follower.log()
         # The member goes on from the snapshot: new writes reach it, and it restarts from it.
-        _put(leader, "after-snapshot", "yes")
-        _wait_value(follower, "after-snapshot", "yes")
+        put(leader, "after-snapshot", "yes")
+        wait_value(follower, "after-snapshot", "yes")
         follower.restart()
-        _wait_value(follower, "after-snapshot", "yes")
-        _wait_value(follower, "s0", acked["s0"])
+        wait_value(follower, "after-snapshot", "yes")
+        wait_value(follower, "s0", acked["s0"])
     finally:
         for m in members:
             m.kill9()
@@ -356,10 +249,10 @@ def test_follower_behind_the_compacted_log_catches_up_from_a_snapshot(tmp_path) 
 def test_leader_paused_with_sigstop_loses_leadership_and_catches_up(cluster: list[ServerProcess]) -> None:
     """A paused leader is a partitioned leader: the others elect a new one and keep writing; once
     resumed it steps down (it sees the higher term) and catches up, losing nothing."""
-    old_leader_id = _wait_one_leader(cluster)
-    old_leader = _member_by_id(cluster, old_leader_id)
+    old_leader_id = wait_one_leader(cluster)
+    old_leader = member_by_id(cluster, old_leader_id)
     rest = [m for m in cluster if m is not old_leader]
-    writer = _Writer(rest)
+    writer = Writer(rest)
     writer.start()
     try:
         deadline = time.monotonic() + 10
@@ -367,7 +260,7 @@ def test_leader_paused_with_sigstop_loses_leadership_and_catches_up(cluster: lis
             time.sleep(0.01)
         old_leader.proc.send_signal(signal.SIGSTOP)
         try:
-            new_leader = _wait_one_leader(rest, timeout=15, not_id=old_leader_id)
+            new_leader = wait_one_leader(rest, timeout=15, not_id=old_leader_id)
             assert new_leader != old_leader_id
             n_before = len(writer.acked)
             deadline = time.monotonic() + 10
@@ -376,35 +269,51 @@ def test_leader_paused_with_sigstop_loses_leadership_and_catches_up(cluster: lis
             assert len(writer.acked) >= n_before + 50, "writes did not resume under the new leader"
         finally:
             old_leader.proc.send_signal(signal.SIGCONT)
-        assert _wait_one_leader(cluster, timeout=15) == new_leader
+        assert wait_one_leader(cluster, timeout=15) == new_leader
     finally:
         writer.stop_flag.set()
         writer.join(10)
-    _check_all_acked(cluster, writer.acked)
+    check_all_acked(cluster, writer.acked)
 
 
 def test_five_members_survive_two_failures(tmp_path) -> None:
     members = start_cluster("fastkv", 5, base_dir=str(tmp_path), extra=TIMING, token=TOKEN)
     try:
-        leader_id = _wait_one_leader(members)
-        leader = _member_by_id(members, leader_id)
+        leader_id = wait_one_leader(members)
+        leader = member_by_id(members, leader_id)
         follower = next(m for m in members if m is not leader)
         acked = {}
         for i in range(30):
-            _put(members[i % 5], f"f{i}", str(i))
+            put(members[i % 5], f"f{i}", str(i))
             acked[f"f{i}"] = str(i)
         # Any two members down (here the leader and a follower): the other three are a majority.
         leader.kill9()
         follower.kill9()
         rest = [m for m in members if m is not leader and m is not follower]
-        _wait_one_leader(rest, timeout=15, not_id=leader_id)
+        wait_one_leader(rest, timeout=15, not_id=leader_id)
         for i in range(30, 80):
-            _put(rest[i % 3], f"f{i}", str(i))
+            put(rest[i % 3], f"f{i}", str(i))
             acked[f"f{i}"] = str(i)
         leader.restart()
         follower.restart()
-        _check_all_acked(members, acked)
-        _wait_one_leader(members)
+        check_all_acked(members, acked)
+        wait_one_leader(members)
     finally:
         for m in members:
             m.kill9()
+
+
+def test_leader_stopped_with_sigterm_hands_over_leadership(cluster: list[ServerProcess]) -> None:
+    leader_id = wait_one_leader(cluster)
+    leader = member_by_id(cluster, leader_id)
+    rest = [m for m in cluster if m is not leader]
+    put(rest[0], "before-stop", "1")
+    assert leader.stop(signal.SIGTERM) == 0
+    lines = [json.loads(ln) for ln in leader.log().splitlines() if ln.startswith("{")]
+    transfer = [r for r in lines if r["msg"] == "leadership transfer on stop"]
+    assert transfer, leader.log()[-2000:]
+    new_leader = wait_one_leader(rest, not_id=leader_id)
+    # The transferee (the most up-to-date voter) leads now; no election timeout was waited out.
+    assert new_leader == transfer[-1]["transferee"]
+    put(rest[1], "after-stop", "2")
+    wait_value(rest[0], "after-stop", "2")

@@ -10,163 +10,28 @@ Every written value is unique, so a read names the write it saw.  Outcomes:
 - Connection refused: the request never reached a server (the member is down), so it is
   dropped from the history: it cannot have taken effect.
 - Timeout (2 s), reset, or any 5xx: ambiguous; it may take effect later or never.
+
+The recording (clients, outcomes, leader lookup) lives in tests/support/history.py.
 """
 
 from __future__ import annotations
 
-import http.client
-import json
-import random
 import threading
 import time
-import urllib.parse
 from collections.abc import Iterator
 
 import pytest
 
-from tests.support.linearizability import INFINITY, Operation, Verdict, cas, check, read, write
+from tests.support.history import CLIENT_TIMEOUT_S, Client
+from tests.support.history import agreed_leader as _leader
+from tests.support.linearizability import Operation, Verdict, check, read
 from tests.support.procs import ServerProcess, have_etcd, start_cluster
 
 TIMING = ["--heartbeat-interval", "50", "--election-timeout", "500"]
-KEYS = ["lin0", "lin1", "lin2"]
 CLIENTS = 6
 RUN_S = 5.0
-CLIENT_TIMEOUT_S = 2.0
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
-
-
-class Ambiguous(Exception):
-    """The request may or may not have taken effect."""
-
-
-class NotSent(Exception):
-    """The request never reached a server."""
-
-
-def _call(url: str, method: str, path: str, form: dict[str, str] | None = None) -> tuple[int, dict]:
-    parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=CLIENT_TIMEOUT_S)
-    body = urllib.parse.urlencode(form) if form is not None else None
-    headers = {"Content-Type": "application/x-www-form-urlencoded"} if body is not None else {}
-    try:
-        conn.connect()
-        conn.request(method, path, body=body, headers=headers)
-        resp = conn.getresponse()
-        status, payload = resp.status, resp.read()
-    except ConnectionRefusedError as e:  # raised by connect() only: no byte was sent
-        raise NotSent from e
-    except (OSError, http.client.HTTPException) as e:  # timeout, reset, closed mid-answer
-        raise Ambiguous from e
-    finally:
-        conn.close()
-    if status >= 500:
-        raise Ambiguous(status)
-    return status, json.loads(payload or b"null")
-
-
-class Client(threading.Thread):
-    def __init__(self, ident: int, members: list[ServerProcess], stop: threading.Event) -> None:
-        super().__init__(daemon=True, name=f"lin-client-{ident}")
-        self.client_id = ident
-        self.members = members
-        self.stop_flag = stop
-        self.rng = random.Random(1000 + ident)
-        self.history: list[Operation] = []
-        self.seen: dict[str, str] = {}  # last value this client saw per key: a likely cas compare
-        self.counts = {"sent": 0, "ambiguous": 0, "not-sent": 0}
-        self.unexpected: list[str] = []
-
-    def run(self) -> None:
-        n = 0
-        while not self.stop_flag.is_set():
-            n += 1
-            url = self.rng.choice(self.members).url
-            key = self.rng.choice(KEYS)
-            roll = self.rng.random()
-            try:
-                if roll < 0.4:
-                    self._read(url, key)
-                elif roll < 0.7:
-                    self._write(url, key, f"c{self.client_id}-{n}")
-                else:
-                    self._cas(url, key, f"c{self.client_id}-{n}")
-                self.counts["sent"] += 1
-            except NotSent:
-                self.counts["not-sent"] += 1
-                time.sleep(0.01)
-
-    def _read(self, url: str, key: str) -> None:
-        call = time.monotonic_ns()
-        try:
-            status, body = _call(url, "GET", f"/v2/keys/{key}?quorum=true")
-        except Ambiguous:
-            self.counts["ambiguous"] += 1  # an unanswered read constrains nothing
-            return
-        ret = time.monotonic_ns()
-        if status == 200:
-            value = body["node"]["value"]
-            self.seen[key] = value
-        elif status == 404 and body["errorCode"] == 100:
-            value = None
-        else:
-            self.unexpected.append(f"GET {key}: {status} {body}")
-            return
-        self.history.append(read(key, call, ret, value, self.client_id))
-
-    def _write(self, url: str, key: str, value: str) -> None:
-        call = time.monotonic_ns()
-        try:
-            status, body = _call(url, "PUT", f"/v2/keys/{key}", {"value": value})
-        except Ambiguous:
-            self.counts["ambiguous"] += 1
-            self.history.append(write(key, call, INFINITY, value, self.client_id))
-            return
-        ret = time.monotonic_ns()
-        if status in (200, 201):
-            self.seen[key] = value
-            self.history.append(write(key, call, ret, value, self.client_id))
-        else:
-            self.unexpected.append(f"PUT {key}={value}: {status} {body}")
-
-    def _cas(self, url: str, key: str, new: str) -> None:
-        expected = self.seen.get(key) or "never-written"
-        form = {"value": new, "prevValue": expected}
-        call = time.monotonic_ns()
-        try:
-            status, body = _call(url, "PUT", f"/v2/keys/{key}", form)
-        except Ambiguous:
-            self.counts["ambiguous"] += 1
-            self.history.append(cas(key, call, INFINITY, expected, new, None, self.client_id))
-            return
-        ret = time.monotonic_ns()
-        if status == 200:
-            self.seen[key] = new
-            self.history.append(cas(key, call, ret, expected, new, True, self.client_id))
-        elif (status, body.get("errorCode")) in ((412, 101), (404, 100)):
-            self.history.append(cas(key, call, ret, expected, new, False, self.client_id))
-        else:
-            self.unexpected.append(f"CAS {key} {expected}->{new}: {status} {body}")
-
-
-def _leader(members: list[ServerProcess], timeout: float = 15.0) -> ServerProcess:
-    """The member of ``members`` that every one of them names as leader (by its peer URL)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            views = set()
-            for m in members:
-                status, body = _call(m.url, "GET", "/v2/members/leader")
-                views.add(body["peerURLs"][0] if status == 200 else None)
-            # Survivors may still name a killed leader until they elect another: keep polling.
-            agreed = next(iter(views)) if len(views) == 1 else None
-            for m in members:
-                if m.peer_url == agreed:
-                    return m
-        except (Ambiguous, NotSent, KeyError, TypeError):
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"no agreed leader within {timeout}s")
 
 
 @pytest.fixture(

@@ -308,7 +308,7 @@ def test_etcd_only_flags_are_accepted_and_noted(data_dir):
     debug = lines(cfg, logging.DEBUG)
     assert "--quota-backend-bytes is accepted for etcd compatibility and ignored" in debug
     assert "--pre-vote is accepted for etcd compatibility and ignored" in debug
-    assert len(debug) == 9
+    assert len(debug) == 8
 
 
 def test_etcd_04_flags_are_swallowed_with_a_warning(data_dir):

@@ -11,10 +11,21 @@ from fastkv.server.etcdserver import EtcdServer
 from fastkv.storage.wal import WALWriteError
 from fastkv.v2store.errors import RAFT_INTERNAL, V2Error
 from fastkv.v2store.request import V2Request
+from tests.support.procs import free_port
+
+
+def _args(tmp_path) -> list[str]:
+    peer = f"http://127.0.0.1:{free_port()}"
+    return [
+        "--data-dir", str(tmp_path / "d"),
+        "--listen-peer-urls", peer,
+        "--initial-advertise-peer-urls", peer,
+        "--initial-cluster", f"default={peer}",
+    ]  # fmt: skip
 
 
 def test_failed_fsync_stops_acknowledging(tmp_path):
-    cfg = parse_config(["--data-dir", str(tmp_path / "d")], {})
+    cfg = parse_config(_args(tmp_path), {})
     srv = EtcdServer.open(cfg)
 
     async def scenario() -> None:

@@ -14,6 +14,7 @@ import pytest
 import rocksdict
 
 from fastkv.storage.backend import Backend, BackendError
+from fastkv.storage.backend import _options as backend_options
 from fastkv.v2store.errors import V2Error
 from fastkv.v2store.request import V2Request
 from fastkv.v2store.store import Store
@@ -153,7 +154,7 @@ def test_subtree_delete_and_expire_persisted(db_dir):
     assert not loaded.has_ttl_keys()
     assert state(loaded) == state(store)
     # The database holds no stale records below the removed directories.
-    db = rocksdict.Rdict(db_dir, rocksdict.Options(raw_mode=True))
+    db = rocksdict.Rdict(db_dir, backend_options())  # the options the database was made with
     keys = [k for k in db.keys(from_key=b"/") if k.startswith(b"/")]
     db.close()
     assert not [k for k in keys if k.startswith((b"/d/", b"/e"))]
@@ -253,7 +254,7 @@ def test_all_changes_replaces_everything(db_dir):
 
 
 def test_foreign_version_refused(db_dir):
-    db = rocksdict.Rdict(db_dir, rocksdict.Options(raw_mode=True))
+    db = rocksdict.Rdict(db_dir, backend_options())  # the options the database was made with
     db.put(b"\x01v", b"99")
     db.close()
     with pytest.raises(BackendError, match="format version"):

@@ -144,13 +144,17 @@ def start_cluster(
     token: str = "test-cluster",
     timeout: float = 30.0,
     env_extra: dict[str, str] | None = None,
+    ports: dict[str, tuple[int, int]] | None = None,
+    member_env: dict[str, dict[str, str]] | None = None,
 ) -> list[ServerProcess]:
     """Start a ``size``-member fastkv or etcd cluster on free 127.0.0.1 ports (static bootstrap,
     --initial-cluster-state new), all members at once, and wait until each answers /health
-    (which needs a leader).  Members are named m0, m1, ...; each data dir is under base_dir."""
+    (which needs a leader).  Members are named m0, m1, ...; each data dir is under base_dir.
+    ``ports``: name -> (client port, peer port), chosen by the caller (e.g. to aim proxies at
+    them first); ``member_env``: name -> environment added for that member only."""
     base_dir = base_dir or tempfile.mkdtemp(prefix=f"{kind}-cluster-")
     names = [f"m{i}" for i in range(size)]
-    ports = {n: (free_port(), free_port()) for n in names}
+    ports = ports or {n: (free_port(), free_port()) for n in names}
     initial = ",".join(f"{n}=http://127.0.0.1:{ports[n][1]}" for n in names)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD", "FASTKV_FAILPOINTS"))}
     env.update(env_extra or {})
@@ -183,8 +187,9 @@ def start_cluster(
         argv += extra or []
         log_path = os.path.join(data_dir, "server.log")
         log = open(log_path, "ab")  # noqa: SIM115 - owned by the process
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
-        members.append(ServerProcess(kind, url, peer, data_dir, argv, proc, log_path, env))
+        menv = {**env, **(member_env or {}).get(n, {})}
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=menv)
+        members.append(ServerProcess(kind, url, peer, data_dir, argv, proc, log_path, menv))
     try:
         for m in members:
             wait_http_ok(m.url + "/health", timeout, m.proc)
@@ -194,3 +199,36 @@ def start_cluster(
             m.stop(signal.SIGKILL)
         raise RuntimeError(f"{kind} cluster did not start:\n{logs}") from None
     return members
+
+
+def spawn_member(
+    kind: str,
+    name: str,
+    base_dir: str,
+    args: list[str],
+    env_extra: dict[str, str] | None = None,
+    ports: tuple[int, int] | None = None,
+) -> ServerProcess:
+    """Start one fastkv or etcd member named ``name`` on 127.0.0.1 (``ports`` = (client, peer),
+    free ones by default) with only the bootstrap flags in ``args`` (discovery, SRV ...) added,
+    without waiting for it; its data dir and log are under ``base_dir/name``.  Use
+    ``wait_http_ok(m.url + "/health", ...)`` to wait."""
+    cport, pport = ports or (free_port(), free_port())
+    url, peer = f"http://127.0.0.1:{cport}", f"http://127.0.0.1:{pport}"
+    data_dir = os.path.join(base_dir, name)
+    os.makedirs(data_dir, exist_ok=True)
+    base = fastkv_argv() if kind == "fastkv" else ["etcd", "--enable-v2"]
+    argv = base + [
+        "--name", name,
+        "--data-dir", os.path.join(data_dir, "data"),
+        "--listen-client-urls", url,
+        "--advertise-client-urls", url,
+        "--listen-peer-urls", peer,
+        "--initial-advertise-peer-urls", peer,
+    ] + args  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD", "FASTKV_FAILPOINTS"))}
+    env.update(env_extra or {})
+    log_path = os.path.join(data_dir, "server.log")
+    log = open(log_path, "ab")  # noqa: SIM115 - owned by the process
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+    return ServerProcess(kind, url, peer, data_dir, argv, proc, log_path, env)

@@ -1,4 +1,5 @@
-"""The fault-injecting proxy: forwards both ways, then drops, delays, cuts and refuses on command."""
+"""The fault-injecting proxy: forwards both ways, then drops, delays, cuts, refuses and blackholes
+on command; and a transport dialing a peer through it by the FASTKV_PEER_DIAL override."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import time
 
 import pytest
 
+from fastkv.raft.messages import MSG_HEARTBEAT, Message
 from fastkv.transport.faultproxy import FaultProxy, ThreadedFaultProxy
+from fastkv.transport.transport import PEER_DIAL_ENV, parse_peer_dial
 from tests.support.procs import free_port
 
-from .harness import LOOPS, run
+from .harness import LOOPS, Node, run, stop_all, until
 
 
 @pytest.fixture(params=LOOPS)
@@ -189,6 +192,7 @@ def test_command_line() -> None:
         for command, answer in [
             ("drop", "ok"),
             ("delay 0.1", "ok"),
+            ("blackhole", "ok"),
             ("heal", "ok"),
             ("bogus", "unknown command: bogus"),
         ]:
@@ -210,3 +214,124 @@ def test_command_line() -> None:
             proc.kill()
             proc.wait(10)
         target.close()
+
+
+async def counting_echo_server() -> tuple[asyncio.Server, list[int]]:
+    """An echo server that counts the connections it accepted (in the returned list's one slot)."""
+    accepted = [0]
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted[0] += 1
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", free_port()), accepted
+
+
+async def closed_by_peer(reader: asyncio.StreamReader) -> bool:
+    """True once the proxy closed or reset the connection (EOF or reset), within 5 s."""
+    try:
+        return await asyncio.wait_for(reader.read(), 5) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_blackhole_resets_open_swallows_new_and_heal_resets_swallowed(loop_kind: str) -> None:
+    async def scenario() -> None:
+        server, accepted = await counting_echo_server()
+        proxy = FaultProxy(port_of(server))
+        port = await proxy.start()
+        try:
+            r1, w1 = await asyncio.open_connection("127.0.0.1", port)
+            w1.write(b"up")
+            assert await read_exactly(r1, 2) == b"up"
+            assert accepted[0] == 1
+
+            proxy.set_blackhole()
+            assert await closed_by_peer(r1)  # open connections are aborted at once
+            w1.close()
+            await until_zero(proxy)
+            # A new connection is accepted (connect succeeds) but never reaches the target.
+            r2, w2 = await asyncio.open_connection("127.0.0.1", port)
+            w2.write(b"into the void")
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(r2.read(1), 0.3)
+            assert proxy.blackholed == 1 and proxy.connections == 0
+            assert accepted[0] == 1
+
+            proxy.heal()  # the swallowed connection is reset, new ones forward again
+            assert await closed_by_peer(r2)
+            w2.close()
+            r3, w3 = await asyncio.open_connection("127.0.0.1", port)
+            w3.write(b"back")
+            assert await read_exactly(r3, 4) == b"back"
+            assert accepted[0] == 2 and proxy.blackholed == 0
+            w3.close()
+        finally:
+            await proxy.stop()
+            server.close()
+            await server.wait_closed()
+
+    run(loop_kind, scenario)
+
+
+def test_parse_peer_dial() -> None:
+    assert parse_peer_dial("") == {}
+    assert parse_peer_dial("a1=http://127.0.0.1:1, ff=http://127.0.0.1:2") == {
+        0xA1: "http://127.0.0.1:1",
+        0xFF: "http://127.0.0.1:2",
+    }
+    with pytest.raises(ValueError, match=PEER_DIAL_ENV):
+        parse_peer_dial("http://127.0.0.1:1")
+    with pytest.raises(ValueError):
+        parse_peer_dial("zz=http://127.0.0.1:1")
+    with pytest.raises(ValueError, match="TLS"):
+        parse_peer_dial("a1=https://127.0.0.1:1")
+
+
+def test_dial_override_partitions_one_direction(loop_kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Member 1 dials member 2 through a proxy named by FASTKV_PEER_DIAL; 2 dials 1 directly.
+    Blackholing the proxy cuts 1 -> 2 only, and healing it restores the traffic."""
+
+    def beat(frm: int, to: int, commit: int) -> Message:
+        return Message(MSG_HEARTBEAT, to=to, frm=frm, term=3, commit=commit)
+
+    async def scenario() -> None:
+        b = await Node(2).start()
+        proxy = FaultProxy(b.port)
+        proxy_port = await proxy.start()
+        monkeypatch.setenv(PEER_DIAL_ENV, f"2=http://127.0.0.1:{proxy_port}")
+        a = await Node(1, probe_interval_s=0.1, probe_timeout_s=0.5, dial_timeout_s=0.3).start()
+        monkeypatch.delenv(PEER_DIAL_ENV)
+        a.t.add_peer(2, [b.url])  # the advertised URL, bypassed by the override
+        b.t.add_peer(1, [a.url])
+        try:
+            a.t.send([beat(1, 2, 1)])
+            await until(lambda: len(b.got) == 1, what="1 -> 2 through the proxy")
+            assert proxy.accepted == 1
+
+            proxy.set_blackhole()
+            await until(lambda: 2 in a.unreachable, what="2 reported unreachable")
+            for i in range(2, 6):
+                a.t.send([beat(1, 2, i)])
+                b.t.send([beat(2, 1, i)])
+                await asyncio.sleep(0.05)
+            await until(lambda: len(a.got) == 4, what="2 -> 1 still flowing")
+            assert len(b.got) == 1
+
+            proxy.heal()
+            await until(lambda: a.t.is_active(2), timeout=10, what="1 redialed 2")
+            a.t.send([beat(1, 2, 9)])
+            await until(lambda: b.got[-1].commit == 9, what="1 -> 2 healed")
+            assert proxy.accepted >= 2
+        finally:
+            await stop_all([a, b])
+            await proxy.stop()
+
+    run(loop_kind, scenario)

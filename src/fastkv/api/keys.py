@@ -176,6 +176,9 @@ def parse_key_request(
     path = key.rstrip("/") or "/"
     if not form:
         return V2Request(method, path), False
+    if len(form) == 1 and "value" in form:
+        # The common write: every other parameter is absent, so every check below passes.
+        return V2Request(method, path, value=form["value"]), False
     prev_index = _uint(form, "prevIndex")
     since = _uint(form, "waitIndex")
     recursive = _bool(form, "recursive")

@@ -118,6 +118,9 @@ class Context:
         raise Exit(code)
 
     def endpoints(self) -> list[str]:
+        discovered = self._srv_endpoints()
+        if discovered:
+            return discovered
         raw = ""
         for source in (
             self.gflags["endpoints"],
@@ -141,6 +144,33 @@ class Context:
                 ep = "http://" + ep
             result.append(ep)
         return result
+
+    def _srv_endpoints(self) -> list[str]:
+        """etcdctl's ``--discovery-srv/-D`` (or ``ETCDCTL_DISCOVERY_SRV``): the client SRV records
+        of the domain, https ones only unless ``--insecure-discovery`` (or a non-empty
+        ``ETCDCTL_INSECURE_DISCOVERY``); ``ETCDCTL_DISCOVERY_SRV_NAME`` is the service suffix.
+        Nothing usable found: the endpoint flags apply.  ``FASTKV_DNS_SERVER`` picks the name server.
+        """
+        domain = self.gflags["discovery-srv"] or self.env.get("ETCDCTL_DISCOVERY_SRV", "")
+        if not domain:
+            return []
+        from fastkv.server.srv import client_endpoints, without_final_dot
+
+        insecure = (
+            bool(self.gflags["insecure-discovery"]) or self.env.get("ETCDCTL_INSECURE_DISCOVERY", "") != ""
+        )
+        try:
+            found = client_endpoints(
+                domain,
+                self.env.get("ETCDCTL_DISCOVERY_SRV_NAME", ""),
+                insecure,
+                warn=lambda line: self.stderr.write(line + "\n"),
+                environ=dict(self.env),
+            )
+        except LookupError as e:
+            self.stderr.write(f"{e}\n")
+            raise Exit(EXIT_BAD_ARGS) from None
+        return [without_final_dot(u) for u in found]
 
     def client(self, sync: bool = True) -> Client:
         debug = bool(self.gflags["debug"])

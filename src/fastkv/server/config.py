@@ -345,7 +345,7 @@ def _flags() -> dict[str, _Flag]:
         # logging
         f("logger", "str", "capnslog"),
         f("log-output", "strings", ["default"], used=False),
-        f("log-outputs", "strings", ["default"], used=False),
+        f("log-outputs", "strings", ["default"]),
         f("log-level", "str", "info"),
         f("debug", "bool", False),
         f("log-package-levels", "str", "", used=False),
@@ -735,6 +735,7 @@ class Config:
     peer_auto_tls: bool = False
     logger: str = "capnslog"
     log_level: str = "info"  # "debug" when --debug is given
+    log_outputs: list[str] = field(default_factory=lambda: ["default"])  # stderr, stdout or files
     debug: bool = False
     enable_pprof: bool = False
     metrics: str = "basic"
@@ -904,6 +905,7 @@ def _build(fv: _FlagValues, from_file: bool) -> Config:
         peer_auto_tls=v["peer-auto-tls"],
         logger=v["logger"],
         log_level="debug" if v["debug"] else v["log-level"],
+        log_outputs=v["log-outputs"],
         debug=v["debug"],
         enable_pprof=v["enable-pprof"],
         metrics=v["metrics"],

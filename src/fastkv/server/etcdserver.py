@@ -59,7 +59,8 @@ from typing import Any
 import orjson
 
 from .._native.keyindex import format_time
-from ..raft.confchange import CONF_ADD_NODE, ConfChange
+from ..logutil import event
+from ..raft.confchange import CONF_ADD_NODE, CONF_REMOVE_NODE, ConfChange
 from ..raft.log import RaftLog
 from ..raft.messages import MSG_APP, MSG_PROP, Message, Snapshot, SnapshotMeta
 from ..raft.node import LEADER, NotLeaderError, RaftNode, Ready
@@ -69,7 +70,7 @@ from ..storage.backend import Backend, BackendError, Batch
 from ..storage.fileutil import fsync_dir
 from ..storage.snap import Snapshotter, archive_dir, restore_archive
 from ..storage.wal import WAL
-from ..transport.transport import Transport, parse_peer_url
+from ..transport.transport import STATUS_GONE, Transport, fetch_cluster_info, parse_peer_url
 from ..v2store.errors import LEADER_ELECT, RAFT_INTERNAL, V2Error
 from ..v2store.event import Event
 from ..v2store.request import V2Request
@@ -77,6 +78,7 @@ from ..v2store.store import Store
 from .config import Config
 from .identity import cluster_id_for, member_id_for
 from .membership import Member, Membership
+from .metrics import APPLY_BUCKETS_S, Histogram
 
 log = logging.getLogger("fastkv.etcdserver")
 
@@ -88,6 +90,10 @@ PUBLISH_RETRY_S = 1.0
 # Proposals held on a member that knows no leader yet (they wait for one, then are forwarded;
 # the sweep times them out with error 300 like etcd).  Beyond this, error 301 at once.
 MAX_HELD_PROPOSALS = 10000
+# etcd's strict reconfiguration check: peers must have been connected this long (HealthInterval).
+HEALTH_INTERVAL_S = 5.0
+# A removed member answers its last requests, then exits (etcd: about a second later).
+REMOVED_EXIT_DELAY_S = 1.0
 
 
 class StartupError(Exception):
@@ -167,6 +173,8 @@ class EtcdServer:
         self._tasks: list[asyncio.Task[None]] = []
         self._request_timeout_s = 5.0 + 2 * cfg.election_timeout_ms / 1000.0
         self._stopped = asyncio.Event()
+        # Set once the member has joined and published its attributes (systemd READY=1).
+        self._ready = asyncio.Event()
         self._stats = {"recvAppendRequestCnt": 0, "sendAppendRequestCnt": 0}
         self._leader_since_ns = 0
         # Multi-member state: the peer transport, the tick timer, the attribute publication.
@@ -175,6 +183,16 @@ class EtcdServer:
         self._published = False
         self._publish_due = 0.0
         self._last_lead = 0
+        # This member was removed from the cluster: it exits (status 0) and never comes back.
+        self.removed = False
+        # stop(): no new requests once stopping; no writer-thread work once closed.
+        self._stopping = False
+        self._closed = False
+        # For /metrics (metrics.py): leader changes seen, proposals that failed as etcd counts them
+        # (timed out, or refused for want of a leader), and the duration of each apply round.
+        self.leader_changes = 0
+        self.proposals_failed = 0
+        self.apply_seconds = Histogram(APPLY_BUCKETS_S)
 
     @property
     def multi_member(self) -> bool:
@@ -182,8 +200,7 @@ class EtcdServer:
         return len(self.raft.voters) > 1
 
     def _new_raft(self, voters: list[int], raft_log: RaftLog, hard_state: HardState) -> RaftNode:
-        if len(voters) <= 1:
-            return RaftNode(self.member_id, voters, raft_log, hard_state)
+        # Configured for a cluster even with one voter: members can be added at runtime.
         cfg = self.cfg
         # etcd: election ticks = election timeout / heartbeat interval, one tick per heartbeat.
         election_tick = max(2, cfg.election_timeout_ms // max(1, cfg.heartbeat_interval_ms))
@@ -256,18 +273,12 @@ class EtcdServer:
 
     def _bootstrap(self, wal_dir: str) -> None:
         cfg = self.cfg
-        if cfg.initial_cluster_state != "new":
-            raise StartupError(
-                "--initial-cluster-state existing needs a running cluster to join; "
-                "joining is not available in this version"
-            )
-        if cfg.discovery or cfg.discovery_srv:
-            raise StartupError("bootstrapping through discovery is not available in this version")
-        by_name: dict[str, list[str]] = {}
-        for name, url in cfg.initial_cluster:
-            by_name.setdefault(name, []).append(url)
-        if cfg.name not in by_name:
-            raise StartupError(f"couldn't find local name {cfg.name!r} in the initial cluster configuration")
+        if (cfg.discovery or cfg.discovery_srv) and not cfg.initial_cluster:
+            raise StartupError("discovery did not produce an initial cluster")
+        by_name = self._initial_cluster_by_name()
+        if cfg.initial_cluster_state == "existing":
+            self._join(wal_dir, by_name)
+            return
         token = cfg.initial_cluster_token_for_ids()
         # Every member derives the same ids from the same flags (spec §3.3).
         initial_members = sorted(
@@ -298,13 +309,103 @@ class EtcdServer:
         raft_log = RaftLog()
         raft_log.restore_stable(entries)
         self.raft = self._new_raft(ids, raft_log, hard_state)
-        log.info(
-            "bootstrapped member %x of cluster %x (%d members) in %s",
-            self.member_id,
-            self.cluster_id,
-            len(ids),
-            cfg.data_dir,
+        event(
+            log,
+            logging.INFO,
+            "bootstrapped member",
+            **{
+                "local-member-id": f"{self.member_id:x}",
+                "cluster-id": f"{self.cluster_id:x}",
+                "members": len(ids),
+                "data-dir": cfg.data_dir,
+            },
         )
+
+    def _initial_cluster_by_name(self) -> dict[str, list[str]]:
+        by_name: dict[str, list[str]] = {}
+        for name, url in self.cfg.initial_cluster:
+            by_name.setdefault(name, []).append(url)
+        if self.cfg.name not in by_name:
+            raise StartupError(
+                f"couldn't find local name {self.cfg.name!r} in the initial cluster configuration"
+            )
+        return by_name
+
+    def _join(self, wal_dir: str, by_name: dict[str, list[str]]) -> None:
+        """--initial-cluster-state existing: ask the running members who is in the cluster, check
+        that --initial-cluster describes exactly that (etcd's ValidateClusterAndAssignIDs), take
+        this member's id and the cluster id from them, and start with an empty log: the leader
+        sends the log (or a snapshot) once it reaches us."""
+        cfg = self.cfg
+        mine = set(by_name[cfg.name])
+        remote = None
+        errors = []
+        for url in sorted({u for _, u in cfg.initial_cluster} - mine):
+            try:
+                remote = orjson.loads(fetch_cluster_info(url, timeout_s=2.0))
+                break
+            except (OSError, ValueError) as e:
+                errors.append(f"{url}: {e}")
+        if remote is None:
+            raise StartupError(
+                "cannot fetch cluster info from peer urls: could not retrieve cluster information "
+                "from the given URLs" + (f" ({'; '.join(errors)})" if errors else "")
+            )
+        members = [Member.from_dict(d) for d in remote["members"]]
+        described = ",".join(f"{n}={u}" for n, urls in sorted(by_name.items()) for u in urls)
+        if len(members) != len(by_name):
+            raise StartupError(f"error validating peerURLs {described}: member count is unequal")
+        for name, urls in by_name.items():
+            match = next((m for m in members if sorted(m.peer_urls) == sorted(urls)), None)
+            if match is None:
+                raise StartupError(
+                    f"error validating peerURLs {described}: PeerURLs: no match found for existing "
+                    f"member ({name}, {','.join(sorted(urls))})"
+                )
+            if name == cfg.name:
+                self.member_id = match.id
+        if self.member_id in remote["removed"]:
+            raise StartupError(f"member {self.member_id:x} has already been removed from the cluster")
+        self.cluster_id = int(remote["cluster_id"], 16)
+        for m in members:
+            self.membership.add(m)
+        self.membership.removed = set(remote["removed"])
+        # The membership we joined is kept in the WAL metadata: until the leader's log (or
+        # snapshot) reaches us it is the only record of who our peers are.
+        metadata = orjson.dumps(
+            {
+                "name": cfg.name,
+                "member_id": self.member_id,
+                "cluster_id": self.cluster_id,
+                "joined": orjson.loads(self.membership.save()),
+            }
+        )
+        try:
+            self.wal = WAL.create(wal_dir, metadata, segment_size_bytes=_segment_size_bytes())
+        except OSError as e:
+            raise StartupError(f"cannot create the WAL in {wal_dir!r}: {e.strerror or e}") from None
+        raft_log = RaftLog()
+        self.raft = self._new_raft(sorted(self.membership.members), raft_log, HardState(0, 0, 0))
+        event(
+            log,
+            logging.INFO,
+            "joining cluster",
+            **{
+                "local-member-id": f"{self.member_id:x}",
+                "cluster-id": f"{self.cluster_id:x}",
+                "members": len(members),
+            },
+        )
+
+    def _cluster_info(self) -> str:
+        """What a joining member asks a peer for: the cluster id and membership."""
+        return orjson.dumps(
+            {
+                "cluster_id": f"{self.cluster_id:x}",
+                "members": [m.to_dict() for m in self.membership.sorted()],
+                "removed": sorted(self.membership.removed),
+            }
+        ).decode()
 
     def _restart(self, wal_dir: str) -> None:
         meta = self.backend.meta()
@@ -316,7 +417,7 @@ class EtcdServer:
         self.wal = WAL.open(wal_dir, snap_index=applied, segment_size_bytes=_segment_size_bytes())
         metadata, hard_state, entries = self.wal.read_all()
         meta_wal = orjson.loads(metadata)
-        if meta_wal["name"] != self.cfg.name:
+        if meta_wal["name"] != self.cfg.name and not self.cfg.force_new_cluster:
             raise StartupError(
                 f"data directory {self.cfg.data_dir!r} belongs to member {meta_wal['name']!r} "
                 f"({meta_wal['member_id']:x}), not to {self.cfg.name!r}"
@@ -328,6 +429,14 @@ class EtcdServer:
                 f"the WAL in {wal_dir!r} starts at index {entries[0].index} but the applied state "
                 f"ends at {applied}: entries are missing, refusing to start"
             )
+        if self.cfg.force_new_cluster:
+            discarded = [e for e in entries if e.index > hard_state.commit]
+            if discarded:
+                event(
+                    log, logging.WARNING, "force new cluster: discarding uncommitted WAL entries",
+                    **{"discarded-entries": len(discarded)},
+                )  # fmt: skip
+                entries = entries[: len(entries) - len(discarded)]
         raft_log = RaftLog(applied, applied_term)
         raft_log.restore_stable(entries)
         raft_log.commit_to(min(hard_state.commit, raft_log.last_index()))
@@ -336,17 +445,71 @@ class EtcdServer:
         # Replay what was committed before the crash; the rest commits after the election.
         # The voters are the membership as of the last applied entry (configuration takes
         # effect on apply), so replay before building the Raft node.
+        if not self.membership.members and "joined" in meta_wal:
+            # Joined a running cluster and crashed before the leader's log arrived.
+            joined = Membership.recover(orjson.dumps(meta_wal["joined"]))
+            self.membership.members, self.membership.removed = joined.members, joined.removed
         replayed = self._apply_committed(raft_log)
+        if self.cfg.force_new_cluster:
+            hard_state = self._force_new_cluster(raft_log, hard_state)
         voters = sorted(self.membership.members) or [self.member_id]
         self.raft = self._new_raft(voters, raft_log, hard_state)
-        log.info(
-            "restarted member %x of cluster %x at commit %d (applied state at %d, replayed %d entries)",
-            self.member_id,
-            self.cluster_id,
-            raft_log.committed,
-            applied,
-            replayed,
+        # Publish again after every restart, as etcd does: ready means joined *now*.
+        self._published = False
+        self._ready.clear()
+        event(
+            log,
+            logging.INFO,
+            "restarted member",
+            **{
+                "local-member-id": f"{self.member_id:x}",
+                "cluster-id": f"{self.cluster_id:x}",
+                "commit-index": raft_log.committed,
+                "applied-index": applied,
+                "replayed-entries": replayed,
+            },
         )
+
+    def _force_new_cluster(self, raft_log: RaftLog, hard_state: HardState) -> HardState:
+        """--force-new-cluster: make this member the only one, keeping every committed write.
+        The change is written as ordinary membership entries (every other member removed, this
+        one added if missing), committed by this member alone and applied here, so a restart
+        without the flag finds the same one-member cluster.  Unlike etcd 3.4 (issue #7570) the
+        member keeps the peer URLs its flags advertise."""
+        term = max(hard_state.term, raft_log.last_term(), 1)
+        index = raft_log.last_index()
+        changes: list[dict[str, Any]] = []
+        for mid in sorted(self.membership.members):
+            if mid != self.member_id:
+                changes.append({"op": "remove", "member_id": f"{mid:x}"})
+        if self.member_id not in self.membership.members:
+            me = Member(self.member_id, self.name, self.peer_urls, [])
+            changes.append({"op": "add", "member": me.to_dict()})
+        else:
+            me = self.membership.members[self.member_id]
+            if me.peer_urls != self.peer_urls:
+                changes.append(
+                    {"op": "update", "member_id": f"{self.member_id:x}", "peerURLs": self.peer_urls}
+                )
+        new_entries = [
+            Entry(term, index + i + 1, ENTRY_CONF_CHANGE, orjson.dumps(cc)) for i, cc in enumerate(changes)
+        ]
+        hard_state = HardState(term=term, vote=self.member_id, commit=index + len(new_entries))
+        self.wal.save(hard_state, new_entries)
+        raft_log.restore_stable(new_entries)
+        raft_log.commit_to(hard_state.commit)
+        self._apply_committed(raft_log)
+        event(
+            log,
+            logging.WARNING,
+            "force new cluster: this member is now the only member",
+            **{
+                "local-member-id": f"{self.member_id:x}",
+                "cluster-id": f"{self.cluster_id:x}",
+                "changes": len(changes),
+            },
+        )
+        return hard_state
 
     def _apply_committed(self, raft_log: RaftLog) -> int:
         n = 0
@@ -360,11 +523,14 @@ class EtcdServer:
 
     # -- snapshots -----------------------------------------------------------------------
 
-    def _maybe_snapshot(self) -> None:
-        """Every --snapshot-count applied entries: make RocksDB durable, keep a checkpoint of it
-        as the snapshot, and let the WAL and the in-memory log drop what it covers."""
+    def _maybe_snapshot(self, force: bool = False) -> None:
+        """Every --snapshot-count applied entries (or now, with ``force``): make RocksDB durable,
+        keep a checkpoint of it as the snapshot, and let the WAL and the in-memory log drop what
+        it covers."""
         applied, term = self._applied_index, self._applied_term
-        if self._snapshot_running or applied - self._snapshot_index < self.cfg.snapshot_count:
+        if self._snapshot_running or applied == 0 or self._stopping:
+            return
+        if not force and applied - self._snapshot_index < self.cfg.snapshot_count:
             return
         assert self._loop is not None
         meta = orjson.dumps({"membership": self.membership.save().decode(), "index": applied, "term": term})
@@ -381,6 +547,8 @@ class EtcdServer:
 
         def done(f: concurrent.futures.Future[None]) -> None:
             self._snapshot_running = False
+            if self._closed:
+                return
             exc = f.exception()
             if exc is not None:
                 self._fail(f"snapshot at index {applied} failed: {exc}")
@@ -392,7 +560,7 @@ class EtcdServer:
                 self._writer.submit(self.wal.release_to, compact_to, self.cfg.max_wals)
             if self.cfg.max_snapshots > 0:
                 self._writer.submit(self.snapshotter.purge, self.cfg.max_snapshots)
-            log.info("saved snapshot at index %d", applied)
+            event(log, logging.INFO, "saved snapshot", **{"snapshot-index": applied, "snapshot-term": term})
 
         fut = self._writer.submit(write_snapshot)
         fut.add_done_callback(lambda f: self._loop.call_soon_threadsafe(done, f) if self._loop else None)
@@ -400,27 +568,51 @@ class EtcdServer:
     # -- running -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
+        """Listen for peers (a single member too: it can be joined after a member add), start
+        the tick timer and the background loops.  A single member elects itself at once and
+        returns once it serves; in a cluster the randomized election timeout decides who
+        campaigns first (etcd's rule) and start() returns at once."""
+        self._loop = loop = asyncio.get_running_loop()
+        if self.member_id in self.membership.removed:
+            # Its own log says so: a removed member never serves again (etcd exits 0 too).
+            self._on_removed()
+            return
+        await self._start_transport()
+        self._leader_since_ns = self.now_ns()
+        self._tasks.append(loop.create_task(self._sync_loop()))
+        self._tasks.append(loop.create_task(self._sweep_loop()))
+        self._tick_handle = loop.call_later(self.cfg.heartbeat_interval_ms / 1000.0, self._on_tick)
         if self.multi_member:
-            await self._start_cluster()
+            self._kick()
+            event(
+                log,
+                logging.INFO,
+                "started cluster member",
+                **{
+                    "local-member-id": f"{self.member_id:x}",
+                    "voters": [f"{v:x}" for v in self.raft.voters],
+                    "peer-urls": self.cfg.listen_peer_urls,
+                },
+            )
             return
         self.raft.campaign()
-        self._leader_since_ns = self.now_ns()
-        log.info("member %x became leader at term %d", self.member_id, self.raft.term)
+        event(
+            log,
+            logging.INFO,
+            "became leader",
+            **{"local-member-id": f"{self.member_id:x}", "term": self.raft.term},
+        )
         self._kick()
-        self._tasks.append(self._loop.create_task(self._sync_loop()))
-        self._tasks.append(self._loop.create_task(self._sweep_loop()))
-        # Wait until the new term's empty entry is committed: the member then serves.
+        # Serve once this member's attributes are applied (which needs the new term's empty
+        # entry committed first); they go through the log so members added later see them.
+        self._maybe_publish()
         deadline = time.monotonic() + 30
-        while self.raft.log.applied < self.raft.log.last_index() and time.monotonic() < deadline:
+        while not self._published and time.monotonic() < deadline:
             if self._fatal:
                 raise StartupError(self._fatal)
             await asyncio.sleep(0.001)
-        self._publish_self()
 
-    async def _start_cluster(self) -> None:
-        """Listen for peers, dial every other member, start the tick timer.  No campaign:
-        the randomized election timeout decides who asks first (etcd's rule)."""
+    async def _start_transport(self) -> None:
         loop = self._loop
         assert loop is not None
         self.transport = Transport(
@@ -431,6 +623,8 @@ class EtcdServer:
             on_unreachable=self.raft.report_unreachable,
             on_snapshot_status=self.raft.report_snapshot,
             is_removed=lambda mid: mid in self.membership.removed,
+            on_rejected=self._on_peer_rejected,
+            cluster_info=self._cluster_info,
             rng=random.Random(self.member_id ^ time.time_ns() ^ 0x5EED),
         )
         for url in self.cfg.listen_peer_urls:
@@ -445,17 +639,6 @@ class EtcdServer:
             except OSError as e:
                 raise StartupError(f"listen tcp {host}:{port}: {e.strerror or e}") from None
         self._sync_peers()
-        self._leader_since_ns = self.now_ns()
-        self._tasks.append(loop.create_task(self._sync_loop()))
-        self._tasks.append(loop.create_task(self._sweep_loop()))
-        self._tick_handle = loop.call_later(self.cfg.heartbeat_interval_ms / 1000.0, self._on_tick)
-        self._kick()
-        log.info(
-            "member %x started with voters %s, listening for peers on %s",
-            self.member_id,
-            ",".join(f"{v:x}" for v in self.raft.voters),
-            ", ".join(self.cfg.listen_peer_urls),
-        )
 
     def _sync_peers(self) -> None:
         """The transport's peers follow the membership (peer URLs included)."""
@@ -468,6 +651,29 @@ class EtcdServer:
         for pid in t.peers():
             if pid not in self.membership.members:
                 t.remove_peer(pid)
+
+    def _on_peer_rejected(self, peer_id: int, status: int, reason: str) -> None:
+        """A peer refused our connection.  410 means this member was removed from the cluster
+        (the entry may never have reached us): stop for good, as etcd does."""
+        if status == STATUS_GONE and not self.removed:
+            self._on_removed()
+
+    def _on_removed(self) -> None:
+        if self.removed:
+            return
+        self.removed = True
+        event(
+            log,
+            logging.WARNING,
+            "the member has been permanently removed from the cluster; "
+            "the data-dir used by this member must be removed",
+            **{"local-member-id": f"{self.member_id:x}"},
+        )
+        if self._loop is None:
+            self._stopped.set()
+            return
+        # Answer what is in flight (the DELETE that removed us, maybe), then stop.
+        self._loop.call_later(REMOVED_EXIT_DELAY_S, self._stopped.set)
 
     def _on_tick(self) -> None:
         loop = self._loop
@@ -508,14 +714,11 @@ class EtcdServer:
         self._conf_proposals.append((ENTRY_MEMBER_ATTRIBUTES, orjson.dumps(attrs)))
         self._kick()
 
-    def _publish_self(self) -> None:
-        me = self.membership.members.get(self.member_id)
-        if me is not None:
-            me.name = self.name
-            me.client_urls = list(self.client_urls)
-
     async def stop(self) -> None:
-        """Stop accepting proposals, let the in-flight write finish, close the WAL."""
+        """Refuse new requests, let the WAL write in flight finish, close the WAL.  Requests not
+        yet in the log are answered "server stopped"; none of them was acknowledged."""
+        self._stopping = True
+        await self._transfer_leadership()
         for t in self._tasks:
             t.cancel()
         if self._tick_handle is not None:
@@ -524,14 +727,19 @@ class EtcdServer:
         if self.transport is not None:
             with contextlib.suppress(Exception):
                 await self.transport.stop()
+        self._proposals.clear()
+        self._conf_proposals.clear()
+        self._reads.clear()
         deadline = time.monotonic() + 5
-        while (self._persisting or self._proposals) and time.monotonic() < deadline and not self._fatal:
+        while self._persisting and time.monotonic() < deadline and not self._fatal:
             await asyncio.sleep(0.005)
+        self._closed = True
         for fut, _, _ in self._waiters.values():
             if not fut.done():
                 fut.set_exception(V2Error(RAFT_INTERNAL, "etcdserver: server stopped"))
         self._waiters.clear()
-        self._writer.shutdown(wait=True)
+        # Off the loop: a snapshot checkpoint may still be running on the writer.
+        await asyncio.get_running_loop().run_in_executor(None, self._writer.shutdown, True)
         with contextlib.suppress(Exception):
             self.wal.close()
         with contextlib.suppress(Exception):
@@ -539,6 +747,33 @@ class EtcdServer:
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
+
+    async def _transfer_leadership(self) -> None:
+        """A leader that stops hands leadership to its most up-to-date voter first (etcd 3.4's
+        graceful stop), so the cluster does not wait out an election timeout; bounded by one
+        election timeout, after which the member stops anyway."""
+        raft = self.raft
+        if raft.state != LEADER or not self.multi_member or self._fatal is not None or self.removed:
+            return
+        candidates = [
+            (pr.match, pid)
+            for pid, pr in raft.progress.items()
+            if pid != self.member_id and pid in raft.voters and pr.recent_active
+        ]
+        if not candidates:
+            return
+        _, to = max(candidates)
+        event(
+            log,
+            logging.INFO,
+            "leadership transfer on stop",
+            **{"local-member-id": f"{self.member_id:x}", "transferee": f"{to:x}"},
+        )
+        raft.transfer_leader(to)
+        self._kick()
+        deadline = time.monotonic() + self.cfg.election_timeout_ms / 1000.0
+        while time.monotonic() < deadline and raft.lead in (self.member_id, 0) and raft.state == LEADER:
+            await asyncio.sleep(0.005)
 
     async def _sync_loop(self) -> None:
         while True:
@@ -561,6 +796,7 @@ class EtcdServer:
             for rid in expired:
                 fut = self._waiters.pop(rid)[0]
                 if not fut.done():
+                    self.proposals_failed += 1
                     fut.set_exception(V2Error(RAFT_INTERNAL, "etcdserver: request timed out"))
 
     # -- proposing -----------------------------------------------------------------------
@@ -574,12 +810,13 @@ class EtcdServer:
         loop = self._loop
         assert loop is not None, "server not started"
         fut: asyncio.Future[Event | None] = loop.create_future()
-        if self._fatal is not None:
-            fut.set_exception(V2Error(RAFT_INTERNAL, "etcdserver: " + self._fatal))
+        if self._fatal is not None or self._stopping:
+            fut.set_exception(V2Error(RAFT_INTERNAL, "etcdserver: " + (self._fatal or "server stopped")))
             return fut
         if self.raft.state != LEADER and (
             not self.multi_member or (self.raft.lead == 0 and len(self._proposals) >= MAX_HELD_PROPOSALS)
         ):
+            self.proposals_failed += 1
             fut.set_exception(V2Error(LEADER_ELECT))
             return fut
         self._next_request_id += 1
@@ -596,14 +833,14 @@ class EtcdServer:
         return fut
 
     def _kick(self) -> None:
-        if not self._scheduled and not self._persisting and self._loop is not None:
+        if not self._scheduled and not self._persisting and self._loop is not None and not self._closed:
             self._scheduled = True
             self._loop.call_soon(self._run_ready)
 
     def _run_ready(self) -> None:
         """One turn of the Ready loop: hand new entries to the writer, apply what is durable."""
         self._scheduled = False
-        if self._persisting or self._fatal is not None:
+        if self._persisting or self._fatal is not None or self._closed:
             return
         raft = self.raft
         if self._proposals or self._conf_proposals:
@@ -648,6 +885,11 @@ class EtcdServer:
             deferred = None if send_now else rd.messages
             cfut = self._writer.submit(self.wal.save, rd.hard_state, rd.entries)
             cfut.add_done_callback(lambda f: loop.call_soon_threadsafe(self._on_persisted, rd, f, deferred))
+        elif rd.hard_state is not None:
+            # A commit index alone: written without fdatasync (a crash may lose it; Raft then
+            # recomputes it), so the WAL's commit stays current for --force-new-cluster/backups.
+            hfut = self._writer.submit(self.wal.save, rd.hard_state, [], False)
+            hfut.add_done_callback(self._check_background_write)
         if batch is not None:
             # After the WAL save in the writer's queue: the fdatasync that acknowledges writes
             # does not wait behind this round's RocksDB batch.
@@ -662,7 +904,10 @@ class EtcdServer:
         """The newest snapshot, for a follower behind the compacted log: its RocksDB checkpoint
         streamed as an archive.  Read on the event loop (a big snapshot stalls it; see notes)."""
         snap = self.snapshotter.load()
-        if snap is None:
+        if snap is None or snap[1] < self.raft.log.offset:
+            # None covers what the log no longer holds (after a restart the log starts at the
+            # applied index): take one now; Raft asks again on its next heartbeat.
+            self._maybe_snapshot(force=True)
             return None
         term, index, meta = snap
         voters = sorted(int(m["id"], 16) for m in orjson.loads(orjson.loads(meta)["membership"])["members"])
@@ -693,6 +938,8 @@ class EtcdServer:
 
         def installed(f: concurrent.futures.Future[None]) -> None:
             self._persisting = False
+            if self._closed:
+                return
             exc = f.exception()
             if exc is not None:
                 self._fail(f"installing the snapshot at index {meta.index} failed: {exc}")
@@ -709,7 +956,10 @@ class EtcdServer:
                 self._sync_peers()
             self._applied_index, self._applied_term = meta.index, meta.term
             self._snapshot_index = meta.index
-            log.info("installed the leader's snapshot at index %d (term %d)", meta.index, meta.term)
+            event(
+                log, logging.INFO, "installed the leader's snapshot",
+                **{"snapshot-index": meta.index, "snapshot-term": meta.term},
+            )  # fmt: skip
             self._handle_ready(rd)
 
         fut = self._writer.submit(install)
@@ -745,7 +995,11 @@ class EtcdServer:
             try:
                 if proposals:
                     raft.propose_many(proposals)
-                for etype, data in conf_proposals:
+                for i, (etype, data) in enumerate(conf_proposals):
+                    if etype == ENTRY_CONF_CHANGE and raft.pending_conf_index > raft.log.applied:
+                        # One configuration change at a time: the rest wait for it to apply.
+                        self._conf_proposals[:0] = conf_proposals[i:]
+                        break
                     raft.propose(data, etype)
             except NotLeaderError:
                 # A leadership transfer in progress.
@@ -764,26 +1018,37 @@ class EtcdServer:
         lead = self.raft.lead
         if lead != self._last_lead:
             if lead != 0:
+                self.leader_changes += 1
                 self._leader_since_ns = self.now_ns()
-                log.info(
-                    "member %x: leader is %x at term %d (%s)",
-                    self.member_id,
-                    lead,
-                    self.raft.term,
-                    self.raft.state,
+                event(
+                    log,
+                    logging.INFO,
+                    "leader changed",
+                    **{
+                        "local-member-id": f"{self.member_id:x}",
+                        "leader": f"{lead:x}",
+                        "term": self.raft.term,
+                        "state": self.raft.state,
+                    },
                 )
             else:
-                log.info("member %x: no leader at term %d", self.member_id, self.raft.term)
+                event(
+                    log,
+                    logging.INFO,
+                    "lost leader",
+                    **{"local-member-id": f"{self.member_id:x}", "term": self.raft.term},
+                )
             self._last_lead = lead
         if lead != 0 and (self._proposals or self._conf_proposals):
             self._kick()
-        if self.multi_member:
-            self._maybe_publish()
+        self._maybe_publish()
 
     def _on_persisted(
         self, rd: Ready, f: concurrent.futures.Future[None], deferred: list[Message] | None = None
     ) -> None:
         self._persisting = False
+        if self._closed:
+            return
         exc = f.exception()
         if exc is not None:
             self._fail(f"WAL write failed: {exc}")
@@ -793,12 +1058,18 @@ class EtcdServer:
         self.raft.advance(rd)
         self._run_ready()
 
+    def _check_background_write(self, f: concurrent.futures.Future[None]) -> None:
+        """Writer-thread jobs nobody waits for: a failure still stops the member."""
+        exc = f.exception()
+        if exc is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._fail, f"WAL write failed: {exc}")
+
     def _fail(self, reason: str) -> None:
         """A durability failure: acknowledge nothing more and stop the member."""
         if self._fatal is not None:
             return
         self._fatal = reason
-        log.critical("%s; the member stops acknowledging writes and exits", reason)
+        event(log, logging.CRITICAL, "the member stops acknowledging writes and exits", reason=reason)
         self._fail_waiters(V2Error(RAFT_INTERNAL, "etcdserver: " + reason))
         self._stopped.set()
 
@@ -813,6 +1084,7 @@ class EtcdServer:
     def _apply(self, entries: list[Entry]) -> Batch:
         """Apply entries in order; returns the RocksDB batch holding their effects."""
         failpoint.hit("before_apply")
+        started = time.perf_counter()
         membership_changed = False
         now = self.now_ns()
         store = self.store
@@ -837,6 +1109,7 @@ class EtcdServer:
                 membership_changed = True
             elif e.type == ENTRY_MEMBER_ATTRIBUTES:
                 membership_changed = self._apply_attributes(e) or membership_changed
+        self.apply_seconds.observe(time.perf_counter() - started)
         last = entries[-1]
         self._applied_index, self._applied_term = last.index, last.term
         return self.backend.prepare(
@@ -857,6 +1130,16 @@ class EtcdServer:
             if raft is not None and added.id not in raft.voters:
                 raft.apply_conf_change(ConfChange(CONF_ADD_NODE, added.id))
             self._sync_peers()
+        elif op == "remove":
+            removed_id = int(cc["member_id"], 16)
+            self.membership.members.pop(removed_id, None)
+            self.membership.removed.add(removed_id)
+            raft = getattr(self, "raft", None)
+            if raft is not None and removed_id in raft.voters:
+                raft.apply_conf_change(ConfChange(CONF_REMOVE_NODE, removed_id))
+            self._sync_peers()
+            if removed_id == self.member_id:
+                self._on_removed()
         elif op == "update":
             member = self.membership.members.get(int(cc["member_id"], 16))
             if member is not None:
@@ -868,8 +1151,16 @@ class EtcdServer:
             raise ValueError(f"unknown membership change {op!r} at index {e.index}")
         w = self._waiters.pop(cc.get("request_id", 0), None)
         if w is not None and not w[0].done():
-            w[0].set_result(None)
-        log.info("applied membership change %s at index %d", op, e.index)
+            w[0].set_result(Member.from_dict(cc["member"]) if op == "add" else None)
+        fields: dict[str, Any] = {"op": op, "index": e.index}
+        if op == "add":
+            fields["member-id"] = cc["member"]["id"]
+            fields["peer-urls"] = cc["member"]["peerURLs"]
+        else:
+            fields["member-id"] = cc["member_id"]
+            if op == "update":
+                fields["peer-urls"] = cc["peerURLs"]
+        event(log, logging.INFO, "applied membership change", **fields)
 
     def _apply_attributes(self, e: Entry) -> bool:
         """A member's published name and client URLs (etcd's /0/members/<id>/attributes)."""
@@ -882,6 +1173,7 @@ class EtcdServer:
         member.client_urls = list(attrs["clientURLs"])
         if member_id == self.member_id and member.client_urls == self.client_urls:
             self._published = True
+            self._ready.set()
         return True
 
     # -- what the API reads --------------------------------------------------------------
@@ -954,32 +1246,89 @@ class EtcdServer:
             raise KeyError(member_id)
         return member
 
-    def add_member(self, peer_urls: list[str]) -> Member:
+    def _propose_conf_change(self, cc: dict[str, Any]) -> asyncio.Future[Any]:
+        """Replicate a membership change; the future resolves once this member applied it."""
+        assert self._loop is not None
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        if self._fatal is not None or self._stopping:
+            fut.set_exception(V2Error(RAFT_INTERNAL, "etcdserver: " + (self._fatal or "server stopped")))
+            return fut
+        rid = self._new_id()
+        self._waiters[rid] = (fut, None, time.monotonic() + self._request_timeout_s)
+        cc["request_id"] = rid
+        self._conf_proposals.append((ENTRY_CONF_CHANGE, orjson.dumps(cc)))
+        self._kick()
+        return fut
+
+    def _connected_since(self, cutoff_ns: int, member_ids: list[int]) -> int:
+        """How many of ``member_ids`` this member has been connected to since ``cutoff_ns``
+        (itself included), per its peer transport (etcd's numConnectedSince)."""
+        t = self.transport
+        n = 0
+        for mid in member_ids:
+            if mid == self.member_id:
+                n += 1
+                continue
+            since = t.active_since_ns(mid) if t is not None else 0
+            if since and since <= cutoff_ns:
+                n += 1
+        return n
+
+    def _health_cutoff_ns(self) -> int:
+        # The transport stamps connections with time.monotonic_ns.
+        return time.monotonic_ns() - int(HEALTH_INTERVAL_S * 1e9)
+
+    def add_member(self, peer_urls: list[str]) -> asyncio.Future[Any]:
+        """POST /v2/members: a new voter, unstarted (no name, no client URLs) until it joins
+        with --initial-cluster-state existing and publishes its attributes."""
         self._check_peer_urls_free(peer_urls)
-        # Adding a voter to a one-member cluster needs the multi-voter Raft core.
-        raise NotImplementedError("adding members is not available in this version")
+        member_id = member_id_for(peer_urls, "", now_s=self.now_ns() // 1_000_000_000)
+        if member_id in self.membership.members or member_id in self.membership.removed:
+            raise MembershipError(409, "membership: ID exists")
+        if self.cfg.strict_reconfig_check:
+            voters = list(self.membership.members)
+            started = sum(1 for m in self.membership.members.values() if m.name)
+            size = len(voters) + 1
+            # etcd's IsReadyToAddVotingMember: a quorum of the new size must be started,
+            # except for growing one started member to two (restoring from a backup).
+            if not (started == 1 and size == 2) and started < size // 2 + 1:
+                raise RuntimeError("etcdserver: re-configuration failed due to not enough started members")
+            if self._connected_since(self._health_cutoff_ns(), voters) < len(voters):
+                raise RuntimeError("etcdserver: unhealthy cluster")
+        member = Member(member_id, "", peer_urls, [])
+        return self._propose_conf_change({"op": "add", "member": member.to_dict()})
 
     def update_member(self, member_id: int, peer_urls: list[str]) -> asyncio.Future[Any]:
         """Change a member's peer URLs through the log, as etcd's ConfChangeUpdateNode."""
         self._check_member(member_id)
         self._check_peer_urls_free(peer_urls, except_id=member_id)
-        assert self._loop is not None
-        fut: asyncio.Future[Any] = self._loop.create_future()
-        rid = self._new_id()
-        self._waiters[rid] = (fut, None, time.monotonic() + self._request_timeout_s)
-        cc = {"op": "update", "member_id": f"{member_id:x}", "peerURLs": peer_urls, "request_id": rid}
-        self._conf_proposals.append((ENTRY_CONF_CHANGE, orjson.dumps(cc)))
-        self._kick()
-        return fut
+        return self._propose_conf_change(
+            {"op": "update", "member_id": f"{member_id:x}", "peerURLs": peer_urls}
+        )
 
-    def remove_member(self, member_id: int) -> None:
+    def remove_member(self, member_id: int) -> asyncio.Future[Any]:
+        """DELETE /v2/members/<id>: the member leaves the configuration and its id is tombstoned."""
         self._check_member(member_id)
-        # Strict reconfiguration check: the remaining members must still form a quorum of
-        # started members.  With one member nothing remains, and etcd answers 500 as well.
-        remaining = len(self.membership.members) - 1
-        if remaining < 1:
-            raise RuntimeError("removing the last member would leave no quorum")
-        raise NotImplementedError("removing members is not available in this version")
+        if self.cfg.strict_reconfig_check:
+            others = [m for m in self.membership.members.values() if m.id != member_id]
+            started = sum(1 for m in others if m.name)
+            # etcd's IsReadyToRemoveVotingMember: the rest must hold a started quorum.
+            if started < len(others) // 2 + 1:
+                raise RuntimeError("etcdserver: re-configuration failed due to not enough started members")
+            t = self.transport
+            down = member_id != self.member_id and (t is None or t.active_since_ns(member_id) == 0)
+            if not down:
+                # Removing a live member must leave a quorum of members we are connected to.
+                voters = list(self.membership.members)
+                active = self._connected_since(self._health_cutoff_ns(), voters)
+                if active - 1 < 1 + (len(voters) - 1) // 2:
+                    raise RuntimeError("etcdserver: unhealthy cluster")
+        return self._propose_conf_change({"op": "remove", "member_id": f"{member_id:x}"})
+
+    async def wait_ready(self) -> None:
+        """Until the member has joined its cluster and published its name and client URLs
+        through the log (etcd's ReadyNotify): when systemd is told READY=1."""
+        await self._ready.wait()
 
     @property
     def fatal_error(self) -> str | None:

@@ -16,8 +16,10 @@ from urllib.parse import urlsplit
 import uvloop
 
 from ..api.protocol import serve_client
-from ..storage.wal import WALCorruptError
-from .config import ConfigError, parse_config
+from ..logutil import event
+from ..logutil import setup as setup_logging
+from ..storage.wal import WAL, WALCorruptError
+from .config import Config, ConfigError, parse_config
 from .etcdserver import EtcdServer, StartupError
 
 log = logging.getLogger("fastkv.main")
@@ -43,6 +45,16 @@ def _listen_address(url: str) -> tuple[str, int]:
 
 async def _serve(server: EtcdServer) -> int:
     loop = asyncio.get_running_loop()
+    # Handlers first: a stop asked for while the member starts is honoured once it has started.
+    stop = asyncio.Event()
+    received: list[int] = []
+
+    def on_signal(sig: int) -> None:
+        received.append(sig)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
     listeners: list[asyncio.AbstractServer] = []
     try:
         for url in server.cfg.listen_client_urls:
@@ -57,27 +69,35 @@ async def _serve(server: EtcdServer) -> int:
             lst.close()
         await server.stop()
         raise
-    log.info("serving client requests on %s", ", ".join(server.cfg.listen_client_urls))
-    _notify_systemd_ready()
-
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    event(log, logging.INFO, "serving client requests", addresses=server.cfg.listen_client_urls)
+    # Clients are served from here on; systemd hears READY=1 only once the member has joined.
+    ready = loop.create_task(_notify_when_ready(server))
     fatal = loop.create_task(server.wait_fatal())
     stopping = loop.create_task(stop.wait())
     await asyncio.wait([fatal, stopping], return_when=asyncio.FIRST_COMPLETED)
+    ready.cancel()
+    if received:
+        event(log, logging.INFO, "received signal; shutting down", signal=signal.Signals(received[0]).name)
+        _sd_notify(b"STOPPING=1")
     for lst in listeners:
         lst.close()
     await server.stop()
     if server.fatal_error is not None:
         print(f"fastkv: {server.fatal_error}", file=sys.stderr)
         return 1
-    log.info("stopped")
+    event(log, logging.INFO, "stopped", name=server.cfg.name)
     return 0
 
 
-def _notify_systemd_ready() -> None:
-    """sd_notify READY=1 once the member serves, when started by systemd with Type=notify."""
+async def _notify_when_ready(server: EtcdServer) -> None:
+    await server.wait_ready()
+    event(log, logging.INFO, "ready to serve client requests", name=server.cfg.name)
+    _sd_notify(b"READY=1")
+
+
+def _sd_notify(state: bytes) -> None:
+    """sd_notify(3) when started by systemd with Type=notify: one datagram to $NOTIFY_SOCKET
+    (a path, or an abstract socket written with a leading '@').  A no-op otherwise."""
     path = os.environ.get("NOTIFY_SOCKET")
     if not path:
         return
@@ -87,9 +107,48 @@ def _notify_systemd_ready() -> None:
         path = "\0" + path[1:]
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            s.sendto(b"READY=1", path)
+            s.sendto(state, path)
     except OSError as e:
-        log.warning("failed to notify systemd for readiness: %s", e)
+        event(log, logging.WARNING, "failed to notify systemd", state=state.decode(), error=str(e))
+
+
+def _resolve_bootstrap(cfg: Config) -> Config:
+    """Fill in the initial cluster from --discovery or --discovery-srv, on first boot only.
+
+    Once the member has a WAL both are ignored, as in etcd.  A full discovery cluster ends
+    the process (fastkv has no v2 proxy to fall back to), whatever --discovery-fallback says.
+    """
+    if not (cfg.discovery or cfg.discovery_srv):
+        return cfg
+    if WAL.exists(cfg.wal_path):
+        if cfg.discovery:
+            log.warning("discovery token ignored since a cluster has already been initialized")
+        return cfg
+    if cfg.discovery_srv:
+        from . import srv
+
+        try:
+            return srv.bootstrap_config(cfg)
+        except srv.SRVError as e:
+            raise StartupError(str(e)) from None
+    from . import discovery
+
+    try:
+        return discovery.bootstrap_config(cfg)
+    except discovery.DiscoveryError as e:
+        if e.reason == discovery.ERR_FULL_CLUSTER and cfg.discovery_fallback == "proxy":
+            raise StartupError(
+                f"{e}; cannot fall back to a v2 proxy (--discovery-fallback proxy, the default): "
+                "fastkv has no proxy mode, --discovery-fallback exit is the supported setting"
+            ) from None
+        if e.reason == discovery.ERR_DUPLICATE_ID:
+            raise StartupError(
+                f'{e}: member "{cfg.name}" has previously registered with discovery service token '
+                f"({cfg.discovery}), but no valid cluster configuration was found in the data dir "
+                f"({cfg.data_dir}); check the data dir if the previous bootstrap succeeded, or use a new "
+                "discovery token if it failed"
+            ) from None
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,15 +163,20 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.show_version or cfg.show_help:
         print(cfg.output_text, end="")
         return 0
-    logging.basicConfig(
-        level=getattr(logging, cfg.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname).1s | %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    # JSON lines unless capnslog's text format is asked for by name (etcd 3.4's default).
+    text = "logger" in cfg.explicit and cfg.logger == "capnslog"
+    try:
+        setup_logging(cfg.log_level, cfg.log_outputs, json=not text)
+    except OSError as e:
+        print(f"fastkv: cannot open log output: {e}", file=sys.stderr)
+        return 1
     for line in cfg.log_lines:
         log.log(line.level, "%s", line)
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    # Until the event loop takes over, SIGTERM stops startup the way SIGINT does (exit 0).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        cfg = _resolve_bootstrap(cfg)
         server = EtcdServer.open(cfg)
         return uvloop.run(_serve(server))
     except (StartupError, WALCorruptError) as e:

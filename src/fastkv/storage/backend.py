@@ -54,6 +54,7 @@ from rocksdict import (
     Cache,
     Checkpoint,
     DBCompressionType,
+    MemtableFactory,
     Options,
     Rdict,
     ReadOptions,
@@ -61,7 +62,7 @@ from rocksdict import (
     WriteOptions,
 )
 
-from fastkv._native.keyindex import decode_event, encode_event, load_nodes, node_key, put_nodes
+from fastkv._native.keyindex import decode_event, load_nodes, node_key, put_events, put_nodes
 from fastkv.v2store.stats import FIELDS as STATS_FIELDS
 from fastkv.v2store.stats import Stats
 from fastkv.v2store.store import HISTORY_CAPACITY, Changes, Store
@@ -117,6 +118,12 @@ def _options() -> Options:
     # Small memtables: they bound both the RAM RocksDB adds and the log replayed after kill -9.
     opts.set_write_buffer_size(MEMTABLE_BYTES)
     opts.set_max_write_buffer_number(MAX_MEMTABLES)
+    # A vector memtable: an insert is an append (~0.1 us against ~2 us for the skip list at 100k random
+    # keys), and rocksdict holds the GIL while it inserts, so this is time the event loop gets back.
+    # Sorting moves to the background flush.  Lookups in an unsorted memtable are slow, but the
+    # database is only read right after it is opened, when the memtable is empty (no RocksDB WAL).
+    opts.set_memtable_factory(MemtableFactory.vector())
+    opts.set_allow_concurrent_memtable_write(False)
     opts.set_max_background_jobs(2)
     opts.set_compression_type(DBCompressionType.lz4())
     opts.set_level_compaction_dynamic_level_bytes(True)
@@ -199,11 +206,9 @@ class Backend:
             put_nodes(wb.put, changes.nodes, changes.ttl_live)
         events = changes.events
         if events:
-            slots = _SLOT_KEYS
             if len(events) > HISTORY_CAPACITY:
                 events = events[-HISTORY_CAPACITY:]
-            for e in events:
-                wb.put(slots[e.node.modified_index % HISTORY_CAPACITY], encode_event(e))
+            put_events(wb.put, events, _SLOT_KEYS)
         wb.put(META_KEY, _META.pack(applied_index, applied_term, changes.index, *changes.stats))
         if membership is not None:
             wb.put(MEMBERSHIP_KEY, membership)

@@ -25,6 +25,7 @@ import struct
 from collections.abc import Iterable, Iterator
 
 from .._native.crc32c import crc32c
+from ..logutil import event
 from .fileutil import BROKEN_SUFFIX, fsync_dir, read_file, remove_tmp_files, write_file_atomic
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,14 @@ class Snapshotter:
             try:
                 return term, index, decode(read_file(path), term, index)
             except (SnapshotCorruptError, OSError) as e:
-                log.warning("snapshot %s is unusable (%s); renamed to %s%s", path, e, path, BROKEN_SUFFIX)
+                event(
+                    log,
+                    logging.WARNING,
+                    "unusable snapshot, renamed",
+                    path=path,
+                    error=str(e),
+                    to=path + BROKEN_SUFFIX,
+                )
                 os.rename(path, path + BROKEN_SUFFIX)
                 fsync_dir(self.dir)
         return None

@@ -44,13 +44,17 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import os
 import re
 import shutil
 import threading
+import time
+from bisect import bisect_left
 from typing import NamedTuple
 
 from .._native import walcodec
+from ..logutil import event
 from ..raft.types import EMPTY_HARD_STATE, Entry, HardState
 from . import failpoint
 from .fileutil import (
@@ -65,8 +69,15 @@ from .fileutil import (
 )
 
 DEFAULT_SEGMENT_SIZE_BYTES = 64 * 1024 * 1024
+SLOW_FDATASYNC_S = 1.0  # etcd's warnSyncDuration
+_log = logging.getLogger("fastkv.wal")
 WAL_SUFFIX = ".wal"
 _SEGMENT_NAME = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.wal$")
+
+#: Upper bounds of etcd's etcd_disk_wal_fsync_duration_seconds buckets: 1 ms doubling to 8.192 s.
+FSYNC_BUCKETS_S = tuple(0.001 * 2**i for i in range(14))
+#: Upper bounds for the entries one save() writes (the group commit size): 1 doubling to 4096.
+BATCH_BUCKETS = tuple(float(2**i) for i in range(13))
 
 # Statuses where the record's own bytes are wrong, which a crash mid-write can cause.
 _TEARABLE = frozenset({walcodec.BAD_HEADER, walcodec.SHORT, walcodec.BAD_CRC})
@@ -185,6 +196,13 @@ class WAL:
         self._spare_at = segment_size_bytes // 2
         #: Path of the segment whose torn tail read_all() repaired, if any.
         self.repaired: str | None = None
+        # For /metrics, written under the lock by the writer only and read without it: per-bucket
+        # (not cumulative, the last one +Inf) counts of fdatasync seconds and of entries per save.
+        self.fsync_counts = [0] * (len(FSYNC_BUCKETS_S) + 1)
+        self.fsync_seconds_sum = 0.0
+        self.batch_counts = [0] * (len(BATCH_BUCKETS) + 1)
+        self.batch_entries_sum = 0
+        self.bytes_written = 0
 
     # -- creating and opening ---------------------------------------------------------
 
@@ -316,8 +334,10 @@ class WAL:
 
     # -- appending --------------------------------------------------------------------
 
-    def save(self, hard_state: HardState | None, entries: list[Entry]) -> None:
-        """Appends entries, then hard_state (if not None), durably: one write, one fdatasync."""
+    def save(self, hard_state: HardState | None, entries: list[Entry], sync: bool = True) -> None:
+        """Appends entries, then hard_state (if not None), durably: one write, one fdatasync.
+        ``sync=False`` skips the fdatasync, for what a crash may lose (a commit index alone:
+        Raft recomputes it), as etcd writes such a hard state without syncing."""
         with self._lock:
             self._check_writable()
             enc = self._encoder
@@ -337,7 +357,7 @@ class WAL:
                 if self._offset + len(enc) > self.segment_size_bytes and self._offset > self._head_end:
                     self._cut(crc_before, hard_state, entries)
                 else:
-                    self._write_and_sync()
+                    self._write_and_sync(sync)
             except OSError as e:
                 self._failed = e
                 raise WALWriteError(f"WAL write in {self.dir!r} failed: {e}") from e
@@ -345,6 +365,8 @@ class WAL:
                 enc.clear()
             if entries:
                 self._last_index = entries[-1].index
+                self.batch_counts[bisect_left(BATCH_BUCKETS, len(entries))] += 1
+                self.batch_entries_sum += len(entries)
             if hard_state is not None:
                 self._hard_state = hard_state
 
@@ -363,12 +385,22 @@ class WAL:
                 enc.clear()
             self._snapshot = (term, index)
 
-    def _write_and_sync(self) -> None:
+    def _write_and_sync(self, sync: bool = True) -> None:
         enc = self._encoder
         failpoint.hit("before_wal_write")
         enc.write(self._fd, self._offset)
         failpoint.hit("after_wal_write")
+        self.bytes_written += len(enc)
+        if not sync:
+            self._offset += len(enc)
+            return
+        sync_start = time.monotonic()
         walcodec.datasync(self._fd)
+        took = time.monotonic() - sync_start
+        self._observe_fsync(took)
+        if took > SLOW_FDATASYNC_S:
+            # etcd's "slow fdatasync" warning: the disk, not fastkv, is holding writes back.
+            event(_log, logging.WARNING, "slow fdatasync", took=f"{took:.6f}s", **{"expected-duration": "1s"})
         failpoint.hit("after_wal_sync")
         self._offset += len(enc)
         if self._spare is None and self._offset > self._spare_at:
@@ -410,7 +442,10 @@ class WAL:
             failpoint.hit("before_wal_write")
             enc.write(fd, 0)
             failpoint.hit("after_wal_write")
+            self.bytes_written += len(enc)
+            sync_start = time.monotonic()
             walcodec.datasync(fd)
+            self._observe_fsync(time.monotonic() - sync_start)
             os.rename(tmp, final)
             failpoint.hit("wal_segment_cut")  # renamed, the directory not yet fsynced
             fsync_dir(self.dir)
@@ -422,6 +457,11 @@ class WAL:
         self._fd = fd
         self._offset = len(enc)
         self._head_end = head_end
+
+    def _observe_fsync(self, seconds: float) -> None:
+        """Into etcd's etcd_disk_wal_fsync_duration_seconds buckets (server/metrics.py shows them)."""
+        self.fsync_counts[bisect_left(FSYNC_BUCKETS_S, seconds)] += 1
+        self.fsync_seconds_sum += seconds
 
     def _take_spare(self) -> tuple[int, str]:
         """A zero-filled file for the next segment: the one prepared in the background if

@@ -78,6 +78,7 @@ FRAME_NAMES = {
 
 STREAM_MESSAGE = "message"  # a long-lived connection carrying every message but MsgSnap
 STREAM_SNAPSHOT = "snapshot"  # one connection per streamed MsgSnap
+STREAM_MEMBERS = "members"  # one question: the cluster id and members (a member joining)
 
 HEADER = struct.Struct("<2sBBIIII")
 HEADER_SIZE = HEADER.size

@@ -6,8 +6,12 @@ every connection to the member and, on command:
   both directions (a partition: TCP stays up, nothing arrives, as with a pulled cable);
 - ``set_delay(seconds)``: forwards every chunk that much later (order kept);
 - ``cut()``: aborts every open connection (both ends see a reset);
-- ``set_refuse(True)``: closes each new connection at once (the member looks down).
-``heal()`` undoes drop, delay and refuse.
+- ``set_refuse(True)``: closes each new connection at once (the member looks down);
+- ``set_blackhole(True)``: a partition that holds across reconnects: every open connection is
+  aborted, and new ones are accepted but never reach the target, whatever they send is
+  discarded (a dialer sees its connect succeed, then silence until its own timeout).
+``heal()`` undoes drop, delay, refuse and blackhole; the connections the blackhole swallowed are
+then reset, as a target that never saw them would answer their next segment.
 
 Bytes are forwarded as they arrive, with flow control: when one side's socket is full the
 other side's reading pauses, so a slow receiver slows the sender as it would without us.
@@ -15,7 +19,8 @@ other side's reading pauses, so a slow receiver slows the sender as it would wit
 Three ways to drive it: ``FaultProxy`` on a running loop; ``ThreadedFaultProxy`` with its own
 loop in a thread, for synchronous tests driving processes; and
 ``python -m fastkv.transport.faultproxy LISTEN_PORT TARGET_PORT`` reading the commands
-``drop``, ``drop up``, ``drop down``, ``delay <s>``, ``cut``, ``refuse``, ``heal`` from stdin.
+``drop``, ``drop up``, ``drop down``, ``delay <s>``, ``cut``, ``refuse``, ``blackhole``, ``heal``
+from stdin.
 Only 127.0.0.1 is ever bound.
 """
 
@@ -40,18 +45,19 @@ class _Side(asyncio.Protocol):
         self.pending: list[bytes] = []  # received before the other end was connected
         self.release_at = 0.0
         self.refused = False
+        self.swallowed = False  # accepted during a blackhole: never connected, input discarded
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
-        if self.refused:
+        if self.refused or (self.swallowed and not self.proxy.blackhole):  # healed meanwhile
             self.transport.abort()
             return
         self.proxy._sides.add(self)
 
     def data_received(self, data: bytes) -> None:
         p = self.proxy
-        if p.drop_upstream if self.upstream else p.drop_downstream:
+        if self.swallowed or (p.drop_upstream if self.upstream else p.drop_downstream):
             return
         if self.other is None:
             self.pending.append(data)
@@ -93,6 +99,7 @@ class _Side(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self.proxy._sides.discard(self)
+        self.proxy._swallowed.discard(self)
         if self.other is not None and self.other.transport is not None:
             self.other.transport.close()
 
@@ -110,8 +117,10 @@ class FaultProxy:
         self.drop_downstream = False
         self.delay_s = 0.0
         self.refuse = False
+        self.blackhole = False
         self.accepted = 0  # connections accepted since start, refused ones included
         self._sides: set[_Side] = set()
+        self._swallowed: set[_Side] = set()  # accepted during the blackhole, still open
         self._server: asyncio.Server | None = None
         self.loop: asyncio.AbstractEventLoop  # the loop start() ran on
 
@@ -132,8 +141,13 @@ class FaultProxy:
 
     @property
     def connections(self) -> int:
-        """Open proxied connections (each counted once)."""
-        return sum(1 for s in self._sides if s.upstream)
+        """Open proxied connections (each counted once), blackholed ones excluded."""
+        return sum(1 for s in self._sides if s.upstream and not s.swallowed)
+
+    @property
+    def blackholed(self) -> int:
+        """Open connections accepted during the blackhole (never forwarded)."""
+        return len(self._swallowed)
 
     def set_drop(self, upstream: bool = True, downstream: bool = True) -> None:
         self.drop_upstream = upstream
@@ -145,6 +159,16 @@ class FaultProxy:
     def set_refuse(self, refuse: bool = True) -> None:
         self.refuse = refuse
 
+    def set_blackhole(self, on: bool = True) -> None:
+        """On: abort every open connection, then swallow new ones.  Off: reset the swallowed."""
+        if on and not self.blackhole:
+            self.blackhole = True
+            self.cut()
+        elif not on and self.blackhole:
+            self.blackhole = False
+            for side in list(self._swallowed):
+                side.abort()
+
     def cut(self) -> None:
         for side in list(self._sides):
             side.abort()
@@ -153,12 +177,17 @@ class FaultProxy:
         self.set_drop(False, False)
         self.delay_s = 0.0
         self.refuse = False
+        self.set_blackhole(False)
 
     def _accept(self) -> _Side:
         self.accepted += 1
         client = _Side(self, upstream=True)
         if self.refuse:
             client.refused = True
+            return client
+        if self.blackhole:
+            client.swallowed = True
+            self._swallowed.add(client)
             return client
         self.loop.create_task(self._connect(client))
         return client
@@ -213,6 +242,9 @@ class ThreadedFaultProxy:
     def set_refuse(self, refuse: bool = True) -> None:
         self._call(self.proxy.set_refuse, refuse)
 
+    def set_blackhole(self, on: bool = True) -> None:
+        self._call(self.proxy.set_blackhole, on)
+
     def cut(self) -> None:
         self._call(self.proxy.cut)
 
@@ -222,6 +254,14 @@ class ThreadedFaultProxy:
     @property
     def connections(self) -> int:
         return int(self._call(lambda: self.proxy.connections))
+
+    @property
+    def blackholed(self) -> int:
+        return int(self._call(lambda: self.proxy.blackholed))
+
+    @property
+    def accepted(self) -> int:
+        return int(self._call(lambda: self.proxy.accepted))
 
     def close(self) -> None:
         if self._loop.is_closed():
@@ -252,6 +292,8 @@ def _command(proxy: FaultProxy, line: str) -> str:
         proxy.cut()
     elif cmd == "refuse":
         proxy.set_refuse(True)
+    elif cmd == "blackhole":
+        proxy.set_blackhole(True)
     elif cmd == "heal":
         proxy.heal()
     else:

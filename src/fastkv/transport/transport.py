@@ -38,16 +38,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import cast
 from urllib.parse import urlsplit
 
+from fastkv.logutil import event
 from fastkv.raft.messages import MSG_SNAP, Message
 
 from . import codec
 from .codec import (
+    STREAM_MEMBERS,
     STREAM_MESSAGE,
     STREAM_SNAPSHOT,
     Decoder,
@@ -66,6 +70,9 @@ STATUS_NOT_FOUND = 404  # etcd: "error sender not found"
 STATUS_GONE = 410  # etcd: "removed member"
 STATUS_PRECONDITION_FAILED = 412  # etcd: cluster id / version / destination mismatch
 
+#: Upper bounds of etcd's etcd_network_peer_round_trip_time_seconds buckets: 0.1 ms doubling to 3.2768 s.
+RTT_BUCKETS_S = tuple(0.0001 * 2**i for i in range(16))
+
 
 def parse_peer_url(url: str) -> tuple[str, int]:
     """(host, port) of an etcd peer URL such as http://127.0.0.1:2380."""
@@ -75,6 +82,27 @@ def parse_peer_url(url: str) -> tuple[str, int]:
     if u.scheme != "http" or not u.hostname:
         raise ValueError(f"peer URL must be http://host:port: {url!r}")
     return u.hostname, u.port or 2380
+
+
+PEER_DIAL_ENV = "FASTKV_PEER_DIAL"
+
+
+def parse_peer_dial(spec: str) -> dict[int, str]:
+    """``FASTKV_PEER_DIAL``: a test/ops hook, ``<member-id-hex>=http://host:port,...``: dial
+    that member at that address instead of its advertised peer URLs (e.g. through a
+    fault-injecting proxy, one per ordered pair of members, to partition one member both ways).
+    The advertised URLs stay what the membership says; only where this member dials changes."""
+    out: dict[int, str] = {}
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        ident, sep, url = item.partition("=")
+        if not sep:
+            raise ValueError(f"{PEER_DIAL_ENV}: expected <member-id-hex>=<url>, got {item!r}")
+        parse_peer_url(url)
+        out[int(ident, 16)] = url
+    return out
 
 
 class _Rejected(Exception):
@@ -115,12 +143,18 @@ class _Dialer(asyncio.Protocol):
         try:
             frames = self.decoder.feed(data)
         except FrameError as e:
-            log.warning("peer %x: bad frame on %s stream: %s", self.peer.id, self.stream, e)
+            event(
+                log,
+                logging.WARNING,
+                "bad frame from peer",
+                **{"remote-peer-id": f"{self.peer.id:x}", "stream-type": self.stream, "error": str(e)},
+            )
             self.close()
             return
         for f in frames:
             if type(f) is Pong:
                 self.peer.rtt_ns = self.last_rx_ns - f.sent_ns
+                self.peer.observe_rtt(self.peer.rtt_ns / 1e9)
             elif type(f) is HelloReply:
                 if not self.accepted.done():
                     self.accepted.set_result(f)
@@ -128,7 +162,12 @@ class _Dialer(asyncio.Protocol):
                 if not self.snap_ack.done():
                     self.snap_ack.set_result(f)
             else:
-                log.warning("peer %x: unexpected %s on a dialed connection", self.peer.id, type(f).__name__)
+                event(
+                    log,
+                    logging.WARNING,
+                    "unexpected frame on a dialed connection",
+                    **{"remote-peer-id": f"{self.peer.id:x}", "frame": type(f).__name__},
+                )
                 self.close()
                 return
 
@@ -179,8 +218,11 @@ class _Dialer(asyncio.Protocol):
             return
         now = self.t.clock_ns()
         if now - self.last_rx_ns > self.t.probe_timeout_s * 1e9:
-            log.warning(
-                "peer %x: no answer for %.1fs, closing the connection", self.peer.id, self.t.probe_timeout_s
+            event(
+                log,
+                logging.WARNING,
+                "peer did not answer, closing the connection",
+                **{"remote-peer-id": f"{self.peer.id:x}", "timeout": f"{self.t.probe_timeout_s:.1f}s"},
             )
             self.transport.abort()
             return
@@ -225,7 +267,7 @@ class _Listener(asyncio.Protocol):
             self.last_rx_ns = self.t.clock_ns()
         idle_s = (self.t.clock_ns() - self.last_rx_ns) / 1e9
         if idle_s >= self.t.probe_timeout_s:
-            log.info("peer connection idle for %.1fs, closing", idle_s)
+            event(log, logging.INFO, "peer connection idle, closing", idle=f"{idle_s:.1f}s")
             self.transport.abort()
             return
         self._idle = self.t.loop.call_later(self.t.probe_timeout_s - idle_s, self._check_idle)
@@ -235,7 +277,7 @@ class _Listener(asyncio.Protocol):
         try:
             frames = self.decoder.feed(data)
         except FrameError as e:
-            log.warning("closing peer connection: %s", e)
+            event(log, logging.WARNING, "bad frame from a peer, closing the connection", error=str(e))
             self.close()
             return
         on_message = self.t.on_message
@@ -256,13 +298,32 @@ class _Listener(asyncio.Protocol):
             elif type(f) is Ping:
                 self.write(codec.encode_pong(Pong(f.sent_ns)))
             else:
-                log.warning("unexpected %s from a peer, closing", type(f).__name__)
+                event(
+                    log,
+                    logging.WARNING,
+                    "unexpected frame from a peer, closing the connection",
+                    frame=type(f).__name__,
+                )
                 self.close()
                 return
+        if self.hello is not None:
+            received = self.t.received_bytes
+            received[self.hello.frm] = received.get(self.hello.frm, 0) + len(data)
 
     def _accept(self, h: Hello) -> bool:
         t = self.t
         status, reason = STATUS_OK, ""
+        if h.stream == STREAM_MEMBERS and h.version == codec.PROTOCOL_VERSION:
+            # A member joining with --initial-cluster-state existing asks who is in the cluster
+            # (etcd's GET /members on the peer port); the answer rides in the reply's reason.
+            info = t.cluster_info() if t.cluster_info is not None else ""
+            self.write(
+                codec.encode_hello_reply(
+                    HelloReply(STATUS_OK if info else STATUS_NOT_FOUND, info, t.member_id)
+                )
+            )
+            self.close()
+            return False
         if h.version != codec.PROTOCOL_VERSION:
             status, reason = STATUS_PRECONDITION_FAILED, f"incompatible peer protocol version {h.version}"
         elif h.cluster_id != t.cluster_id:
@@ -277,9 +338,8 @@ class _Listener(asyncio.Protocol):
             status, reason = STATUS_PRECONDITION_FAILED, f"unknown stream {h.stream!r}"
         self.write(codec.encode_hello_reply(HelloReply(status, reason, t.member_id)))
         if status != STATUS_OK:
-            log.warning(
-                "refused peer %x (cluster %x, to %x): %d %s", h.frm, h.cluster_id, h.to, status, reason
-            )
+            fields = {"remote-peer-id": f"{h.frm:x}", "cluster-id": f"{h.cluster_id:x}", "to": f"{h.to:x}"}
+            event(log, logging.WARNING, "refused a peer connection", status=status, reason=reason, **fields)
             self.close()
             return False
         self.hello = h
@@ -312,6 +372,9 @@ class _Peer:
         "sent",
         "dropped",
         "refusal",
+        "sent_bytes",
+        "rtt_counts",
+        "rtt_sum_s",
     )
 
     def __init__(self, peer_id: int, urls: list[str]) -> None:
@@ -332,6 +395,15 @@ class _Peer:
         self.sent = 0
         self.dropped = 0
         self.refusal = 0  # the last handshake refusal status, 0 once accepted
+        # For /metrics: bytes written on the message and snapshot connections, and the probes'
+        # round-trip times per RTT_BUCKETS_S bucket (not cumulative, the last one +Inf).
+        self.sent_bytes = 0
+        self.rtt_counts = [0] * (len(RTT_BUCKETS_S) + 1)
+        self.rtt_sum_s = 0.0
+
+    def observe_rtt(self, seconds: float) -> None:
+        self.rtt_counts[bisect_left(RTT_BUCKETS_S, seconds)] += 1
+        self.rtt_sum_s += seconds
 
     def next_url(self) -> str:
         url = self.urls[self.url_index % len(self.urls)]
@@ -351,6 +423,7 @@ class Transport:
         on_snapshot_status: Callable[[int, bool], None] | None = None,
         is_removed: Callable[[int], bool] | None = None,
         on_rejected: Callable[[int, int, str], None] | None = None,
+        cluster_info: Callable[[], str] | None = None,
         rng: random.Random | None = None,
         clock_ns: Callable[[], int] = time.monotonic_ns,
         backoff_base_s: float = 0.05,
@@ -363,7 +436,10 @@ class Transport:
         max_queued_messages: int = 4096,
         max_frame_bytes: int = codec.DEFAULT_MAX_FRAME_BYTES,
         max_snapshot_bytes: int = codec.DEFAULT_MAX_SNAPSHOT_BYTES,
+        dial_override: dict[int, str] | None = None,
     ) -> None:
+        """``dial_override`` (default: parsed from ``$FASTKV_PEER_DIAL``, see parse_peer_dial):
+        peer id -> the URL to dial it at instead of its advertised ones."""
         self.member_id = member_id
         self.cluster_id = cluster_id
         self.on_message = on_message
@@ -372,6 +448,7 @@ class Transport:
         self.on_snapshot_status = on_snapshot_status
         self.is_removed = is_removed
         self.on_rejected = on_rejected
+        self.cluster_info = cluster_info
         self.rng = rng if rng is not None else random.Random()
         self.clock_ns = clock_ns
         self.backoff_base_s = backoff_base_s
@@ -384,6 +461,9 @@ class Transport:
         self.max_queued_messages = max_queued_messages
         self.max_frame_bytes = max_frame_bytes
         self.max_snapshot_bytes = max_snapshot_bytes
+        if dial_override is None:
+            dial_override = parse_peer_dial(os.environ.get(PEER_DIAL_ENV, ""))
+        self.dial_override = dial_override
         self._peers: dict[int, _Peer] = {}
         self._servers: list[asyncio.Server] = []
         self._listeners: set[_Listener] = set()
@@ -393,6 +473,8 @@ class Transport:
         self._stopped = False
         self._receiving = True
         self.received = 0
+        #: Bytes received per sending member once its handshake passed (for /metrics).
+        self.received_bytes: dict[int, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -453,9 +535,14 @@ class Transport:
             peer.task = self.loop.create_task(self._run_peer(peer))
 
     def remove_peer(self, peer_id: int) -> None:
+        """Forget a peer: our connection to it closes, and so do the ones it dialed to us, so a
+        removed member redials and hears 410 from the handshake."""
         peer = self._peers.pop(peer_id, None)
         if peer is not None:
             self._forget(peer)
+        for lst in list(self._listeners):
+            if lst.hello is not None and lst.hello.frm == peer_id:
+                lst.close()
 
     def update_peer(self, peer_id: int, urls: list[str]) -> None:
         """New URLs take effect from the next dial: the current connection is closed."""
@@ -509,6 +596,16 @@ class Transport:
         peer = self._peers[peer_id]
         return {"sent": peer.sent, "dropped": peer.dropped, "queued": len(peer.queue)}
 
+    def sent_bytes(self, peer_id: int) -> int:
+        """Bytes written to peer_id on message and snapshot connections (handshakes and probes aside)."""
+        return self._peers[peer_id].sent_bytes
+
+    def rtt_histogram(self, peer_id: int) -> tuple[list[int], float]:
+        """The probes' round-trip times to peer_id: counts per RTT_BUCKETS_S bucket (+Inf last,
+        not cumulative) and their sum in seconds."""
+        peer = self._peers[peer_id]
+        return list(peer.rtt_counts), peer.rtt_sum_s
+
     # -- sending -----------------------------------------------------------------------------
 
     def send(self, messages: list[Message]) -> None:
@@ -516,7 +613,7 @@ class Transport:
         for m in messages:
             peer = peers.get(m.to)
             if peer is None:
-                log.debug("dropping %r: unknown peer", m)
+                event(log, logging.DEBUG, "dropping a message to an unknown peer", message=repr(m))
                 continue
             if m.type == MSG_SNAP:
                 self._send_snapshot(peer, m)
@@ -554,7 +651,9 @@ class Transport:
                 continue
             queue = peer.queue
             peer.sent += len(queue)
-            conn.write(queue[0] if len(queue) == 1 else b"".join(queue))
+            data = queue[0] if len(queue) == 1 else b"".join(queue)
+            peer.sent_bytes += len(data)
+            conn.write(data)
             queue.clear()
             # Congestion is over: the next drop is news again.
             peer.reported = False
@@ -579,7 +678,7 @@ class Transport:
 
     async def _dial(self, peer: _Peer, stream: str) -> _Dialer:
         """A connection to peer whose handshake passed; raises OSError, TimeoutError or _Rejected."""
-        url = peer.next_url()
+        url = self.dial_override.get(peer.id) or peer.next_url()
         host, port = parse_peer_url(url)
         conn: _Dialer | None = None
         try:
@@ -621,7 +720,12 @@ class Transport:
                 peer.dialing = False
                 self._drop_queue(peer)
                 if not peer.reported:
-                    log.info("peer %x unreachable: %s", peer.id, e or type(e).__name__)
+                    event(
+                        log,
+                        logging.INFO,
+                        "peer unreachable",
+                        **{"remote-peer-id": f"{peer.id:x}", "error": str(e or type(e).__name__)},
+                    )
                 self._report_unreachable(peer)
             else:
                 peer.dialing = False
@@ -630,7 +734,12 @@ class Transport:
                 peer.refusal = 0
                 peer.conn = conn
                 peer.active_since_ns = self.clock_ns()
-                log.info("peer %x connected (message stream)", peer.id)
+                event(
+                    log,
+                    logging.INFO,
+                    "peer became active",
+                    **{"remote-peer-id": f"{peer.id:x}", "stream-type": "message"},
+                )
                 conn.start_probing()
                 self._schedule_flush(peer)
                 try:
@@ -641,7 +750,7 @@ class Transport:
                     self._drop_queue(peer)
                 if self._stopped:
                     return
-                log.info("peer %x disconnected", peer.id)
+                event(log, logging.INFO, "peer became inactive", **{"remote-peer-id": f"{peer.id:x}"})
                 self._report_unreachable(peer)
             await asyncio.sleep(self._backoff_s(peer))
 
@@ -653,7 +762,14 @@ class Transport:
         # Said once per kind of refusal: redials repeat it every backoff_max_s.
         level = logging.DEBUG if peer.refusal == e.status else logging.ERROR
         peer.refusal = e.status
-        log.log(level, "peer %x refused our connection: %d %s", peer.id, e.status, e.reason)
+        event(
+            log,
+            level,
+            "peer refused our connection",
+            status=e.status,
+            reason=e.reason,
+            **{"remote-peer-id": f"{peer.id:x}"},
+        )
         if self.on_rejected is not None:
             try:
                 self.on_rejected(peer.id, e.status, e.reason)
@@ -665,7 +781,12 @@ class Transport:
     def _send_snapshot(self, peer: _Peer, m: Message) -> None:
         if peer.snapshot_task is not None and not peer.snapshot_task.done():
             # Raft sends the next MsgSnap only after a status report for this one.
-            log.warning("peer %x: a snapshot is already in flight, dropping %r", peer.id, m)
+            event(
+                log,
+                logging.WARNING,
+                "a snapshot is already in flight, dropping the next",
+                **{"remote-peer-id": f"{peer.id:x}", "message": repr(m)},
+            )
             return
         peer.snapshot_task = self.loop.create_task(self._stream_snapshot(peer, m))
 
@@ -678,6 +799,7 @@ class Transport:
             conn = await self._dial(peer, STREAM_SNAPSHOT)
             for frame in codec.encode_snapshot(m, self.snapshot_chunk_bytes):
                 conn.write(frame)
+                peer.sent_bytes += len(frame)
                 if conn.paused:
                     # Progress, not total time, is bounded: a big snapshot may take long.
                     async with asyncio.timeout(self.snapshot_timeout_s):
@@ -688,15 +810,33 @@ class Transport:
                 ack = await conn.snap_ack
             ok = ack.ok
             if ok:
-                log.info("peer %x: snapshot at index %d sent (%d bytes)", peer.id, index, size)
+                event(
+                    log,
+                    logging.INFO,
+                    "sent database snapshot",
+                    index=index,
+                    size=size,
+                    **{"remote-peer-id": f"{peer.id:x}"},
+                )
             else:
-                log.warning("peer %x refused the snapshot: %s", peer.id, ack.reason)
+                event(
+                    log,
+                    logging.WARNING,
+                    "peer refused the snapshot",
+                    reason=ack.reason,
+                    **{"remote-peer-id": f"{peer.id:x}"},
+                )
         except asyncio.CancelledError:
             raise
         except _Rejected as e:
             self._rejected(peer, e)
         except (OSError, TimeoutError, ConnectionError, FrameError) as e:
-            log.warning("peer %x: sending a snapshot failed: %s", peer.id, e or type(e).__name__)
+            event(
+                log,
+                logging.WARNING,
+                "failed to send database snapshot",
+                **{"remote-peer-id": f"{peer.id:x}", "error": str(e or type(e).__name__)},
+            )
         finally:
             if conn is not None:
                 conn.close()
@@ -711,3 +851,29 @@ class Transport:
                 self.on_snapshot_status(peer.id, ok)
             except Exception:
                 log.exception("on_snapshot_status failed")
+
+
+def fetch_cluster_info(url: str, timeout_s: float = 2.0) -> str:
+    """Ask the member listening at peer URL ``url`` for its cluster id and members (blocking;
+    used before the event loop runs, by a member joining an existing cluster).  Returns the
+    JSON text the member's ``cluster_info`` callback produced; raises OSError on failure."""
+    import socket
+
+    host, port = parse_peer_url(url)
+    decoder = Decoder(codec.DEFAULT_MAX_FRAME_BYTES, codec.DEFAULT_MAX_SNAPSHOT_BYTES)
+    with socket.create_connection((host, port), timeout=timeout_s) as s:
+        s.settimeout(timeout_s)
+        s.sendall(codec.encode_hello(Hello(0, 0, 0, STREAM_MEMBERS)))
+        while True:
+            data = s.recv(65536)
+            if not data:
+                raise ConnectionError(f"{url} closed the connection without an answer")
+            try:
+                frames = decoder.feed(data)
+            except FrameError as e:
+                raise ConnectionError(f"{url} answered with a bad frame: {e}") from None
+            for f in frames:
+                if type(f) is HelloReply:
+                    if f.status != STATUS_OK:
+                        raise ConnectionError(f"{url} refused: {f.status} {f.reason}")
+                    return f.reason

@@ -30,14 +30,25 @@ class EventHistory:
         self.last_index = 0
 
     def add(self, event: Event) -> None:
-        back = (self.front + self.size) % self.capacity
-        self.events[back] = event
-        if self.size == self.capacity:
-            self.front = (self.front + 1) % self.capacity
+        size, front = self.size, self.front
+        index = event.index
+        if size == self.capacity:
+            # Full: the new event takes the oldest one's slot and the next one becomes the oldest.
+            self.events[front] = event
+            front += 1
+            if front == size:
+                front = 0
+            self.front = front
+            self.start_index = self.events[front].index  # type: ignore[union-attr]
         else:
-            self.size += 1
-        self.last_index = event.index
-        self.start_index = self.events[self.front].index  # type: ignore[union-attr]
+            back = front + size
+            if back >= self.capacity:
+                back -= self.capacity
+            self.events[back] = event
+            self.size = size + 1
+            if size == 0:
+                self.start_index = index
+        self.last_index = index
 
     def scan(self, key: str, recursive: bool, index: int, store_index: int) -> Event | None:
         """The first matching event at or after ``index``, None to wait; V2Error 401 when cleared."""

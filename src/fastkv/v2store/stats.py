@@ -29,7 +29,9 @@ FIELDS = (
 
 
 class Stats:
-    __slots__ = FIELDS
+    # Besides FIELDS, two counters only /metrics shows (not in the JSON, not saved in snapshots):
+    # recursive gets (etcd's getRecursive read action) and watch requests.
+    __slots__ = (*FIELDS, "getsRecursive", "watchRequests")
 
     def __init__(self) -> None:
         self.getsSuccess = 0
@@ -47,6 +49,8 @@ class Stats:
         self.compareAndDeleteSuccess = 0
         self.compareAndDeleteFail = 0
         self.expireCount = 0
+        self.getsRecursive = 0
+        self.watchRequests = 0
 
     def to_json(self, watchers: int) -> bytes:
         body = {name: getattr(self, name) for name in FIELDS}

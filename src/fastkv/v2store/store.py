@@ -114,6 +114,8 @@ class Store:
     # ----- reads --------------------------------------------------------------------------------------
 
     def get(self, path: str, recursive: bool, sorted: bool, now_ns: int) -> Event:
+        if recursive:
+            self.stats.getsRecursive += 1  # failed or not, like etcd's read counter
         try:
             node = self.tree.find(clean_path(path))
         except PathError as err:
@@ -181,12 +183,20 @@ class Store:
         path = clean_path(path)
         stats = self.stats
         prev: Node | None = None
-        try:
-            prev = self.tree.find(path)
-        except PathError as err:
-            if err.code != E.KEY_NOT_FOUND or refresh:
-                stats.setsFail += 1
-                raise V2Error(err.code, err.cause, self.index) from None
+        walk_ok = False
+        if not refresh:
+            # The walk can only fail on a missing key (which set allows) when the parent is a
+            # directory: then skip find and the PathError it would raise for every new key.
+            slash = path.rfind("/")
+            parent = self.tree.get(path[:slash] if slash > 0 else "/")
+            walk_ok = parent is not None and parent.children is not None
+        if not walk_ok:
+            try:
+                prev = self.tree.find(path)
+            except PathError as err:
+                if err.code != E.KEY_NOT_FOUND or refresh:
+                    stats.setsFail += 1
+                    raise V2Error(err.code, err.cause, self.index) from None
         if refresh:
             value = prev.value  # type: ignore[union-attr]
         try:
@@ -456,6 +466,7 @@ class Store:
     def watch(
         self, path: str, recursive: bool, stream: bool, since_index: int, callback: Callback
     ) -> Watcher:
+        self.stats.watchRequests += 1
         if since_index == 0:
             since_index = self.index + 1
         return self.hub.watch(clean_path(path), recursive, stream, since_index, self.index, callback)

@@ -1,0 +1,7 @@
+"""``python -m fastkv.bench``: see fastkv.bench.cli."""
+
+import sys
+
+from fastkv.bench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,286 @@
+"""docs/operations.md, executed: one test per runbook, following its steps with its commands
+(fastkv's flags, fastkvctl's commands) on 127.0.0.1 instead of the document's hosts.
+
+``RUNBOOKS`` maps every "## Runbook: ..." heading of the document to the test that runs it, and
+``test_every_runbook_is_tested`` keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.support.clusterutil import (
+    TIMING,
+    Writer,
+    add_member,
+    check_all_acked,
+    ctl,
+    members_of,
+    put,
+    remove_member,
+    request,
+    start_joining,
+    until,
+    wait_exit,
+    wait_value,
+)
+from tests.support.procs import ServerProcess, fastkv_argv, free_port, start_cluster, wait_http_ok
+
+DOC = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "operations.md")
+RUNBOOKS: dict[str, Callable[..., None]] = {}
+
+pytestmark = pytest.mark.timeout(150)
+
+
+def runbook(title: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    def mark(fn: Callable[..., None]) -> Callable[..., None]:
+        RUNBOOKS[title] = fn
+        return fn
+
+    return mark
+
+
+def endpoints(members: list[ServerProcess]) -> str:
+    return ",".join(m.url for m in members)
+
+
+def healthy(members: list[ServerProcess]) -> bool:
+    rc, out, _ = ctl("fastkvctl", endpoints(members), "cluster-health")
+    return rc == 0 and out.endswith("cluster is healthy\n")
+
+
+def relaunch(m: ServerProcess, argv: list[str] | None = None) -> None:
+    """Start a stopped member again (same flags unless ``argv`` is given)."""
+    if argv is not None:
+        m.argv = argv
+    with open(m.log_path, "ab") as log:
+        m.proc = subprocess.Popen(m.argv, stdout=log, stderr=subprocess.STDOUT, env=m.env)
+
+
+def flag_value(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+def with_flag(argv: list[str], flag: str, value: str) -> list[str]:
+    out = list(argv)
+    out[out.index(flag) + 1] = value
+    return out
+
+
+@pytest.fixture
+def cluster(tmp_path) -> Iterator[list[ServerProcess]]:
+    members = start_cluster("fastkv", 3, base_dir=str(tmp_path), extra=TIMING, token="runbook-test")
+    try:
+        yield members  # tests append what they start, so everything is cleaned up
+    finally:
+        for m in members:
+            m.kill9()
+
+
+def test_every_runbook_is_tested() -> None:
+    with open(DOC) as f:
+        titles = re.findall(r"^## Runbook: (.+)$", f.read(), re.M)
+    assert titles and sorted(titles) == sorted(RUNBOOKS)
+
+
+@runbook("start a three-member cluster")
+def test_start_a_three_member_cluster(cluster: list[ServerProcess]) -> None:
+    until("cluster-health exits 0", lambda: healthy(cluster))
+    rc, out, _ = ctl("fastkvctl", endpoints(cluster), "member", "list")
+    lines = out.splitlines()
+    assert rc == 0 and len(lines) == 3 and sum(line.endswith("isLeader=true") for line in lines) == 1
+
+
+@runbook("add a member")
+def test_add_a_member(cluster: list[ServerProcess], tmp_path) -> None:
+    peer = f"http://127.0.0.1:{free_port()}"
+    new_id, env_vars = add_member("fastkvctl", endpoints(cluster), "m3", peer)
+    rc, out, _ = ctl("fastkvctl", endpoints(cluster), "member", "list")
+    assert f"{new_id}[unstarted]: peerURLs={peer}\n" in out
+    new = start_joining(str(tmp_path), env_vars)
+    cluster.append(new)
+    wait_http_ok(new.url + "/health", 20, new.proc)
+    until("m3 listed with its name and client URL", lambda: any(
+        m["id"] == new_id and m["name"] == "m3" and m["clientURLs"] == [new.url] for m in members_of(cluster[0].url)
+    ))  # fmt: skip
+    until("cluster-health exits 0", lambda: healthy(cluster))
+
+
+@runbook("remove a member")
+def test_remove_a_member(cluster: list[ServerProcess]) -> None:
+    leaving = cluster[2]
+    ident = next(m["id"] for m in members_of(cluster[0].url) if m["peerURLs"] == [leaving.peer_url])
+    rest = endpoints(cluster[:2])
+    remove_member("fastkvctl", rest, ident)
+    assert wait_exit(leaving) == 0
+    assert "permanently removed from the cluster" in leaving.log()
+    relaunch(leaving)  # with its old data dir: exits again
+    assert wait_exit(leaving) == 0
+    rc, _, err = ctl("fastkvctl", rest, "member", "remove", ident)
+    assert rc == 1 and f"Couldn't find a member in the cluster with an ID of {ident}." in err, err
+    status, _, body = request(f"{cluster[0].url}/v2/members/{ident}", "DELETE")
+    assert (status, body) == (410, {"message": f"Member permanently removed: {ident}"})
+    shutil.rmtree(flag_value(leaving.argv, "--data-dir"))
+    until("cluster-health exits 0", lambda: healthy(cluster[:2]))
+
+
+@runbook("replace a failed member")
+def test_replace_a_failed_member(cluster: list[ServerProcess], tmp_path) -> None:
+    failed = cluster.pop(2)
+    failed.kill9()
+    shutil.rmtree(flag_value(failed.argv, "--data-dir"))  # its disk is gone
+    ident = next(m["id"] for m in members_of(cluster[0].url) if m["peerURLs"] == [failed.peer_url])
+    live = endpoints(cluster)
+    until(
+        "member remove of the failed member",
+        lambda: ctl("fastkvctl", live, "member", "remove", ident)[0] == 0,
+        timeout=30,
+        every=0.5,
+    )
+    new_id, env_vars = add_member("fastkvctl", live, "m3", f"http://127.0.0.1:{free_port()}")
+    new = start_joining(str(tmp_path), env_vars)
+    cluster.append(new)
+    wait_http_ok(new.url + "/health", 20, new.proc)
+    put(cluster[0], "after-replace", "yes")
+    wait_value(new, "after-replace", "yes")
+    assert sorted(m["id"] for m in members_of(new.url)) == sorted(
+        [m["id"] for m in members_of(cluster[0].url)]
+    )
+    assert new_id in {m["id"] for m in members_of(new.url)} and ident not in {
+        m["id"] for m in members_of(new.url)
+    }
+    until("cluster-health exits 0", lambda: healthy(cluster))
+
+
+@runbook("move a member to a new address")
+def test_move_a_member_to_a_new_address(cluster: list[ServerProcess]) -> None:
+    moving = cluster[2]
+    ident = next(m["id"] for m in members_of(cluster[0].url) if m["peerURLs"] == [moving.peer_url])
+    new_peer = f"http://127.0.0.1:{free_port()}"
+    new_client = f"http://127.0.0.1:{free_port()}"
+    rc, out, err = ctl("fastkvctl", endpoints(cluster), "member", "update", ident, new_peer)
+    assert (rc, out) == (0, f"Updated member with ID {ident} in cluster\n"), err
+    assert moving.stop() == 0
+    argv = moving.argv
+    for flag, value in (
+        ("--listen-peer-urls", new_peer),
+        ("--initial-advertise-peer-urls", new_peer),
+        ("--listen-client-urls", new_client),
+        ("--advertise-client-urls", new_client),
+    ):
+        argv = with_flag(argv, flag, value)
+    moving.url, moving.peer_url = new_client, new_peer
+    relaunch(moving, argv)
+    wait_http_ok(new_client + "/health", 20, moving.proc)
+    until("the new client URL published", lambda: any(
+        m["id"] == ident and m["clientURLs"] == [new_client] and m["peerURLs"] == [new_peer]
+        for m in members_of(cluster[0].url)
+    ))  # fmt: skip
+    put(cluster[0], "after-move", "yes")
+    wait_value(moving, "after-move", "yes")
+    until("cluster-health exits 0", lambda: healthy(cluster))
+
+
+@runbook("restart after losing a majority (data intact)")
+def test_restart_after_losing_a_majority(cluster: list[ServerProcess]) -> None:
+    writer = Writer(list(cluster))
+    writer.start()
+    time.sleep(1.0)
+    writer.stop_flag.set()
+    writer.join(10)
+    assert writer.acked
+    survivor, lost = cluster[0], cluster[1:]
+    for m in lost:
+        m.kill9()
+    # No quorum: the survivor still serves local reads but cannot write (error 300 or a timeout).
+    wait_value(survivor, "w0", writer.acked["w0"])
+    try:
+        status, _, body = request(f"{survivor.url}/v2/keys/during", "PUT", {"value": "x"}, timeout=15)
+        assert status >= 500, body
+    except TimeoutError:
+        pass
+    for m in lost:
+        relaunch(m)
+    for m in lost:
+        wait_http_ok(m.url + "/health", 20, m.proc)
+    until("cluster-health exits 0", lambda: healthy(cluster))
+    check_all_acked(cluster, writer.acked)
+
+
+@runbook("back up a member")
+def test_back_up_a_member(cluster: list[ServerProcess], tmp_path) -> None:
+    put(cluster[0], "backed-up", "1")
+    wait_value(cluster[0], "backed-up", "1")  # applied on the member being backed up
+    backup_dir = str(tmp_path / "backup")
+    rc, out, err = ctl(
+        "fastkvctl", endpoints(cluster), "backup",
+        "--data-dir", flag_value(cluster[0].argv, "--data-dir"), "--backup-dir", backup_dir,
+    )  # fmt: skip
+    assert rc == 0, err
+    assert os.path.isdir(os.path.join(backup_dir, "member", "wal"))
+    # A backup is started only through --force-new-cluster (next runbook), which checks its data.
+    _force_new_cluster_and_grow(cluster, backup_dir, tmp_path, {"backed-up": "1"})
+
+
+def _force_new_cluster_and_grow(
+    cluster: list[ServerProcess], data_dir: str, tmp_path, expect: dict[str, str]
+) -> None:
+    """Steps 2-4 of the disaster recovery runbook on ``data_dir``; every other member stopped."""
+    for m in cluster:
+        m.kill9()
+    cport, pport = free_port(), free_port()
+    url, peer = f"http://127.0.0.1:{cport}", f"http://127.0.0.1:{pport}"
+    argv = fastkv_argv() + [
+        "--name", "m0", "--data-dir", data_dir,
+        "--listen-client-urls", url, "--advertise-client-urls", url,
+        "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+    ] + TIMING  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
+    log_path = str(tmp_path / "restored.log")
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(argv + ["--force-new-cluster"], stdout=log, stderr=subprocess.STDOUT, env=env)
+    restored = ServerProcess("fastkv", url, peer, data_dir, argv, proc, log_path, env)
+    cluster.append(restored)
+    wait_http_ok(url + "/health", 20, proc)
+    assert "force new cluster" in restored.log()
+    check_all_acked([restored], expect)
+    members = members_of(url)
+    assert len(members) == 1 and members[0]["peerURLs"] == [peer] and members[0]["clientURLs"] == [url]
+    # Restart without the flag: still the same one-member cluster with the same data.
+    assert restored.stop() == 0
+    relaunch(restored, argv)
+    wait_http_ok(url + "/health", 20, restored.proc)
+    assert len(members_of(url)) == 1
+    # Grow it back: the second member starts right after its add (two members need both).
+    _, env_vars = add_member("fastkvctl", url, "m1", f"http://127.0.0.1:{free_port()}")
+    second = start_joining(str(tmp_path), env_vars)
+    cluster.append(second)
+    wait_http_ok(second.url + "/health", 20, second.proc)
+    check_all_acked([second], expect)
+    put(restored, "grown-again", "yes")
+    wait_value(second, "grown-again", "yes")
+    until("cluster-health exits 0", lambda: healthy([restored, second]))
+
+
+@runbook("disaster recovery with --force-new-cluster")
+def test_disaster_recovery_with_force_new_cluster(cluster: list[ServerProcess], tmp_path) -> None:
+    writer = Writer(list(cluster))
+    writer.start()
+    time.sleep(1.0)
+    writer.stop_flag.set()
+    writer.join(10)
+    assert writer.acked
+    # Two members are lost for good; the survivor's data dir is the best data left.
+    cluster[1].kill9()
+    cluster[2].kill9()
+    survivor = cluster[0]
+    survivor.stop(signal.SIGKILL)
+    _force_new_cluster_and_grow(cluster, flag_value(survivor.argv, "--data-dir"), tmp_path, writer.acked)
