@@ -185,6 +185,8 @@ class EtcdServer:
         self._last_lead = 0
         # This member was removed from the cluster: it exits (status 0) and never comes back.
         self.removed = False
+        # Set by _apply_entries when the round changed the membership (saved with its batch).
+        self._membership_changed = False
         # stop(): no new requests once stopping; no writer-thread work once closed.
         self._stopping = False
         self._closed = False
@@ -1085,10 +1087,33 @@ class EtcdServer:
         """Apply entries in order; returns the RocksDB batch holding their effects."""
         failpoint.hit("before_apply")
         started = time.perf_counter()
-        membership_changed = False
         now = self.now_ns()
         store = self.store
         waiters = self._waiters
+        # Watchers get this round's events after the writes' answers (queued callbacks run in
+        # order, and the answers are queued as the waiters resolve below).
+        loop = self._loop
+        if loop is not None and store.hub.count > 0:
+            store.hub.hold()
+            try:
+                self._apply_entries(entries, store, waiters, now)
+            finally:
+                loop.call_soon(store.hub.release)
+        else:
+            self._apply_entries(entries, store, waiters, now)
+        membership_changed, self._membership_changed = self._membership_changed, False
+        self.apply_seconds.observe(time.perf_counter() - started)
+        last = entries[-1]
+        self._applied_index, self._applied_term = last.index, last.term
+        return self.backend.prepare(
+            self.store.take_changes(),
+            last.index,
+            last.term,
+            self.membership.save() if membership_changed else None,
+        )
+
+    def _apply_entries(self, entries: list[Entry], store: Store, waiters: dict[int, Any], now: int) -> None:
+        membership_changed = False
         for e in entries:
             if e.type == ENTRY_NORMAL:
                 if not e.data:
@@ -1109,15 +1134,8 @@ class EtcdServer:
                 membership_changed = True
             elif e.type == ENTRY_MEMBER_ATTRIBUTES:
                 membership_changed = self._apply_attributes(e) or membership_changed
-        self.apply_seconds.observe(time.perf_counter() - started)
-        last = entries[-1]
-        self._applied_index, self._applied_term = last.index, last.term
-        return self.backend.prepare(
-            self.store.take_changes(),
-            last.index,
-            last.term,
-            self.membership.save() if membership_changed else None,
-        )
+        if membership_changed:
+            self._membership_changed = True
 
     def _apply_conf_change(self, e: Entry) -> None:
         cc = orjson.loads(e.data)

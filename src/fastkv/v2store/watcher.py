@@ -76,12 +76,36 @@ class Watcher:
 
 
 class WatcherHub:
-    __slots__ = ("watchers", "count", "history")
+    __slots__ = ("watchers", "count", "history", "_held")
 
     def __init__(self, history: EventHistory) -> None:
         self.watchers: dict[str, dict[Watcher, None]] = {}
         self.count = 0
         self.history = history
+        # Deliveries queued between hold() and release(), in order.
+        self._held: list[tuple[Watcher, Event]] | None = None
+
+    def hold(self) -> None:
+        """Queue deliveries instead of making them, until ``release``.  Which watchers get an
+        event is still decided (and one-shot watchers removed) at notify time; only the
+        callbacks wait.  The server holds them over an apply round so that the writes' answers
+        go out before their events fan out to thousands of watchers (etcd hands events to
+        watchers through channels, off the write path, too)."""
+        if self._held is None:
+            self._held = []
+
+    def release(self) -> None:
+        """Make the deliveries queued since ``hold``."""
+        held, self._held = self._held, None
+        if not held:
+            return
+        for w, event in held:
+            if w.removed and w.stream:
+                continue  # the client went away meanwhile
+            try:
+                w.callback(event)  # type: ignore[misc]
+            except Exception:  # a broken consumer must not break the apply loop
+                log.exception("watch callback failed for %r", w)
 
     def watch(
         self, path: str, recursive: bool, stream: bool, since_index: int, store_index: int, callback: Callback
@@ -146,6 +170,9 @@ class WatcherHub:
             if (w.recursive or original or deleted) and index >= w.since_index:
                 if not w.stream:
                     w.remove()
+                if self._held is not None:
+                    self._held.append((w, event))
+                    continue
                 try:
                     w.callback(event)  # type: ignore[misc]
                 except Exception:  # a broken consumer must not break the apply loop
