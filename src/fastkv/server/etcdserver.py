@@ -185,6 +185,8 @@ class EtcdServer:
         self._last_lead = 0
         # This member was removed from the cluster: it exits (status 0) and never comes back.
         self.removed = False
+        # The newest commit-only hard state not yet in the WAL (written by the next save or tick).
+        self._unsaved_hard_state: HardState | None = None
         # Set by _apply_entries when the round changed the membership (saved with its batch).
         self._membership_changed = False
         # stop(): no new requests once stopping; no writer-thread work once closed.
@@ -682,6 +684,11 @@ class EtcdServer:
         if loop is None or self._fatal is not None:
             return
         self._tick_handle = loop.call_later(self.cfg.heartbeat_interval_ms / 1000.0, self._on_tick)
+        if self._unsaved_hard_state is not None and not self._persisting:
+            hard_state, self._unsaved_hard_state = self._unsaved_hard_state, None
+            self._writer.submit(self.wal.save, hard_state, [], False).add_done_callback(
+                self._check_background_write
+            )
         self.raft.tick()
         self._maybe_publish()
         self._kick()
@@ -735,6 +742,9 @@ class EtcdServer:
         deadline = time.monotonic() + 5
         while self._persisting and time.monotonic() < deadline and not self._fatal:
             await asyncio.sleep(0.005)
+        if self._unsaved_hard_state is not None and self._fatal is None:
+            self._writer.submit(self.wal.save, self._unsaved_hard_state, [])
+            self._unsaved_hard_state = None
         self._closed = True
         for fut, _, _ in self._waiters.values():
             if not fut.done():
@@ -885,17 +895,23 @@ class EtcdServer:
             loop = self._loop
             assert loop is not None
             deferred = None if send_now else rd.messages
-            cfut = self._writer.submit(self.wal.save, rd.hard_state, rd.entries)
-            cfut.add_done_callback(lambda f: loop.call_soon_threadsafe(self._on_persisted, rd, f, deferred))
+            hard_state = rd.hard_state or self._unsaved_hard_state
+            self._unsaved_hard_state = None
+
+            def saved(exc: BaseException | None) -> None:
+                loop.call_soon_threadsafe(self._on_persisted, rd, exc, deferred)
+
+            # One writer job: the WAL write + fdatasync, reported at once, then this round's
+            # RocksDB batch (so the acknowledgement never waits for RocksDB).
+            self._writer.submit(self._persist_round, hard_state, rd.entries, batch, saved)
+            batch = None
         elif rd.hard_state is not None:
-            # A commit index alone: written without fdatasync (a crash may lose it; Raft then
-            # recomputes it), so the WAL's commit stays current for --force-new-cluster/backups.
-            hfut = self._writer.submit(self.wal.save, rd.hard_state, [], False)
-            hfut.add_done_callback(self._check_background_write)
+            # A commit index alone: a crash may lose it (Raft recomputes it).  It rides the next
+            # WAL write, or a heartbeat tick writes it unsynced, so the WAL's commit index stays
+            # current for --force-new-cluster and backups without a write per request.
+            self._unsaved_hard_state = rd.hard_state
         if batch is not None:
-            # After the WAL save in the writer's queue: the fdatasync that acknowledges writes
-            # does not wait behind this round's RocksDB batch.
-            self._writer.submit(self.backend.write, batch)
+            self._writer.submit(self.backend.write, batch).add_done_callback(self._check_background_write)
         if not rd.must_sync:
             raft.advance(rd)
             if raft.has_ready():
@@ -1045,13 +1061,33 @@ class EtcdServer:
             self._kick()
         self._maybe_publish()
 
+    def _persist_round(
+        self,
+        hard_state: HardState | None,
+        entries: list[Entry],
+        batch: Batch | None,
+        saved: Callable[[BaseException | None], None],
+    ) -> None:
+        """On the writer thread: WAL write + fdatasync, report, then the RocksDB batch."""
+        try:
+            self.wal.save(hard_state, entries)
+        except BaseException as e:
+            saved(e)
+            return
+        saved(None)
+        if batch is not None:
+            try:
+                self.backend.write(batch)
+            except BaseException as e:
+                if self._loop is not None:
+                    self._loop.call_soon_threadsafe(self._fail, f"applied state write failed: {e}")
+
     def _on_persisted(
-        self, rd: Ready, f: concurrent.futures.Future[None], deferred: list[Message] | None = None
+        self, rd: Ready, exc: BaseException | None, deferred: list[Message] | None = None
     ) -> None:
         self._persisting = False
         if self._closed:
             return
-        exc = f.exception()
         if exc is not None:
             self._fail(f"WAL write failed: {exc}")
             return
