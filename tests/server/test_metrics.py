@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fastkv.server.metrics import Histogram, network_families
 from fastkv.transport.transport import RTT_BUCKETS_S
-from tests.support.procs import ServerProcess, have_etcd, start_cluster, start_server
+from tests.support.procs import ServerProcess, free_port, have_etcd, start_cluster, start_server
 
 pytestmark = pytest.mark.slow
 
@@ -362,3 +363,19 @@ class _OnePeerTransport:
         counts = [0] * (len(RTT_BUCKETS_S) + 1)
         counts[3] = 1
         return counts, 0.0007
+
+
+def test_listen_metrics_urls_serve_metrics_and_health_only(tmp_path):
+    murl = f"http://127.0.0.1:{free_port()}"
+    srv = start_server("fastkv", str(tmp_path), extra=["--listen-metrics-urls", murl])
+    try:
+        with urllib.request.urlopen(murl + "/metrics", timeout=5) as r:
+            names = {f.name for f in text_string_to_metric_families(r.read().decode())}
+        assert "etcd_server_has_leader" in names
+        with urllib.request.urlopen(murl + "/health", timeout=5) as r:
+            assert r.status == 200
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(murl + "/v2/keys/", timeout=5)
+        assert err.value.code == 404
+    finally:
+        srv.stop()

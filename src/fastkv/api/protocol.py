@@ -120,8 +120,10 @@ class _Request:
 
 
 class ClientProtocol(asyncio.Protocol):
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: Any, metrics_only: bool = False) -> None:
         self._server = server
+        # A --listen-metrics-urls listener: /metrics and /health only, as etcd's.
+        self._metrics_only = metrics_only
         self._loop = asyncio.get_running_loop()
         cors = server.cors
         self._cors_any = cors is not None and "*" in cors
@@ -387,6 +389,8 @@ class ClientProtocol(asyncio.Protocol):
             if method == "HEAD":
                 return self._reply(301, b"Content-Type: text/html; charset=utf-8\r\n" + headers, b"")
             return self._reply(301, headers, b"")
+        if self._metrics_only and path != "/metrics" and path != "/health":
+            return self._reply(404, PLAIN_ERROR_HEADERS, NOT_FOUND_BODY)
         if path.startswith("/v2/keys"):
             if len(path) == 8 or path[8] == "/":
                 return self._serve_keys(r, path[8:], raw_query)
@@ -647,9 +651,10 @@ class ClientProtocol(asyncio.Protocol):
         self._finish()
 
 
-async def serve_client(server: Any, host: str, port: int) -> asyncio.Server:
-    """Listen for clients on host:port; every connection is served by a ClientProtocol."""
+async def serve_client(server: Any, host: str, port: int, metrics_only: bool = False) -> asyncio.Server:
+    """Listen for clients on host:port; every connection is served by a ClientProtocol
+    (``metrics_only``: a --listen-metrics-urls listener, serving /metrics and /health)."""
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: ClientProtocol(server), host, port, reuse_address=True, backlog=1024
+        lambda: ClientProtocol(server, metrics_only), host, port, reuse_address=True, backlog=1024
     )

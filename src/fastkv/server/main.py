@@ -57,10 +57,12 @@ async def _serve(server: EtcdServer) -> int:
         loop.add_signal_handler(sig, on_signal, sig)
     listeners: list[asyncio.AbstractServer] = []
     try:
-        for url in server.cfg.listen_client_urls:
+        for url, metrics_only in [(u, False) for u in server.cfg.listen_client_urls] + [
+            (u, True) for u in server.cfg.listen_metrics_urls
+        ]:
             host, port = _listen_address(url)
             try:
-                listeners.append(await serve_client(server, host, port))
+                listeners.append(await serve_client(server, host, port, metrics_only))
             except OSError as e:
                 raise StartupError(f"listen tcp {host}:{port}: {e.strerror or e}") from None
         await server.start()
