@@ -709,6 +709,7 @@ class EtcdServer:
                 n += 1
         self._stats["sendAppendRequestCnt"] += n
         t.send(messages)
+        t.flush()
 
     def _maybe_publish(self) -> None:
         """Publish this member's name and client URLs through the log once a leader is known,

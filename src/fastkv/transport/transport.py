@@ -631,6 +631,13 @@ class Transport:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
 
+    def flush(self) -> None:
+        """Write what send() queued now instead of at the next loop iteration: the Ready loop
+        calls it so appends and acknowledgements leave before the WAL writer thread competes
+        for the GIL."""
+        if self._dirty:
+            self._flush()
+
     def _schedule_flush(self, peer: _Peer) -> None:
         if peer.queue and not peer.queued_dirty:
             peer.queued_dirty = True
