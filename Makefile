@@ -18,10 +18,11 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(BIN)/fastkv
 
-# Installs the real etcd (for the tests that compare against it) when apt is available.
+# Installs the real etcd (for the tests that compare against it) and wrk (the benchmark tool's
+# load generator) when apt is available.
 etcd-bin:
-	@command -v etcd >/dev/null && command -v etcdctl >/dev/null || \
-	  { command -v apt-get >/dev/null && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client >/dev/null) || echo "etcd not installed: its tests will be skipped"; }
+	@command -v etcd >/dev/null && command -v etcdctl >/dev/null && command -v wrk >/dev/null || \
+	  { command -v apt-get >/dev/null && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client wrk >/dev/null) || echo "etcd/wrk not installed: their tests will be skipped"; }
 
 test: $(STAMP) etcd-bin
 	$(BIN)/pytest -q -p no:cacheprovider
