@@ -278,9 +278,11 @@ def test_disaster_recovery_with_force_new_cluster(cluster: list[ServerProcess], 
     writer.stop_flag.set()
     writer.join(10)
     assert writer.acked
-    # Two members are lost for good; the survivor's data dir is the best data left.
+    # Two members are lost for good; the survivor has applied every acknowledged write (the most
+    # up-to-date member, by its X-Raft-Index) and is stopped (step 1).
+    survivor = cluster[0]
+    check_all_acked([survivor], writer.acked)
     cluster[1].kill9()
     cluster[2].kill9()
-    survivor = cluster[0]
-    survivor.stop(signal.SIGKILL)
+    assert survivor.stop(signal.SIGTERM) == 0
     _force_new_cluster_and_grow(cluster, flag_value(survivor.argv, "--data-dir"), tmp_path, writer.acked)

@@ -165,6 +165,12 @@ def _bool(form: dict[str, str], name: str) -> bool:
     return b == 1
 
 
+def key_path(key: str) -> str:
+    """The request path of a decoded, clean key after ``/v2/keys`` ("" or "/a/b/"): path.Join'ed, "/" for
+    the root."""
+    return key.rstrip("/") or "/"
+
+
 def parse_key_request(
     method: str, key: str, form: dict[str, str], now_ns: Callable[[], int]
 ) -> tuple[V2Request, bool]:
@@ -173,7 +179,7 @@ def parse_key_request(
     ``key`` is the decoded, clean URL path after ``/v2/keys`` ("" or "/a/b/"); the request path is the
     path.Join'ed key ("/" for the root).  ``now_ns()`` is only called when a ttl is given.
     """
-    path = key.rstrip("/") or "/"
+    path = key.rstrip("/") or "/"  # key_path(key), inlined on this hot path
     if not form:
         return V2Request(method, path), False
     if len(form) == 1 and "value" in form:

@@ -37,7 +37,7 @@ from .._native.httpcodec import GO_REPLACE, clean_path, unescape
 from ..server import metrics
 from ..v2store.errors import RAFT_INTERNAL, V2Error
 from . import cluster
-from .keys import MAX_FORM_SIZE, build_form, parse_key_request
+from .keys import MAX_FORM_SIZE, build_form, key_path, parse_key_request
 from .response import (
     CT_JSON,
     CT_TEXT,
@@ -425,6 +425,14 @@ class ClientProtocol(asyncio.Protocol):
         if method not in _KEYS_METHODS:
             return self._reply(405, KEYS_ALLOW + PLAIN_ERROR_HEADERS, METHOD_NOT_ALLOWED_BODY)
         server = self._server
+        if not raw_query and not r.body and not r.too_large and (method == "GET" or method == "HEAD"):
+            # A plain local read: no parameters, so parse_key_request's request would only carry the
+            # path (no quorum, wait, recursive or sorted).
+            try:
+                event = server.store.get(key_path(key), False, False, server.now_ns())
+            except V2Error as e:
+                return self._reply_error(e)
+            return self._reply_event(event, False)
         try:
             if raw_query or r.body or r.too_large:
                 form = build_form(method, r.content_type, r.body, r.too_large, raw_query)

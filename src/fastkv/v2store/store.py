@@ -147,7 +147,11 @@ class Store:
         """Apply one committed request; raises V2Error for store errors (the index is unchanged then)."""
         method = req.method
         # Clamp to int64 like the wire format of etcd's request (nothing the API sends should be larger).
-        expire = min(max(req.expiration or 0, 0), INT64_MAX)
+        expire = req.expiration or 0
+        if expire < 0:
+            expire = 0
+        elif expire > INT64_MAX:
+            expire = INT64_MAX
         refresh = bool(req.refresh)
         if method == "PUT":
             prev_exist = req.prev_exist
@@ -183,6 +187,7 @@ class Store:
         path = clean_path(path)
         stats = self.stats
         prev: Node | None = None
+        parent: Node | None = None
         walk_ok = False
         if not refresh:
             # The walk can only fail on a missing key (which set allows) when the parent is a
@@ -201,7 +206,9 @@ class Store:
             value = prev.value  # type: ignore[union-attr]
         try:
             # The replaced file's view becomes prevNode (etcd loads the same view of it).
-            event = self._create_node(path, dir, value, True, expire_ns, SET, now_ns)
+            event = self._create_node(
+                path, dir, value, True, expire_ns, SET, now_ns, parent if walk_ok else None
+            )
         except V2Error:
             stats.setsFail += 1
             raise
@@ -226,20 +233,30 @@ class Store:
         return event
 
     def _create_node(
-        self, path: str, dir: bool, value: str, replace: bool, expire_ns: int, action: str, now_ns: int
+        self,
+        path: str,
+        dir: bool,
+        value: str,
+        replace: bool,
+        expire_ns: int,
+        action: str,
+        now_ns: int,
+        parent: Node | None = None,
     ) -> Event:
-        """etcd's internalCreate: the new node, its parents, and the event (not yet in the history)."""
+        """etcd's internalCreate: the new node, its parents, and the event (not yet in the history).
+        ``parent``: the existing directory at the path's parent, when the caller already looked it up."""
         if path == "/":
             raise V2Error(E.ROOT_RONLY, "/", self.index)
         if expire_ns < MIN_EXPIRE_NS:
             expire_ns = 0
         next_index = self.index + 1
         slash = path.rfind("/")
-        try:
-            parent = self.tree.ensure_dir(path[:slash] if slash > 0 else "/", next_index)
-        except PathError as err:
-            self.stats.setsFail += 1  # etcd counts walk failures as failed sets, whatever the op
-            raise V2Error(err.code, err.cause, self.index) from None
+        if parent is None:
+            try:
+                parent = self.tree.ensure_dir(path[:slash] if slash > 0 else "/", next_index)
+            except PathError as err:
+                self.stats.setsFail += 1  # etcd counts walk failures as failed sets, whatever the op
+                raise V2Error(err.code, err.cause, self.index) from None
         name = path[slash + 1 :]
         children = parent.children
         assert children is not None  # ensure_dir returns directories only
