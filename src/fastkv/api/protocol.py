@@ -68,6 +68,15 @@ _KEYS_METHODS = frozenset(("GET", "HEAD", "PUT", "POST", "DELETE"))
 _NO_VALUE_ACTIONS = frozenset(("set", "compareAndSwap", "create", "update"))
 _NO_VALUE_BODIES: dict[str, bytes] = {}
 _CHUNK_END = b"0\r\n\r\n"
+
+# The last event fanned out and its JSON: every watcher of one write gets the same bytes.
+_last_event: list[Any] = [None, b""]
+
+
+def _event_body(event: Any) -> bytes:
+    if _last_event[0] is not event:
+        _last_event[0], _last_event[1] = event, event.to_json()
+    return _last_event[1]  # type: ignore[no-any-return]
 # A /v2/keys answer as _reply writes it for HTTP/1.1 keep-alive: status line, CORS lines, the other
 # headers (sorted), Date, Content-Length, body.
 _KEYS_ANSWER = (
@@ -568,7 +577,7 @@ class ClientProtocol(asyncio.Protocol):
             self._on_watch_event(event)
 
     def _write_watch_event(self, event: Any) -> None:
-        body = event.to_json()
+        body = _event_body(event)
         if self._watch_chunked:
             self._write(b"%x\r\n%s\r\n" % (len(body), body))
         else:
@@ -581,11 +590,20 @@ class ClientProtocol(asyncio.Protocol):
         transport = self._transport
         if transport is None or self._watcher is None:
             return
-        self._write_watch_event(event)
         if not self._watch_stream:
             self._watcher = None  # the store removes a one-shot watcher itself
+            body = _event_body(event)
+            if self._watch_chunked:
+                # The event's chunk and the last chunk in one send: a write fanned out to
+                # thousands of watchers costs one syscall per watcher, not two.
+                self._write(b"%x\r\n%s\r\n%s" % (len(body), body, _CHUNK_END))
+                self._watch_chunked = False
+            else:
+                self._write(body)
             self._end_watch(soon=True)
-        elif transport.get_write_buffer_size() > WATCH_WRITE_LIMIT:
+            return
+        self._write_watch_event(event)
+        if transport.get_write_buffer_size() > WATCH_WRITE_LIMIT:
             # etcd drops a watcher whose client cannot keep up and ends the response.
             watcher, self._watcher = self._watcher, None
             self._loop.call_soon(watcher.remove)

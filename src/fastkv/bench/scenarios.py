@@ -113,6 +113,7 @@ DEFAULT: list[Scenario] = [
     _closed("put-1", "put", 1),
     _closed("put-64", "put", 64),
     _closed("put-256", "put", 256),
+    _closed("cluster-put-leader-1", "put", 1, 3, "leader"),
     _closed("cluster-put-leader-64", "put", 64, 3, "leader"),
     _closed("cluster-put-follower-64", "put", 64, 3, "follower"),
     _closed("get-64", "get", 64),
