@@ -21,15 +21,24 @@ from dataclasses import dataclass, field
 _rng = random.Random(os.getpid() ^ int(time.time() * 1000))
 
 
+# Ports already handed out by this process: a port is only bound later, by the server, so two
+# calls in a row must not return the same one.
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port in [20000, 32000) that is free on 127.0.0.1 right now."""
+    """A TCP port in [20000, 32000) that is free on 127.0.0.1 right now and was not handed out
+    before by this process."""
     for _ in range(200):
         port = _rng.randrange(20000, 32000)
+        if port in _handed_out:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _handed_out.add(port)
             return port
     raise RuntimeError("no free port found")
 
