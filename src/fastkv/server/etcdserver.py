@@ -688,9 +688,17 @@ class EtcdServer:
         self._tick_handle = loop.call_later(self.cfg.heartbeat_interval_ms / 1000.0, self._on_tick)
         if self._unsaved_hard_state is not None and not self._persisting:
             hard_state, self._unsaved_hard_state = self._unsaved_hard_state, None
-            self._writer.submit(self.wal.save, hard_state, [], False).add_done_callback(
-                self._check_background_write
-            )
+            if self.multi_member:
+                self._writer.submit(self.wal.save, hard_state, [], False).add_done_callback(
+                    self._check_background_write
+                )
+            else:
+                # Where a single member's saves happen (inline, see _handle_ready), so an older
+                # hard state can never land after a newer one.
+                try:
+                    self.wal.save(hard_state, [], False)
+                except Exception as e:  # noqa: BLE001 - any WAL failure is fatal
+                    self._fail(f"WAL write failed: {e}")
         self.raft.tick()
         self._maybe_publish()
         self._kick()
