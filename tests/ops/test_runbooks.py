@@ -75,6 +75,17 @@ def with_flag(argv: list[str], flag: str, value: str) -> list[str]:
     return out
 
 
+def write_for(members: list[ServerProcess], seconds: float) -> dict[str, str]:
+    """Writes through every member in turn for ``seconds``; the acknowledged ones."""
+    writer = Writer(list(members))
+    writer.start()
+    time.sleep(seconds)
+    writer.stop_flag.set()
+    writer.join(10)
+    assert writer.acked
+    return writer.acked
+
+
 @pytest.fixture
 def cluster(tmp_path) -> Iterator[list[ServerProcess]]:
     members = start_cluster("fastkv", 3, base_dir=str(tmp_path), extra=TIMING, token="runbook-test")
@@ -191,17 +202,12 @@ def test_move_a_member_to_a_new_address(cluster: list[ServerProcess]) -> None:
 
 @runbook("restart after losing a majority (data intact)")
 def test_restart_after_losing_a_majority(cluster: list[ServerProcess]) -> None:
-    writer = Writer(list(cluster))
-    writer.start()
-    time.sleep(1.0)
-    writer.stop_flag.set()
-    writer.join(10)
-    assert writer.acked
+    acked = write_for(cluster, 1.0)
     survivor, lost = cluster[0], cluster[1:]
     for m in lost:
         m.kill9()
     # No quorum: the survivor still serves local reads but cannot write (error 300 or a timeout).
-    wait_value(survivor, "w0", writer.acked["w0"])
+    wait_value(survivor, "w0", acked["w0"])
     try:
         status, _, body = request(f"{survivor.url}/v2/keys/during", "PUT", {"value": "x"}, timeout=15)
         assert status >= 500, body
@@ -212,7 +218,7 @@ def test_restart_after_losing_a_majority(cluster: list[ServerProcess]) -> None:
     for m in lost:
         wait_http_ok(m.url + "/health", 20, m.proc)
     until("cluster-health exits 0", lambda: healthy(cluster))
-    check_all_acked(cluster, writer.acked)
+    check_all_acked(cluster, acked)
 
 
 @runbook("back up a member")
@@ -272,17 +278,12 @@ def _force_new_cluster_and_grow(
 
 @runbook("disaster recovery with --force-new-cluster")
 def test_disaster_recovery_with_force_new_cluster(cluster: list[ServerProcess], tmp_path) -> None:
-    writer = Writer(list(cluster))
-    writer.start()
-    time.sleep(1.0)
-    writer.stop_flag.set()
-    writer.join(10)
-    assert writer.acked
+    acked = write_for(cluster, 1.0)
     # Two members are lost for good; the survivor has applied every acknowledged write (the most
     # up-to-date member, by its X-Raft-Index) and is stopped (step 1).
     survivor = cluster[0]
-    check_all_acked([survivor], writer.acked)
+    check_all_acked([survivor], acked)
     cluster[1].kill9()
     cluster[2].kill9()
     assert survivor.stop(signal.SIGTERM) == 0
-    _force_new_cluster_and_grow(cluster, flag_value(survivor.argv, "--data-dir"), tmp_path, writer.acked)
+    _force_new_cluster_and_grow(cluster, flag_value(survivor.argv, "--data-dir"), tmp_path, acked)

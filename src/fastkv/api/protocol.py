@@ -77,6 +77,8 @@ def _event_body(event: Any) -> bytes:
     if _last_event[0] is not event:
         _last_event[0], _last_event[1] = event, event.to_json()
     return _last_event[1]  # type: ignore[no-any-return]
+
+
 # A /v2/keys answer as _reply writes it for HTTP/1.1 keep-alive: status line, CORS lines, the other
 # headers (sorted), Date, Content-Length, body.
 _KEYS_ANSWER = (
