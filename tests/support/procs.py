@@ -6,6 +6,7 @@ fixed port above it could collide with an outgoing connection) and checked by bi
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
 import shutil
@@ -19,6 +20,21 @@ import urllib.request
 from dataclasses import dataclass, field
 
 _rng = random.Random(os.getpid() ^ int(time.time() * 1000))
+
+# Data dirs made here (no directory given): removed when the test process exits.
+_made_dirs: list[str] = []
+
+
+@atexit.register
+def _remove_made_dirs() -> None:
+    for d in _made_dirs:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _make_dir(prefix: str) -> str:
+    d = tempfile.mkdtemp(prefix=prefix)
+    _made_dirs.append(d)
+    return d
 
 
 # Ports already handed out by this process: a port is only bound later, by the server, so two
@@ -128,7 +144,7 @@ def start_server(
     """Start a single-member fastkv or etcd (with --enable-v2) on free 127.0.0.1 ports."""
     cport, pport = free_port(), free_port()
     url, peer = f"http://127.0.0.1:{cport}", f"http://127.0.0.1:{pport}"
-    data_dir = data_dir or tempfile.mkdtemp(prefix=f"{kind}-test-")
+    data_dir = data_dir or _make_dir(f"{kind}-test-")
     base = fastkv_argv() if kind == "fastkv" else ["etcd", "--enable-v2"]
     argv = base + single_member_args(os.path.join(data_dir, "data"), name, url, peer) + (extra or [])
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD", "FASTKV_FAILPOINTS"))}
@@ -161,7 +177,7 @@ def start_cluster(
     (which needs a leader).  Members are named m0, m1, ...; each data dir is under base_dir.
     ``ports``: name -> (client port, peer port), chosen by the caller (e.g. to aim proxies at
     them first); ``member_env``: name -> environment added for that member only."""
-    base_dir = base_dir or tempfile.mkdtemp(prefix=f"{kind}-cluster-")
+    base_dir = base_dir or _make_dir(f"{kind}-cluster-")
     names = [f"m{i}" for i in range(size)]
     ports = ports or {n: (free_port(), free_port()) for n in names}
     initial = ",".join(f"{n}=http://127.0.0.1:{ports[n][1]}" for n in names)
