@@ -17,7 +17,8 @@ import pytest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from fastkv.server.metrics import Histogram, network_families
+from fastkv.histogram import Histogram
+from fastkv.server.metrics import network_families
 from fastkv.transport.transport import RTT_BUCKETS_S
 from tests.support.procs import ServerProcess, free_port, have_etcd, start_cluster, start_server
 

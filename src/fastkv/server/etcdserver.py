@@ -59,6 +59,7 @@ from typing import Any
 import orjson
 
 from .._native.keyindex import format_time
+from ..histogram import Histogram
 from ..logutil import event
 from ..raft.confchange import CONF_ADD_NODE, CONF_REMOVE_NODE, ConfChange
 from ..raft.log import RaftLog
@@ -78,7 +79,7 @@ from ..v2store.store import Store
 from .config import Config
 from .identity import cluster_id_for, member_id_for
 from .membership import Member, Membership
-from .metrics import APPLY_BUCKETS_S, Histogram
+from .metrics import APPLY_BUCKETS_S
 
 log = logging.getLogger("fastkv.etcdserver")
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import itertools
 import weakref
-from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -40,7 +39,6 @@ from prometheus_client.utils import floatToGoString
 
 from .. import ETCD_CLUSTER_VERSION, ETCD_SERVER_VERSION
 from ..raft.node import LEADER
-from ..storage.wal import BATCH_BUCKETS, FSYNC_BUCKETS_S
 from ..transport.transport import RTT_BUCKETS_S
 
 if TYPE_CHECKING:
@@ -61,23 +59,6 @@ _WRITE_ACTIONS = (
     ("set", "setsSuccess", "setsFail"),
     ("update", "updateSuccess", "updateFail"),
 )
-
-
-class Histogram:
-    """Fixed buckets fed by one thread: observe() is a bisect and two adds, no lock.  ``counts``
-    holds one count per bound plus one for +Inf, not cumulative.  A scrape running meanwhile may
-    see an observation in its bucket before it is in ``sum``; the count is never torn."""
-
-    __slots__ = ("bounds", "counts", "sum")
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self.bounds = tuple(bounds)
-        self.counts = [0] * (len(self.bounds) + 1)
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.sum += value
 
 
 def _buckets(bounds: Sequence[float], counts: Iterable[int]) -> list[tuple[str, float]]:
@@ -198,7 +179,8 @@ def wal_families(srv: EtcdServer) -> Iterator[Metric]:
     fam = HistogramMetricFamily(
         "etcd_disk_wal_fsync_duration_seconds", "The latency distributions of fsync called by WAL."
     )
-    fam.add_metric([], _buckets(FSYNC_BUCKETS_S, list(wal.fsync_counts)), sum_value=wal.fsync_seconds_sum)
+    fsync = wal.fsync_seconds
+    fam.add_metric([], _buckets(fsync.bounds, list(fsync.counts)), sum_value=fsync.sum)
     yield fam
     # A gauge in etcd 3.4.
     yield _gauge(
@@ -208,7 +190,8 @@ def wal_families(srv: EtcdServer) -> Iterator[Metric]:
         "fastkv_wal_group_commit_entries",
         "Raft entries carried by one WAL write (one fdatasync): the group commit size.",
     )
-    fam.add_metric([], _buckets(BATCH_BUCKETS, list(wal.batch_counts)), sum_value=wal.batch_entries_sum)
+    batch = wal.batch_entries
+    fam.add_metric([], _buckets(batch.bounds, list(batch.counts)), sum_value=batch.sum)
     yield fam
 
 

@@ -50,10 +50,10 @@ import re
 import shutil
 import threading
 import time
-from bisect import bisect_left
 from typing import NamedTuple
 
 from .._native import walcodec
+from ..histogram import Histogram
 from ..logutil import event
 from ..raft.types import EMPTY_HARD_STATE, Entry, HardState
 from . import failpoint
@@ -196,12 +196,10 @@ class WAL:
         self._spare_at = segment_size_bytes // 2
         #: Path of the segment whose torn tail read_all() repaired, if any.
         self.repaired: str | None = None
-        # For /metrics, written under the lock by the writer only and read without it: per-bucket
-        # (not cumulative, the last one +Inf) counts of fdatasync seconds and of entries per save.
-        self.fsync_counts = [0] * (len(FSYNC_BUCKETS_S) + 1)
-        self.fsync_seconds_sum = 0.0
-        self.batch_counts = [0] * (len(BATCH_BUCKETS) + 1)
-        self.batch_entries_sum = 0
+        # For /metrics, written under the lock by the saving thread and read without it: etcd's
+        # etcd_disk_wal_fsync_duration_seconds, and the entries per save (group commit size).
+        self.fsync_seconds = Histogram(FSYNC_BUCKETS_S)
+        self.batch_entries = Histogram(BATCH_BUCKETS)
         self.bytes_written = 0
 
     # -- creating and opening ---------------------------------------------------------
@@ -365,8 +363,7 @@ class WAL:
                 enc.clear()
             if entries:
                 self._last_index = entries[-1].index
-                self.batch_counts[bisect_left(BATCH_BUCKETS, len(entries))] += 1
-                self.batch_entries_sum += len(entries)
+                self.batch_entries.observe(len(entries))
             if hard_state is not None:
                 self._hard_state = hard_state
 
@@ -397,7 +394,7 @@ class WAL:
         sync_start = time.monotonic()
         walcodec.datasync(self._fd)
         took = time.monotonic() - sync_start
-        self._observe_fsync(took)
+        self.fsync_seconds.observe(took)
         if took > SLOW_FDATASYNC_S:
             # etcd's "slow fdatasync" warning: the disk, not fastkv, is holding writes back.
             event(_log, logging.WARNING, "slow fdatasync", took=f"{took:.6f}s", **{"expected-duration": "1s"})
@@ -445,7 +442,7 @@ class WAL:
             self.bytes_written += len(enc)
             sync_start = time.monotonic()
             walcodec.datasync(fd)
-            self._observe_fsync(time.monotonic() - sync_start)
+            self.fsync_seconds.observe(time.monotonic() - sync_start)
             os.rename(tmp, final)
             failpoint.hit("wal_segment_cut")  # renamed, the directory not yet fsynced
             fsync_dir(self.dir)
@@ -457,11 +454,6 @@ class WAL:
         self._fd = fd
         self._offset = len(enc)
         self._head_end = head_end
-
-    def _observe_fsync(self, seconds: float) -> None:
-        """Into etcd's etcd_disk_wal_fsync_duration_seconds buckets (server/metrics.py shows them)."""
-        self.fsync_counts[bisect_left(FSYNC_BUCKETS_S, seconds)] += 1
-        self.fsync_seconds_sum += seconds
 
     def _take_spare(self) -> tuple[int, str]:
         """A zero-filled file for the next segment: the one prepared in the background if

@@ -41,11 +41,11 @@ import logging
 import os
 import random
 import time
-from bisect import bisect_left
 from collections.abc import Callable
 from typing import cast
 from urllib.parse import urlsplit
 
+from fastkv.histogram import Histogram
 from fastkv.logutil import event
 from fastkv.raft.messages import MSG_SNAP, Message
 
@@ -154,7 +154,7 @@ class _Dialer(asyncio.Protocol):
         for f in frames:
             if type(f) is Pong:
                 self.peer.rtt_ns = self.last_rx_ns - f.sent_ns
-                self.peer.observe_rtt(self.peer.rtt_ns / 1e9)
+                self.peer.rtt.observe(self.peer.rtt_ns / 1e9)
             elif type(f) is HelloReply:
                 if not self.accepted.done():
                     self.accepted.set_result(f)
@@ -373,8 +373,7 @@ class _Peer:
         "dropped",
         "refusal",
         "sent_bytes",
-        "rtt_counts",
-        "rtt_sum_s",
+        "rtt",
     )
 
     def __init__(self, peer_id: int, urls: list[str]) -> None:
@@ -396,14 +395,9 @@ class _Peer:
         self.dropped = 0
         self.refusal = 0  # the last handshake refusal status, 0 once accepted
         # For /metrics: bytes written on the message and snapshot connections, and the probes'
-        # round-trip times per RTT_BUCKETS_S bucket (not cumulative, the last one +Inf).
+        # round-trip times.
         self.sent_bytes = 0
-        self.rtt_counts = [0] * (len(RTT_BUCKETS_S) + 1)
-        self.rtt_sum_s = 0.0
-
-    def observe_rtt(self, seconds: float) -> None:
-        self.rtt_counts[bisect_left(RTT_BUCKETS_S, seconds)] += 1
-        self.rtt_sum_s += seconds
+        self.rtt = Histogram(RTT_BUCKETS_S)
 
     def next_url(self) -> str:
         url = self.urls[self.url_index % len(self.urls)]
@@ -604,7 +598,7 @@ class Transport:
         """The probes' round-trip times to peer_id: counts per RTT_BUCKETS_S bucket (+Inf last,
         not cumulative) and their sum in seconds."""
         peer = self._peers[peer_id]
-        return list(peer.rtt_counts), peer.rtt_sum_s
+        return list(peer.rtt.counts), peer.rtt.sum
 
     # -- sending -----------------------------------------------------------------------------
 
