@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 
@@ -131,8 +130,7 @@ def test_remove_the_leader_and_the_removed_member_stays_out(cluster: list[Server
     assert len(writer.acked) > 0
     check_all_acked(rest, writer.acked)
     # Restarted with its old data dir, the removed member exits again (status 0).
-    with open(leader.log_path, "ab") as log:
-        leader.proc = subprocess.Popen(leader.argv, stdout=log, stderr=subprocess.STDOUT, env=leader.env)
+    leader.launch()
     assert wait_exit(leader) == 0
 
 

@@ -61,8 +61,7 @@ def relaunch(m: ServerProcess, argv: list[str] | None = None) -> None:
     """Start a stopped member again (same flags unless ``argv`` is given)."""
     if argv is not None:
         m.argv = argv
-    with open(m.log_path, "ab") as log:
-        m.proc = subprocess.Popen(m.argv, stdout=log, stderr=subprocess.STDOUT, env=m.env)
+    m.launch()
 
 
 def flag_value(argv: list[str], flag: str) -> str:

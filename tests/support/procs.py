@@ -105,10 +105,14 @@ class ServerProcess:
     def kill9(self) -> None:
         self.stop(signal.SIGKILL)
 
+    def launch(self) -> None:
+        """Start the (stopped) server again with ``argv``, without waiting for it."""
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+
     def restart(self, timeout: float = 20.0) -> None:
         self.stop()
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        self.launch()
         wait_http_ok(self.url + "/health", timeout, self.proc)
 
     def log(self) -> str:
