@@ -10,7 +10,7 @@ import os
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-NATIVE_MODULES = ["crc32c", "walcodec", "keyindex", "httpcodec"]
+NATIVE_MODULES = ["crc32c", "raftentry", "walcodec", "keyindex", "httpcodec"]
 
 debug = os.environ.get("FASTKV_DEBUG") == "1"
 compile_args = ["-O0", "-g"] if debug else ["-O3"]
@@ -30,6 +30,9 @@ setup(
     ext_modules=cythonize(
         extensions,
         language_level=3,
+        # Declarations shared between extensions (cimport fastkv._native.<name>) live beside the
+        # package: src/fastkv/_native/<name>.pxd.
+        include_path=["src"],
         annotate=os.environ.get("FASTKV_ANNOTATE") == "1",
         compiler_directives={
             "boundscheck": False,

@@ -1,7 +1,7 @@
 """A stand-in for EtcdServer with just enough store behaviour to drive the HTTP layer.
 
-Flat key space (no directories), canned JSON shaped like etcd's, a watcher list, and a ``propose`` whose
-future completes on a later loop iteration (as a durable write would).  Every request it receives is
+Flat key space (no directories), canned JSON shaped like etcd's, a watcher list, and a ``do`` that answers
+reads at once and writes on a later loop iteration (as a durable write would).  Every request it receives is
 recorded so tests can assert what the API layer built.
 """
 
@@ -13,7 +13,8 @@ from typing import Any
 
 import orjson
 
-from fastkv.v2store.errors import KEY_NOT_FOUND, NODE_EXIST, TEST_FAILED, V2Error
+from fastkv.server.admin import MemberNotFound, PeerURLExists
+from fastkv.v2store.errors import KEY_NOT_FOUND, NODE_EXIST, RAFT_INTERNAL, TEST_FAILED, V2Error
 from fastkv.v2store.request import V2Request
 
 
@@ -139,9 +140,9 @@ class FakeServer:
         self.proposals: list[V2Request] = []
         self.healthy = True
         self.clock_ns = 1_700_000_000_000_000_000
-        # When set, propose() leaves its futures pending here instead of completing them.
-        self.hold: list[tuple[asyncio.Future[Any], V2Request]] | None = None
-        self.fail_with: BaseException | None = None
+        # When set, do() leaves its writes pending here instead of completing them.
+        self.hold: list[tuple[Callable[[Any, V2Error | None], None], V2Request]] | None = None
+        self.fail_with: V2Error | None = None
         self.member_list = [
             FakeMember(self.member_id, "default", self.peer_urls, self.client_urls),
             FakeMember(0x1234, "", ["http://127.0.0.1:2480"], []),
@@ -168,42 +169,68 @@ class FakeServer:
     def stats_self(self) -> bytes:
         return b'{"name":"default","state":"StateLeader"}'
 
-    def propose(self, req: V2Request) -> asyncio.Future[Any]:
+    def do(self, req: V2Request, done: Callable[[Any, V2Error | None], None]) -> None:
+        if req.method == "HEAD" or (req.method == "GET" and not req.quorum):
+            try:
+                result = self.store.get(req.path, req.recursive, req.sorted, self.clock_ns)
+            except V2Error as e:
+                return done(None, e)
+            return done(result, None)
+        if req.method == "GET":
+            req.method = "QGET"
         self.proposals.append(req)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self.hold is not None:
-            self.hold.append((fut, req))
-            return fut
-        asyncio.get_running_loop().call_soon(self.complete, fut, req)
+            self.hold.append((done, req))
+            return
+        asyncio.get_running_loop().call_soon(self.complete, done, req)
+
+    def complete(self, done: Callable[[Any, V2Error | None], None], req: V2Request) -> None:
+        if self.fail_with is not None:
+            return done(None, self.fail_with)
+        try:
+            result = self.store.apply(req)
+        except V2Error as e:
+            return done(None, e)
+        done(result, None)
+
+    def get(self, path: str, recursive: bool = False, sorted: bool = False) -> FakeEvent:
+        return self.store.get(path, recursive, sorted, self.clock_ns)
+
+    def watch(
+        self, path: str, recursive: bool, stream: bool, since: int, callback: Callable[[Any], None]
+    ) -> FakeWatcher:
+        return self.store.watch(path, recursive, stream, since, callback)
+
+    def stats_store(self) -> bytes:
+        return self.store.stats_json()
+
+    def stats_leader(self) -> bytes:
+        return b'{"leader":"%x","followers":{}}' % self.member_id
+
+    def metrics_text(self) -> bytes:
+        return b"# fake\n"
+
+    def _future(self, result: Any = None, exc: BaseException | None = None) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            asyncio.get_running_loop().call_soon(fut.set_result, result)
         return fut
 
-    def complete(self, fut: asyncio.Future[Any], req: V2Request) -> None:
-        if fut.done():
-            return
-        if self.fail_with is not None:
-            fut.set_exception(self.fail_with)
-            return
-        try:
-            fut.set_result(self.store.apply(req))
-        except V2Error as e:
-            fut.set_exception(e)
-
-    def add_member(self, peer_urls: list[str]) -> FakeMember:
+    def add_member(self, peer_urls: list[str]) -> asyncio.Future[Any]:
         if peer_urls == ["http://127.0.0.1:2380"]:
-            err = Exception("membership: peerURL exists")
-            err.http_status = 409  # type: ignore[attr-defined]
-            raise err
+            raise PeerURLExists()
         m = FakeMember(0xABC, "", peer_urls, [])
         self.member_list.append(m)
-        return m
+        return self._future(m)
 
-    def update_member(self, member_id: int, peer_urls: list[str]) -> None:
-        raise NotImplementedError
+    def update_member(self, member_id: int, peer_urls: list[str]) -> asyncio.Future[Any]:
+        return self._future(exc=V2Error(RAFT_INTERNAL, "not supported by the fake"))
 
-    async def remove_member(self, member_id: int) -> None:
-        await asyncio.sleep(0)
+    def remove_member(self, member_id: int) -> asyncio.Future[Any]:
         for m in self.member_list:
             if m.id == member_id:
                 self.member_list.remove(m)
-                return
-        raise KeyError(member_id)
+                return self._future()
+        raise MemberNotFound(member_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from fastkv.v2store.errors import RAFT_INTERNAL, V2Error
+from fastkv.v2store.errors import LEADER_ELECT, RAFT_INTERNAL, V2Error
 from tests.api.fake import FakeServer
 from tests.api.harness import Conn, one, req, run
 
@@ -95,9 +95,9 @@ def test_propose_failures() -> None:
             r.body
             == b'{"errorCode":300,"message":"Raft Internal Error","cause":"etcdserver: request timed out","index":0}\n'
         )
-        srv.fail_with = RuntimeError("boom")
+        srv.fail_with = V2Error(LEADER_ELECT)
         r = await one(port, req("DELETE", "/v2/keys/a"))
-        assert r.status == 500 and b'"cause":"boom"' in r.body
+        assert r.status == 500 and b'"errorCode":301' in r.body
 
     run(t, srv)
 
@@ -488,9 +488,9 @@ def test_slow_and_chunked_and_vanishing_clients() -> None:
             await asyncio.sleep(0.01)
         c.close()
         await asyncio.sleep(0.05)
-        fut, pending = srv.hold.pop()
+        done, pending = srv.hold.pop()
         srv.hold = None
-        srv.complete(fut, pending)
+        srv.complete(done, pending)
         await asyncio.sleep(0.05)
         # Body longer than Content-Length: the excess is a malformed next request.
         c = await Conn.open(port)

@@ -70,7 +70,7 @@ def test_put_scenario_smoke(tmp_path) -> None:
     assert run["metrics"]["rps"] > 0 and run["metrics"]["errors"] == 0
     assert run["metrics"]["p50_ms"] <= run["metrics"]["p99_ms"] <= run["metrics"]["max_ms"]
     assert 0 < run["metrics"]["client_cpu_cores"] < 4 and run["metrics"]["client_us_per_request"] > 0
-    assert "kv.lua" in run["commands"][0] and "fastkv.server.main" in run["servers"][0]
+    assert "kv.lua" in run["commands"][0] and "fastkv.cmd.server" in run["servers"][0]
     assert "| `put-8` |" in (out / "REPORT.md").read_text()
 
 

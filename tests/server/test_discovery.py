@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from fastkv.server import discovery, main, srv
+from fastkv.server import bootstrap, discovery, srv
 from fastkv.server.config import parse_config
 from fastkv.server.discovery import Discovery, DiscoveryError
 from fastkv.server.identity import format_id, member_id_for
@@ -208,10 +208,10 @@ def test_full_cluster_messages_of_the_server(endpoint, tmp_path):
     durl = new_token(endpoint, 1)
     join(durl, "a", [peer(1)])
     with pytest.raises(DiscoveryError) as e:
-        main._resolve_bootstrap(_discovery_cfg(durl, tmp_path, "--discovery-fallback", "exit"))
+        bootstrap.resolve_initial_cluster(_discovery_cfg(durl, tmp_path, "--discovery-fallback", "exit"))
     assert str(e.value) == "failed to join discovery cluster (discovery: cluster is full)"
-    with pytest.raises(main.StartupError) as e2:
-        main._resolve_bootstrap(_discovery_cfg(durl, tmp_path))
+    with pytest.raises(bootstrap.StartupError) as e2:
+        bootstrap.resolve_initial_cluster(_discovery_cfg(durl, tmp_path))
     text = str(e2.value)
     assert text.startswith("failed to join discovery cluster (discovery: cluster is full); ")
     assert "no proxy mode" in text and "--discovery-fallback exit" in text and "\n" not in text
@@ -220,8 +220,8 @@ def test_full_cluster_messages_of_the_server(endpoint, tmp_path):
 def test_duplicate_id_message_of_the_server(endpoint, tmp_path):
     durl = new_token(endpoint, 2)
     call("PUT", f"{durl}/{format_id(member_id_for([peer(7)], durl))}", {"value": f"late={peer(7)}"})
-    with pytest.raises(main.StartupError) as e:
-        main._resolve_bootstrap(_discovery_cfg(durl, tmp_path))
+    with pytest.raises(bootstrap.StartupError) as e:
+        bootstrap.resolve_initial_cluster(_discovery_cfg(durl, tmp_path))
     text = str(e.value)
     assert text.startswith('failed to join discovery cluster (discovery: found duplicate id): member "late"')
     assert durl in text and "\n" not in text

@@ -134,7 +134,7 @@ def single_member_args(data_dir: str, name: str, url: str, peer_url: str) -> lis
 
 
 def fastkv_argv() -> list[str]:
-    return [sys.executable, "-m", "fastkv.server.main"]
+    return [sys.executable, "-m", "fastkv.cmd.server"]
 
 
 def start_server(

@@ -4,16 +4,16 @@ Each handler answers through ``reply(status, headers, body, sniffed=False)`` whe
 handler's own header lines sorted by name (as Go writes them) and ``sniffed`` marks a body whose
 Content-Type Go detects itself (``text/plain; charset=utf-8``, written after Content-Length).
 
-Member changes call ``server.add_member(peer_urls) -> member``, ``server.update_member(id, peer_urls)``
-and ``server.remove_member(id)``; each may return an awaitable.  Their errors map to etcd's answers:
-an exception with an ``http_status`` attribute becomes ``{"message": str(exc)}`` with that status, a
-``KeyError`` "No such member", anything else (NotImplementedError included) 500 "Internal Server Error".
+Member changes call ``server.add_member(peer_urls)``, ``server.update_member(id, peer_urls)`` and
+``server.remove_member(id)``, each a future.  Their errors map to etcd's answers (``MEMBERSHIP_STATUS``):
+a refused change becomes ``{"message": str(exc)}`` with its status; anything else (the reconfiguration
+safety check, a timeout) is etcd's 500 "Internal Server Error".
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
+import logging
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,9 +21,23 @@ from urllib.parse import urlsplit
 import orjson
 
 from .. import ETCD_CLUSTER_VERSION, ETCD_SERVER_VERSION
+from ..logutil import event
+from ..server.admin import MemberIDExists, MemberNotFound, MemberRemoved, PeerURLExists
+from ..server.interface import V2Server
+from ..server.membership import Member
 from .response import CT_JSON, METHOD_NOT_ALLOWED_BODY, PLAIN_ERROR_HEADERS, go_json, http_error_body
 
 Reply = Callable[..., None]
+
+log = logging.getLogger("fastkv.api")
+
+# A refused member change and etcd's status for it.
+MEMBERSHIP_STATUS: dict[type[BaseException], int] = {
+    MemberIDExists: 409,
+    PeerURLExists: 409,
+    MemberRemoved: 410,
+    MemberNotFound: 404,
+}
 
 VERSION_BODY = go_json({"etcdserver": ETCD_SERVER_VERSION, "etcdcluster": ETCD_CLUSTER_VERSION})
 HEALTHY_BODY = b'{"health":"true"}'
@@ -44,7 +58,7 @@ def serve_version(reply: Reply, method: str) -> None:
     reply(200, CT_JSON, VERSION_BODY)
 
 
-def serve_health(server: Any, reply: Reply, method: str) -> None:
+def serve_health(server: V2Server, reply: Reply, method: str) -> None:
     if method != "GET":
         return method_not_allowed(reply, ALLOW_GET)
     if server.is_healthy():
@@ -53,29 +67,27 @@ def serve_health(server: Any, reply: Reply, method: str) -> None:
         reply(503, PLAIN_ERROR_HEADERS, UNHEALTHY_BODY)
 
 
-def serve_machines(server: Any, reply: Reply, method: str) -> None:
+def serve_machines(server: V2Server, reply: Reply, method: str) -> None:
     if method != "GET" and method != "HEAD":
         return method_not_allowed(reply, ALLOW_GET_HEAD)
     urls = sorted(u for m in server.members() for u in m.client_urls)
     reply(200, b"", ", ".join(urls).encode(), True)
 
 
-def serve_stats(server: Any, reply: Reply, method: str, which: str) -> None:
+def serve_stats(server: V2Server, reply: Reply, method: str, which: str) -> None:
     if method != "GET":
         return method_not_allowed(reply, ALLOW_GET)
     if which == "self":
         reply(200, CT_JSON, server.stats_self())
     elif which == "store":
-        reply(200, CT_JSON, server.store.stats_json())
+        reply(200, CT_JSON, server.stats_store())
     elif server.leader_id() != server.member_id:
         reply(403, CT_JSON, http_error_body("not current leader"))
-    elif hasattr(server, "stats_leader"):
-        reply(200, CT_JSON, server.stats_leader())
     else:
-        reply(200, CT_JSON, go_json({"leader": f"{server.member_id:x}", "followers": {}}))
+        reply(200, CT_JSON, server.stats_leader())
 
 
-def member_json(m: Any) -> dict[str, Any]:
+def member_json(m: Member) -> dict[str, Any]:
     return {
         "id": f"{m.id:x}",
         "name": m.name,
@@ -148,7 +160,7 @@ def _parse_peer_urls(content_type: str | None, body: bytes) -> list[str]:
 
 
 def serve_members(
-    server: Any, reply: Reply, method: str, sub: str, content_type: str | None, body: bytes
+    server: V2Server, reply: Reply, method: str, sub: str, content_type: str | None, body: bytes
 ) -> None:
     """``/v2/members`` and ``/v2/members/<id|leader>``; ``sub`` is the part after the prefix."""
     if method not in ("GET", "POST", "DELETE", "PUT"):
@@ -196,25 +208,30 @@ def serve_members(
                 reply(201, CT_JSON + cid, go_json(member_json(result)) + b"\n")
             else:
                 reply(204, cid, b"")
-        elif getattr(exc, "http_status", None):
-            error(exc.http_status, str(exc))  # type: ignore[attr-defined]
-        elif isinstance(exc, KeyError):
-            error(404, f"No such member: {member_id:x}")
-        else:
-            error(500, "Internal Server Error")
+            return
+        status = MEMBERSHIP_STATUS.get(type(exc))
+        if status is not None:
+            return error(status, str(exc))
+        # etcd's writeError: logged, answered with a bare 500.
+        event(
+            log,
+            logging.WARNING,
+            "v2 response error",
+            method=method,
+            path="/v2/members" + (f"/{sub}" if sub else ""),
+            error=str(exc),
+        )
+        error(500, "Internal Server Error")
 
     try:
         if method == "POST":
-            result = server.add_member(peer_urls)
+            fut: asyncio.Future[Any] = server.add_member(peer_urls)
         elif method == "PUT":
-            result = server.update_member(member_id, peer_urls)
+            fut = server.update_member(member_id, peer_urls)
         else:
-            result = server.remove_member(member_id)
+            fut = server.remove_member(member_id)
     except Exception as e:  # noqa: BLE001 - every failure has an HTTP answer
         return finish(exc=e)
-    if not inspect.isawaitable(result):
-        return finish(result)
-    fut = asyncio.ensure_future(result)
 
     def done(f: asyncio.Future[Any]) -> None:
         if f.cancelled():
@@ -224,4 +241,7 @@ def serve_members(
         else:
             finish(f.result())
 
-    fut.add_done_callback(done)
+    if fut.done():
+        done(fut)
+    else:
+        fut.add_done_callback(done)

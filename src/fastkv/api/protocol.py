@@ -7,8 +7,9 @@ Rules and invariants:
   when too many requests are queued.
 - A request is answered by exactly one call of ``_reply`` (or, for a watch, by the watch head, its
   events and ``_end_watch``); ``_finish`` then closes the connection or starts the next queued request.
-- Writes go through ``server.propose`` (a future, completed from the Raft apply loop) and are answered
-  from its done callback; plain GET/HEAD read ``server.store`` directly.
+- The member is reached only through ``server.interface.V2Server``: keys requests go to ``server.do``
+  with the connection's done callback (called at once for a local read, from the apply loop for a
+  write or quorum read), watches to ``server.watch``; a GET with no parameters to ``server.get``.
 - A watch holds its connection until its event arrives (or forever for ``stream=true``); the client going
   away removes the watcher.  Watch callbacks run inside the store's apply, so nothing there re-enters
   the store: the next request is started with ``call_soon``.
@@ -34,8 +35,9 @@ from typing import Any
 import httptools
 
 from .._native.httpcodec import GO_REPLACE, clean_path, unescape
-from ..server import metrics
+from ..server.interface import V2Server
 from ..v2store.errors import RAFT_INTERNAL, V2Error
+from ..v2store.event import Event
 from . import cluster
 from .keys import MAX_FORM_SIZE, build_form, key_path, parse_key_request
 from .response import (
@@ -43,6 +45,7 @@ from .response import (
     CT_TEXT,
     MAX_BUFFERED_BODY,
     METHOD_NOT_ALLOWED_BODY,
+    METRICS_CONTENT_TYPE,
     NOT_FOUND_BODY,
     PLAIN_ERROR_HEADERS,
     STATUS_LINE_10,
@@ -131,7 +134,7 @@ class _Request:
 
 
 class ClientProtocol(asyncio.Protocol):
-    def __init__(self, server: Any, metrics_only: bool = False) -> None:
+    def __init__(self, server: V2Server, metrics_only: bool = False) -> None:
         self._server = server
         # A --listen-metrics-urls listener: /metrics and /health only, as etcd's.
         self._metrics_only = metrics_only
@@ -163,7 +166,7 @@ class ClientProtocol(asyncio.Protocol):
         self._draining = False
         # One write in flight per connection: its noValueOnSuccess, and a callback made once.
         self._no_value = False
-        self._proposed_callback = self._on_proposed
+        self._done_callback = self._on_done
         self._watcher: Any = None
         self._watch_stream = False
         self._watch_early: list[Any] | None = None
@@ -419,7 +422,7 @@ class ClientProtocol(asyncio.Protocol):
             return cluster.serve_health(self._server, self._reply, method)
         elif path == "/metrics":
             # etcd's promhttp handler answers every method alike (HEAD without the body).
-            return self._reply(200, metrics.CONTENT_TYPE, metrics.render(self._server))
+            return self._reply(200, METRICS_CONTENT_TYPE, self._server.metrics_text())
         self._reply(404, PLAIN_ERROR_HEADERS, NOT_FOUND_BODY)
 
     def _reply_bad(self) -> None:
@@ -440,7 +443,7 @@ class ClientProtocol(asyncio.Protocol):
             # A plain local read: no parameters, so parse_key_request's request would only carry the
             # path (no quorum, wait, recursive or sorted).
             try:
-                event = server.store.get(key_path(key), False, False, server.now_ns())
+                event = server.get(key_path(key))
             except V2Error as e:
                 return self._reply_error(e)
             return self._reply_event(event, False)
@@ -455,40 +458,19 @@ class ClientProtocol(asyncio.Protocol):
                 r.keep_alive = False  # Go does not drain a body that large
                 r.linger = True
             return self._reply_error(e)
-        if method == "GET" or method == "HEAD":
-            if method == "GET" and req.quorum:
-                req.method = "QGET"
-            elif req.wait:
-                return self._start_watch(req)
-            else:
-                try:
-                    event = server.store.get(req.path, req.recursive, req.sorted, server.now_ns())
-                except V2Error as e:
-                    return self._reply_error(e)
-                return self._reply_event(event, False)
+        if req.wait and (method == "GET" or method == "HEAD") and not (method == "GET" and req.quorum):
+            return self._start_watch(req)
         self._no_value = no_value
-        fut = server.propose(req)
-        if fut.done():
-            self._on_proposed(fut)
-        else:
-            fut.add_done_callback(self._proposed_callback)
+        server.do(req, self._done_callback)
 
-    def _on_proposed(self, fut: asyncio.Future[Any]) -> None:
-        no_value = self._no_value
-        if fut.cancelled():
-            err: BaseException | None = V2Error(RAFT_INTERNAL, "context canceled")
-        else:
-            err = fut.exception()
+    def _on_done(self, event: Event | None, err: V2Error | None) -> None:
         if self._transport is None or self._current is None:
             return
         if err is not None:
-            if not isinstance(err, V2Error):
-                err = V2Error(RAFT_INTERNAL, str(err))
             return self._reply_error(err)
-        event = fut.result()
         if event is None:
             return self._reply_error(V2Error(RAFT_INTERNAL, "received response with no Event/Watcher"))
-        self._reply_event(event, no_value)
+        self._reply_event(event, self._no_value)
 
     def _keys_headers(self, etcd_index: int) -> bytes:
         server = self._server
@@ -541,10 +523,9 @@ class ClientProtocol(asyncio.Protocol):
     # -- watches -----------------------------------------------------------------------
 
     def _start_watch(self, req: Any) -> None:
-        store = self._server.store
         self._watch_early = []
         try:
-            watcher = store.watch(req.path, req.recursive, req.stream, req.since, self._on_watch_event)
+            watcher = self._server.watch(req.path, req.recursive, req.stream, req.since, self._on_watch_event)
         except V2Error as e:
             self._watch_early = None
             return self._reply_error(e)
@@ -679,7 +660,7 @@ class ClientProtocol(asyncio.Protocol):
         self._finish()
 
 
-async def serve_client(server: Any, host: str, port: int, metrics_only: bool = False) -> asyncio.Server:
+async def serve_client(server: V2Server, host: str, port: int, metrics_only: bool = False) -> asyncio.Server:
     """Listen for clients on host:port; every connection is served by a ClientProtocol
     (``metrics_only``: a --listen-metrics-urls listener, serving /metrics and /health)."""
     loop = asyncio.get_running_loop()

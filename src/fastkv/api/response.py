@@ -117,3 +117,7 @@ def redirect_body(target: str) -> bytes:
     """http.Redirect's body for GET (with Fprintln's extra newline)."""
     escaped = "".join(_HTML_ESCAPES.get(c, c) for c in target)
     return f'<a href="{escaped}">Moved Permanently</a>.\n\n'.encode()
+
+
+# /metrics (promhttp, text format 0.0.4), as a header line.
+METRICS_CONTENT_TYPE = b"Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"

@@ -41,7 +41,7 @@ def free_port() -> int:
 
 def server_base_argv(kind: str) -> list[str]:
     if kind == "fastkv":
-        return [sys.executable, "-m", "fastkv.server.main"]
+        return [sys.executable, "-m", "fastkv.cmd.server"]
     if kind == "etcd":
         return ["etcd", "--enable-v2"]
     raise ValueError(f"unknown system {kind!r}")

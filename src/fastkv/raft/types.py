@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from fastkv._native.walcodec import Entry
+from fastkv._native.raftentry import Entry
 
 # Entry types.  NORMAL entries carry an encoded V2Request (or nothing: the empty entry a
 # new leader appends to commit entries of earlier terms, Raft paper §5.4.2).

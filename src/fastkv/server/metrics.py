@@ -47,9 +47,6 @@ if TYPE_CHECKING:
 #: What etcd 3.4 answers /metrics with (promhttp, text format 0.0.4), as a header line.
 CONTENT_TYPE = b"Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
 
-#: Apply round durations: 10 us doubling to about 5.2 s.
-APPLY_BUCKETS_S = tuple(0.00001 * 2**i for i in range(20))
-
 # v2 store write actions, as etcd labels them, and the Stats fields that count them.
 _WRITE_ACTIONS = (
     ("compareAndDelete", "compareAndDeleteSuccess", "compareAndDeleteFail"),
@@ -144,7 +141,7 @@ def server_families(srv: EtcdServer) -> Iterator[Metric]:
     yield _gauge(
         "etcd_server_proposals_applied_total",
         "The total number of consensus proposals applied.",
-        srv._applied_index,
+        srv.applied_index,
     )
     yield _gauge(
         "etcd_server_proposals_committed_total",
@@ -160,7 +157,7 @@ def server_families(srv: EtcdServer) -> Iterator[Metric]:
     yield _gauge(
         "etcd_server_proposals_pending",
         "The current number of pending proposals to commit.",
-        len(srv._waiters),
+        srv.pending_requests,
     )
     fam = GaugeMetricFamily(
         "etcd_server_version",

@@ -18,9 +18,10 @@ import uvloop
 from ..api.protocol import serve_client
 from ..logutil import event
 from ..logutil import setup as setup_logging
-from ..storage.wal import WAL, WALCorruptError
-from .config import Config, ConfigError, parse_config
-from .etcdserver import EtcdServer, StartupError
+from ..server.bootstrap import resolve_initial_cluster
+from ..server.config import ConfigError, parse_config
+from ..server.etcdserver import EtcdServer, StartupError
+from ..storage.wal import WALCorruptError
 
 log = logging.getLogger("fastkv.main")
 
@@ -114,45 +115,6 @@ def _sd_notify(state: bytes) -> None:
         event(log, logging.WARNING, "failed to notify systemd", state=state.decode(), error=str(e))
 
 
-def _resolve_bootstrap(cfg: Config) -> Config:
-    """Fill in the initial cluster from --discovery or --discovery-srv, on first boot only.
-
-    Once the member has a WAL both are ignored, as in etcd.  A full discovery cluster ends
-    the process (fastkv has no v2 proxy to fall back to), whatever --discovery-fallback says.
-    """
-    if not (cfg.discovery or cfg.discovery_srv):
-        return cfg
-    if WAL.exists(cfg.wal_path):
-        if cfg.discovery:
-            log.warning("discovery token ignored since a cluster has already been initialized")
-        return cfg
-    if cfg.discovery_srv:
-        from . import srv
-
-        try:
-            return srv.bootstrap_config(cfg)
-        except srv.SRVError as e:
-            raise StartupError(str(e)) from None
-    from . import discovery
-
-    try:
-        return discovery.bootstrap_config(cfg)
-    except discovery.DiscoveryError as e:
-        if e.reason == discovery.ERR_FULL_CLUSTER and cfg.discovery_fallback == "proxy":
-            raise StartupError(
-                f"{e}; cannot fall back to a v2 proxy (--discovery-fallback proxy, the default): "
-                "fastkv has no proxy mode, --discovery-fallback exit is the supported setting"
-            ) from None
-        if e.reason == discovery.ERR_DUPLICATE_ID:
-            raise StartupError(
-                f'{e}: member "{cfg.name}" has previously registered with discovery service token '
-                f"({cfg.discovery}), but no valid cluster configuration was found in the data dir "
-                f"({cfg.data_dir}); check the data dir if the previous bootstrap succeeded, or use a new "
-                "discovery token if it failed"
-            ) from None
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -178,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     # Until the event loop takes over, SIGTERM stops startup the way SIGINT does (exit 0).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        cfg = _resolve_bootstrap(cfg)
+        cfg = resolve_initial_cluster(cfg)
         server = EtcdServer.open(cfg)
         return uvloop.run(_serve(server))
     except (StartupError, WALCorruptError) as e:

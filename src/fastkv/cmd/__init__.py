@@ -1,0 +1,1 @@
+"""The commands' entry points that sit above every layer: `fastkv` (the server)."""

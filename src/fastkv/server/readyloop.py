@@ -1,0 +1,735 @@
+"""The Ready loop: Raft, the WAL, the writer thread, the peer transport and snapshots.
+
+The write path, for every write (quorum reads use ReadIndex instead: no log entry):
+
+    propose -> raft log entry -> Ready -> WAL write + ONE fdatasync (writer thread)
+    -> commit -> apply (applier.py) -> the waiting request is answered (wait.py).
+
+Group commit falls out of the loop: while one WAL write is in flight, new proposals pile up and
+all of them ride the next write.  A request is answered only after the fdatasync that made its
+entry durable and the apply that produced its event, so an acknowledged write survives kill -9.
+Every apply round also writes one RocksDB batch (the round's changes + the applied index,
+unsynced) on the writer thread; RocksDB is flushed before the WAL may drop anything, so the WAL
+always covers what RocksDB could lose.
+
+Rules:
+- Nothing but the writer thread touches the WAL once the loop runs, one job at a time, so saves,
+  snapshot markers and segment releases are ordered.  (A single member's lone-entry rounds are
+  saved on the loop itself, and then the writer is idle: saves never overlap.)
+- A failed WAL write is fatal: the member stops acknowledging and exits (no retry that could
+  acknowledge a write whose predecessor was lost).
+- Ready order: the leader sends its messages at once (thesis §10.2.1), everyone else only after
+  the WAL write that makes the Ready durable; then apply, then advance.
+- A follower forwards proposals to the leader (MsgProp).  With no leader known, proposals are held
+  and forwarded once one is, but only those whose client still waits: a request answered (timed
+  out) is never proposed afterwards.
+- A follower behind the leader's compacted log receives the newest snapshot (the RocksDB
+  checkpoint as an archive) and swaps it in for its applied state on the writer thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from ..logutil import event
+from ..raft.confchange import CONF_ADD_NODE, CONF_REMOVE_NODE, ConfChange
+from ..raft.messages import MSG_APP, MSG_PROP, Message, Snapshot, SnapshotMeta
+from ..raft.node import LEADER, NotLeaderError, RaftNode, Ready
+from ..raft.types import ENTRY_CONF_CHANGE, ENTRY_NORMAL, Entry, HardState
+from ..storage import failpoint
+from ..storage.backend import Backend, Batch
+from ..storage.fileutil import fsync_dir
+from ..storage.snap import Snapshotter, archive_dir, restore_archive
+from ..storage.wal import WAL
+from ..transport.transport import STATUS_GONE, Transport, parse_peer_url
+from ..v2store.errors import LEADER_ELECT, RAFT_INTERNAL, V2Error
+from .applier import ApplierV2
+from .bootstrap import OLD_SUFFIX, OpenedMember, StartupError
+from .config import Config
+from .wait import Wait
+
+log = logging.getLogger("fastkv.etcdserver")
+
+# Rounds with at most this many new entries are fdatasynced on the event loop (see _handle_ready).
+INLINE_SYNC_MAX_ENTRIES = 1
+# Proposals held on a member that knows no leader yet.  Beyond this, error 301 at once.
+MAX_HELD_PROPOSALS = 10000
+
+
+def _snapshot_catch_up_entries() -> int:
+    """Entries kept after a snapshot so slow followers can catch up from the log: 5000 like
+    etcd's; FASTKV_SNAPSHOT_CATCH_UP_ENTRIES overrides it (tests exercise compaction)."""
+    return int(os.environ.get("FASTKV_SNAPSHOT_CATCH_UP_ENTRIES", 5000))
+
+
+class ReadyLoop:
+    def __init__(
+        self,
+        cfg: Config,
+        opened: OpenedMember,
+        wait: Wait,
+        clock: Callable[[], int],
+        *,
+        on_leader_change: Callable[[], None],
+        on_rejected_gone: Callable[[], None],
+        on_fatal: Callable[[str], None],
+        cluster_info: Callable[[], str],
+    ) -> None:
+        self.cfg = cfg
+        self.member_id = opened.member_id
+        self.cluster_id = opened.cluster_id
+        self.wal: WAL = opened.wal
+        self.snapshotter: Snapshotter = opened.snapshotter
+        self.applier: ApplierV2 = opened.applier
+        self.wait = wait
+        self._clock = clock
+        self._on_leader_change = on_leader_change
+        self._on_rejected_gone = on_rejected_gone
+        self._on_fatal = on_fatal
+        self._cluster_info = cluster_info
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal-writer")
+        # Proposals not yet in the Raft log: (request id, encoded request); id 0 = the member's own
+        # (SYNC), proposed whatever happens to clients.
+        self._proposals: list[tuple[int, bytes]] = []
+        # (request id, entry type, data): configuration changes and attribute publications.
+        self._conf_proposals: list[tuple[int, int, bytes]] = []
+        # Quorum reads (ReadIndex, Raft thesis §6.4): request ids not yet handed to Raft, and
+        # confirmed reads waiting for the store to apply up to their read index.
+        self._reads: list[int] = []
+        self._confirmed_reads: list[tuple[int, int]] = []
+        self._persisting = False
+        self._scheduled = False
+        self.fatal: str | None = None
+        self._snapshot_index = opened.snapshot_index
+        self._snapshot_running = False
+        self.transport: Transport | None = None
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._last_lead = 0
+        # The newest commit-only hard state not yet in the WAL (written by the next save or tick).
+        self._unsaved_hard_state: HardState | None = None
+        self.stopping = False
+        self._closed = False
+        # /v2/stats/self and /metrics.
+        self.append_counts = {"recvAppendRequestCnt": 0, "sendAppendRequestCnt": 0}
+        self.leader_changes = 0
+        self.leader_since_ns = clock()
+        raft_log = opened.raft_log
+        # etcd: election ticks = election timeout / heartbeat interval, one tick per heartbeat.
+        election_tick = max(2, cfg.election_timeout_ms // max(1, cfg.heartbeat_interval_ms))
+        raft_log.snapshot_source = self._snapshot_for_peer
+        # Configured for a cluster even with one voter: members can be added at runtime.
+        self.raft = RaftNode(
+            self.member_id,
+            opened.voters,
+            raft_log,
+            opened.hard_state,
+            election_tick=election_tick,
+            heartbeat_tick=1,
+            rng=random.Random(self.member_id ^ time.time_ns()),
+        )
+
+    @property
+    def multi_member(self) -> bool:
+        """More than one voter: ticks, elections and peer traffic are needed."""
+        return len(self.raft.voters) > 1
+
+    # -- starting and stopping -----------------------------------------------------------
+
+    async def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Listen for peers (a single member too: it can be joined after a member add) and start
+        ticking.  A single member campaigns at once; in a cluster the randomized election timeout
+        decides who campaigns first (etcd's rule)."""
+        self._loop = loop
+        await self._start_transport()
+        self.leader_since_ns = self._clock()
+        self._tick_handle = loop.call_later(self.cfg.heartbeat_interval_ms / 1000.0, self._on_tick)
+        if not self.multi_member:
+            self.raft.campaign()
+            event(
+                log,
+                logging.INFO,
+                "became leader",
+                **{"local-member-id": f"{self.member_id:x}", "term": self.raft.term},
+            )
+        self.kick()
+
+    async def _start_transport(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        self.transport = Transport(
+            self.member_id,
+            self.cluster_id,
+            self._on_peer_message,
+            loop,
+            on_unreachable=self.raft.report_unreachable,
+            on_snapshot_status=self.raft.report_snapshot,
+            is_removed=lambda mid: mid in self.applier.membership.removed,
+            on_rejected=self._on_peer_rejected,
+            cluster_info=self._cluster_info,
+            rng=random.Random(self.member_id ^ time.time_ns() ^ 0x5EED),
+        )
+        for url in self.cfg.listen_peer_urls:
+            try:
+                host, port = parse_peer_url(url)
+            except ValueError as e:
+                raise StartupError(f"cannot listen on {url!r}: {e}") from None
+            if host == "localhost":
+                host = "127.0.0.1"
+            try:
+                await self.transport.start(host, port)
+            except OSError as e:
+                raise StartupError(f"listen tcp {host}:{port}: {e.strerror or e}") from None
+        self.sync_peers()
+
+    async def stop(self) -> None:
+        """Hand leadership over, let the WAL write in flight finish, close the WAL and RocksDB.
+        Requests not yet in the log are answered "server stopped"; none of them was acknowledged."""
+        self.stopping = True
+        if self._loop is not None:
+            await self._transfer_leadership()
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+            self._tick_handle = None
+        if self.transport is not None:
+            try:
+                await self.transport.stop()
+            except Exception:  # noqa: BLE001 - stopping anyway
+                pass
+        self._proposals.clear()
+        self._conf_proposals.clear()
+        self._reads.clear()
+        deadline = time.monotonic() + 5
+        # A snapshot in progress finishes, and its log compaction and purge are queued.
+        while (self._persisting or self._snapshot_running) and time.monotonic() < deadline and not self.fatal:
+            await asyncio.sleep(0.005)
+        if self._unsaved_hard_state is not None and self.fatal is None:
+            self._writer.submit(self.wal.save, self._unsaved_hard_state, [])
+            self._unsaved_hard_state = None
+        self._closed = True
+        self.wait.fail_all(V2Error(RAFT_INTERNAL, "etcdserver: server stopped"))
+        # Off the loop: a snapshot checkpoint may still be running on the writer.
+        await asyncio.get_running_loop().run_in_executor(None, self._writer.shutdown, True)
+        self.close_files()
+
+    def close_files(self) -> None:
+        for close in (self.wal.close, self.applier.backend.close):
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - closing what may already be broken
+                pass
+
+    async def _transfer_leadership(self) -> None:
+        """A leader that stops hands leadership to its most up-to-date voter first (etcd 3.4's
+        graceful stop), so the cluster does not wait out an election timeout; bounded by one
+        election timeout, after which the member stops anyway."""
+        raft = self.raft
+        if raft.state != LEADER or not self.multi_member or self.fatal is not None:
+            return
+        if self.member_id in self.applier.membership.removed:
+            return
+        candidates = [
+            (pr.match, pid)
+            for pid, pr in raft.progress.items()
+            if pid != self.member_id and pid in raft.voters and pr.recent_active
+        ]
+        if not candidates:
+            return
+        _, to = max(candidates)
+        event(
+            log,
+            logging.INFO,
+            "leadership transfer on stop",
+            **{"local-member-id": f"{self.member_id:x}", "transferee": f"{to:x}"},
+        )
+        raft.transfer_leader(to)
+        self.kick()
+        deadline = time.monotonic() + self.cfg.election_timeout_ms / 1000.0
+        while time.monotonic() < deadline and raft.lead in (self.member_id, 0) and raft.state == LEADER:
+            await asyncio.sleep(0.005)
+
+    # -- peers ---------------------------------------------------------------------------
+
+    def sync_peers(self) -> None:
+        """The transport's peers follow the membership (peer URLs included)."""
+        t = self.transport
+        if t is None:
+            return
+        members = self.applier.membership.members
+        for m in members.values():
+            if m.id != self.member_id and m.peer_urls:
+                t.update_peer(m.id, m.peer_urls)
+        for pid in t.peers():
+            if pid not in members:
+                t.remove_peer(pid)
+
+    def add_voter(self, member_id: int) -> None:
+        if member_id not in self.raft.voters:
+            self.raft.apply_conf_change(ConfChange(CONF_ADD_NODE, member_id))
+
+    def remove_voter(self, member_id: int) -> None:
+        if member_id in self.raft.voters:
+            self.raft.apply_conf_change(ConfChange(CONF_REMOVE_NODE, member_id))
+
+    def _on_peer_rejected(self, peer_id: int, status: int, reason: str) -> None:
+        """A peer refused our connection.  410 means this member was removed from the cluster
+        (the entry may never have reached us): stop for good, as etcd does."""
+        if status == STATUS_GONE:
+            self._on_rejected_gone()
+
+    def _on_peer_message(self, m: Message) -> None:
+        if m.type == MSG_APP:
+            self.append_counts["recvAppendRequestCnt"] += 1
+        self.raft.step(m)
+        self.kick()
+
+    def _send(self, messages: list[Message]) -> None:
+        t = self.transport
+        if t is None or not messages:
+            return
+        n = 0
+        for m in messages:
+            if m.type == MSG_APP:
+                n += 1
+        self.append_counts["sendAppendRequestCnt"] += n
+        t.send(messages)
+        t.flush()
+
+    def _on_tick(self) -> None:
+        loop = self._loop
+        if loop is None or self.fatal is not None:
+            return
+        self._tick_handle = loop.call_later(self.cfg.heartbeat_interval_ms / 1000.0, self._on_tick)
+        if self._unsaved_hard_state is not None and not self._persisting:
+            hard_state, self._unsaved_hard_state = self._unsaved_hard_state, None
+            if self.multi_member:
+                self._writer.submit(self.wal.save, hard_state, [], False).add_done_callback(
+                    self._check_background_write
+                )
+            else:
+                # Where a single member's saves happen (inline, see _handle_ready), so an older
+                # hard state can never land after a newer one.
+                try:
+                    self.wal.save(hard_state, [], False)
+                except Exception as e:  # noqa: BLE001 - any WAL failure is fatal
+                    self.fail(f"WAL write failed: {e}")
+        self.raft.tick()
+        self._on_leader_change()
+        self.kick()
+
+    # -- proposing -----------------------------------------------------------------------
+
+    def can_accept(self) -> V2Error | None:
+        """Why a new request must be refused now, or None."""
+        if self.fatal is not None or self.stopping:
+            return V2Error(RAFT_INTERNAL, "etcdserver: " + (self.fatal or "server stopped"))
+        raft = self.raft
+        if raft.state != LEADER and (
+            not self.multi_member or (raft.lead == 0 and len(self._proposals) >= MAX_HELD_PROPOSALS)
+        ):
+            return V2Error(LEADER_ELECT)
+        return None
+
+    def propose(self, rid: int, data: bytes) -> None:
+        self._proposals.append((rid, data))
+        self.kick()
+
+    def propose_conf(self, rid: int, etype: int, data: bytes) -> None:
+        self._conf_proposals.append((rid, etype, data))
+        self.kick()
+
+    def read(self, rid: int) -> None:
+        """A quorum read: confirm leadership for the current commit index, then serve it from
+        the local store once it has applied that index."""
+        self._reads.append(rid)
+        self.kick()
+
+    def kick(self) -> None:
+        if not self._scheduled and not self._persisting and self._loop is not None and not self._closed:
+            self._scheduled = True
+            self._loop.call_soon(self._run_ready)
+
+    def _run_ready(self) -> None:
+        """One turn of the Ready loop: hand new entries to the writer, apply what is durable."""
+        self._scheduled = False
+        if self._persisting or self.fatal is not None or self._closed:
+            return
+        raft = self.raft
+        if self._proposals or self._conf_proposals:
+            self._submit_proposals()
+        if self._reads and (raft.state == LEADER or raft.lead != 0):
+            # Held while no leader is known: a follower without one would drop them.
+            reads, self._reads = self._reads, []
+            for rid in reads:
+                raft.read_index(rid.to_bytes(8, "big"))
+        if not raft.has_ready():
+            return
+        rd = raft.ready()
+        if rd.soft_state_changed:
+            self._on_soft_state()
+        if rd.snapshot is not None:
+            self._install_snapshot(rd)
+            return
+        self._handle_ready(rd)
+
+    def _submit_proposals(self) -> None:
+        """Into the leader's log, or forwarded to the leader (MsgProp), or held while no leader is
+        known.  Only proposals whose client still waits leave this member."""
+        raft = self.raft
+        if raft.state != LEADER and raft.lead == 0:
+            return  # held until a leader is known (the sweep answers their clients in time)
+        is_waiting = self.wait.is_waiting
+        proposals = [d for rid, d in self._proposals if rid == 0 or is_waiting(rid)]
+        conf = [c for c in self._conf_proposals if c[0] == 0 or is_waiting(c[0])]
+        self._proposals = []
+        self._conf_proposals = []
+        if raft.state == LEADER:
+            try:
+                if proposals:
+                    raft.propose_many(proposals)
+                for i, (_, etype, data) in enumerate(conf):
+                    if etype == ENTRY_CONF_CHANGE and raft.pending_conf_index > raft.log.applied:
+                        # One configuration change at a time: the rest wait for it to apply.
+                        self._conf_proposals = conf[i:]
+                        break
+                    raft.propose(data, etype)
+            except NotLeaderError:
+                # A leadership transfer in progress.
+                if not self.multi_member:
+                    self.wait.fail_all(V2Error(LEADER_ELECT))
+            return
+        entries = [Entry(0, 0, ENTRY_NORMAL, d) for d in proposals]
+        entries.extend(Entry(0, 0, etype, d) for _, etype, d in conf)
+        if entries:
+            raft.step(Message(MSG_PROP, frm=self.member_id, entries=entries))
+
+    def _on_soft_state(self) -> None:
+        lead = self.raft.lead
+        if lead != self._last_lead:
+            if lead != 0:
+                self.leader_changes += 1
+                self.leader_since_ns = self._clock()
+                event(
+                    log,
+                    logging.INFO,
+                    "leader changed",
+                    **{
+                        "local-member-id": f"{self.member_id:x}",
+                        "leader": f"{lead:x}",
+                        "term": self.raft.term,
+                        "state": self.raft.state,
+                    },
+                )
+            else:
+                event(
+                    log,
+                    logging.INFO,
+                    "lost leader",
+                    **{"local-member-id": f"{self.member_id:x}", "term": self.raft.term},
+                )
+            self._last_lead = lead
+        if lead != 0 and (self._proposals or self._conf_proposals):
+            self.kick()
+        self._on_leader_change()
+
+    # -- one Ready -----------------------------------------------------------------------
+
+    def _handle_ready(self, rd: Ready) -> None:
+        """Steps b-e of the Ready contract (raft/node.py), once any snapshot is installed."""
+        raft = self.raft
+        # The leader may send before its own write is durable (thesis §10.2.1: it counts
+        # itself only after advance); everyone else answers only for durable state.
+        send_now = not rd.must_sync or raft.state == LEADER
+        if send_now and rd.messages:
+            self._send(rd.messages)
+        batch = None
+        if rd.committed_entries:
+            # Committed entries are already durable here: apply them while the next write runs.
+            batch = self.applier.apply(rd.committed_entries, self._clock(), self.wait, self._loop)
+        if rd.read_states:
+            self._confirmed_reads.extend(
+                (rs.index, int.from_bytes(rs.request_ctx, "big")) for rs in rd.read_states
+            )
+        if self._confirmed_reads:
+            self._serve_reads()
+        if rd.must_sync:
+            self._persisting = True
+            loop = self._loop
+            assert loop is not None
+            deferred = None if send_now else rd.messages
+            hard_state = rd.hard_state or self._unsaved_hard_state
+            self._unsaved_hard_state = None
+
+            if len(rd.entries) <= INLINE_SYNC_MAX_ENTRIES and not self.multi_member:
+                # A lone entry on a single member (one client at a time): write and fdatasync it
+                # right here, the GIL released meanwhile.  Handing it to the writer thread and
+                # back costs two thread wake-ups and GIL hand-offs, more than the loop could do
+                # during this fdatasync (+15% PUT/s at 1 connection).  In a cluster the loop
+                # also carries peer traffic, and no gain was measured there.  Saves never
+                # overlap: the next one waits for _on_persisted.
+                try:
+                    self.wal.save(hard_state, rd.entries)
+                    exc: BaseException | None = None
+                except BaseException as e:
+                    exc = e
+                loop.call_soon(self._on_persisted, rd, exc, deferred)
+            else:
+
+                def saved(exc: BaseException | None) -> None:
+                    loop.call_soon_threadsafe(self._on_persisted, rd, exc, deferred)
+
+                # One writer job: the WAL write + fdatasync, reported at once, then this round's
+                # RocksDB batch (so the acknowledgement never waits for RocksDB).
+                self._writer.submit(self._persist_round, hard_state, rd.entries, batch, saved)
+                batch = None
+        elif rd.hard_state is not None:
+            # A commit index alone: a crash may lose it (Raft recomputes it).  It rides the next
+            # WAL write, or a heartbeat tick writes it unsynced, so the WAL's commit index stays
+            # current for --force-new-cluster and backups without a write per request.
+            self._unsaved_hard_state = rd.hard_state
+        if batch is not None:
+            self._writer.submit(self.applier.backend.write, batch).add_done_callback(
+                self._check_background_write
+            )
+        if not rd.must_sync:
+            raft.advance(rd)
+            if raft.has_ready():
+                self.kick()
+        self._maybe_snapshot()
+
+    def _serve_reads(self) -> None:
+        """Answer the confirmed quorum reads whose read index the store has applied."""
+        applied = self.applier.applied_index
+        waiting = []
+        now = self._clock()
+        store = self.applier.store
+        for index, rid in self._confirmed_reads:
+            if index > applied:
+                waiting.append((index, rid))
+                continue
+            w = self.wait.take(rid)
+            if w is None or w.req is None:
+                continue
+            req = w.req
+            try:
+                result = store.get(req.path, req.recursive, req.sorted, now)
+            except V2Error as err:
+                w.done(None, err)
+                continue
+            w.done(result, None)
+        self._confirmed_reads = waiting
+
+    def _persist_round(
+        self,
+        hard_state: HardState | None,
+        entries: list[Entry],
+        batch: Batch | None,
+        saved: Callable[[BaseException | None], None],
+    ) -> None:
+        """On the writer thread: WAL write + fdatasync, report, then the RocksDB batch."""
+        try:
+            self.wal.save(hard_state, entries)
+        except BaseException as e:
+            saved(e)
+            return
+        saved(None)
+        if batch is not None:
+            try:
+                self.applier.backend.write(batch)
+            except BaseException as e:
+                if self._loop is not None:
+                    self._loop.call_soon_threadsafe(self.fail, f"applied state write failed: {e}")
+
+    def _on_persisted(
+        self, rd: Ready, exc: BaseException | None, deferred: list[Message] | None = None
+    ) -> None:
+        self._persisting = False
+        if self._closed:
+            return
+        if exc is not None:
+            self.fail(f"WAL write failed: {exc}")
+            return
+        if deferred:
+            self._send(deferred)
+        self.raft.advance(rd)
+        self._run_ready()
+
+    def _check_background_write(self, f: concurrent.futures.Future[None]) -> None:
+        """Writer-thread jobs nobody waits for: a failure still stops the member."""
+        exc = f.exception()
+        if exc is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self.fail, f"WAL write failed: {exc}")
+
+    def fail(self, reason: str) -> None:
+        """A durability failure: acknowledge nothing more and stop the member."""
+        if self.fatal is not None:
+            return
+        self.fatal = reason
+        event(log, logging.CRITICAL, "the member stops acknowledging writes and exits", reason=reason)
+        self.wait.fail_all(V2Error(RAFT_INTERNAL, "etcdserver: " + reason))
+        self._on_fatal(reason)
+
+    # -- snapshots -----------------------------------------------------------------------
+
+    def _maybe_snapshot(self, force: bool = False) -> None:
+        """Every --snapshot-count applied entries (or now, with ``force``): make RocksDB durable,
+        keep a checkpoint of it as the snapshot, and let the WAL and the in-memory log drop what
+        it covers."""
+        applier = self.applier
+        applied, term = applier.applied_index, applier.applied_term
+        if self._snapshot_running or applied == 0 or self.stopping:
+            return
+        if not force and applied - self._snapshot_index < self.cfg.snapshot_count:
+            return
+        assert self._loop is not None
+        meta = orjson.dumps(
+            {"membership": applier.membership.save().decode(), "index": applied, "term": term}
+        )
+        self._snapshot_running = True
+        backend = applier.backend
+
+        def write_snapshot() -> None:
+            # The writer thread runs jobs in order, so RocksDB holds exactly the state at
+            # ``applied`` here: every earlier round's batch was written, no later one yet.
+            backend.flush()
+            backend.checkpoint(self.snapshotter.data_dir(term, applied))
+            failpoint.hit("during_snapshot")
+            self.snapshotter.save(term, applied, meta)
+            self.wal.save_snapshot(term, applied)
+
+        def done(f: concurrent.futures.Future[None]) -> None:
+            self._snapshot_running = False
+            if self._closed:
+                return
+            exc = f.exception()
+            if exc is not None:
+                self.fail(f"snapshot at index {applied} failed: {exc}")
+                return
+            self._snapshot_index = applied
+            compact_to = min(applied - _snapshot_catch_up_entries(), self.raft.log.applied)
+            if compact_to > self.raft.log.offset:
+                self.raft.log.compact(compact_to)
+                self._writer.submit(self.wal.release_to, compact_to, self.cfg.max_wals)
+            if self.cfg.max_snapshots > 0:
+                self._writer.submit(self.snapshotter.purge, self.cfg.max_snapshots)
+            event(log, logging.INFO, "saved snapshot", **{"snapshot-index": applied, "snapshot-term": term})
+
+        loop = self._loop
+        fut = self._writer.submit(write_snapshot)
+        fut.add_done_callback(lambda f: loop.call_soon_threadsafe(done, f))
+
+    def _snapshot_for_peer(self) -> Snapshot | None:
+        """The newest snapshot, for a follower behind the compacted log: its RocksDB checkpoint
+        streamed as an archive.  Read on the event loop (a big snapshot stalls it; see notes)."""
+        snap = self.snapshotter.load()
+        if snap is None or snap[1] < self.raft.log.offset:
+            # None covers what the log no longer holds (after a restart the log starts at the
+            # applied index): take one now; Raft asks again on its next heartbeat.
+            self._maybe_snapshot(force=True)
+            return None
+        term, index, meta = snap
+        voters = sorted(int(m["id"], 16) for m in orjson.loads(orjson.loads(meta)["membership"])["members"])
+        data = b"".join(archive_dir(self.snapshotter.data_dir(term, index)))
+        return Snapshot(SnapshotMeta(index, term, voters), data)
+
+    def _install_snapshot(self, rd: Ready) -> None:
+        """Replace the applied state with the leader's snapshot (on the writer thread, after every
+        batch queued before it), then go on with the rest of the Ready on the event loop."""
+        snapshot = rd.snapshot
+        assert snapshot is not None and self._loop is not None
+        meta = snapshot.meta
+        old_backend = self.applier.backend
+        kv_dir = old_backend.path
+        member_dir = os.path.dirname(kv_dir)
+        incoming = kv_dir + ".incoming"
+        self._persisting = True
+        installed_backend: list[Backend] = []
+
+        def install() -> None:
+            shutil.rmtree(incoming, ignore_errors=True)
+            restore_archive([snapshot.data], incoming)
+            old_backend.close()
+            os.rename(kv_dir, kv_dir + OLD_SUFFIX)
+            os.rename(incoming, kv_dir)
+            fsync_dir(member_dir)
+            shutil.rmtree(kv_dir + OLD_SUFFIX, ignore_errors=True)
+            installed_backend.append(Backend.open(kv_dir))
+            self.wal.save_snapshot(meta.term, meta.index)
+
+        def installed(f: concurrent.futures.Future[None]) -> None:
+            self._persisting = False
+            if installed_backend:
+                self.applier.backend = installed_backend[0]
+            if self._closed:
+                return
+            exc = f.exception()
+            if exc is not None:
+                self.fail(f"installing the snapshot at index {meta.index} failed: {exc}")
+                return
+            backend = installed_backend[0]
+            bm = backend.meta()
+            if bm.applied_index != meta.index:
+                self.fail(f"the snapshot for index {meta.index} holds state at {bm.applied_index}")
+                return
+            self.applier.restore(backend)
+            self.sync_peers()
+            self._snapshot_index = meta.index
+            event(
+                log, logging.INFO, "installed the leader's snapshot",
+                **{"snapshot-index": meta.index, "snapshot-term": meta.term},
+            )  # fmt: skip
+            self._handle_ready(rd)
+
+        fut = self._writer.submit(install)
+        loop = self._loop
+        fut.add_done_callback(lambda f: loop.call_soon_threadsafe(installed, f))
+
+    # -- what others read ----------------------------------------------------------------
+
+    def connected_since(self, cutoff_ns: int, member_ids: list[int]) -> int:
+        """How many of ``member_ids`` this member has been connected to since ``cutoff_ns``
+        (itself included), per its peer transport (etcd's numConnectedSince)."""
+        t = self.transport
+        n = 0
+        for mid in member_ids:
+            if mid == self.member_id:
+                n += 1
+                continue
+            since = t.active_since_ns(mid) if t is not None else 0
+            if since and since <= cutoff_ns:
+                n += 1
+        return n
+
+    def peer_active_since_ns(self, member_id: int) -> int:
+        t = self.transport
+        return t.active_since_ns(member_id) if t is not None else 0
+
+    def stats_leader_followers(self) -> dict[str, Any]:
+        followers: dict[str, Any] = {}
+        t = self.transport
+        if t is not None:
+            for pid in sorted(t.peers()):
+                rtt = t.round_trip_time(pid)
+                ms = rtt * 1000.0 if rtt is not None else 0.0
+                st = t.stats(pid)
+                followers[f"{pid:x}"] = {
+                    "latency": {
+                        "current": ms,
+                        "average": ms,
+                        "standardDeviation": 0.0,
+                        "minimum": ms,
+                        "maximum": ms,
+                    },
+                    "counts": {"fail": st["dropped"], "success": st["sent"]},
+                }
+        return followers
