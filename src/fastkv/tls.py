@@ -422,6 +422,11 @@ class ServerTLS:
         assert self._files.cert is not None
         return self._files.cert
 
+    @property
+    def current_context(self) -> ssl.SSLContext:
+        """The context the next handshake is handed (built from the files last loaded)."""
+        return self._current
+
     def _signature(self) -> tuple[Any, ...]:
         sig: list[Any] = []
         for path in self._paths:
