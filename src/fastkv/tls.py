@@ -30,8 +30,10 @@ What this module decides (and what it leaves to its callers):
   be signed by a trusted CA and current, which :func:`load_files` checks (etcd compares serials
   only and starts with a stale CRL; fastkv refuses to start rather than refuse every client).
   TLS 1.2 is the minimum, as etcd's.
-- **The peer CN check** (``--peer-cert-allowed-cn``) runs after the handshake on the verified
-  certificate: :func:`check_allowed_cn`.  The caller closes the connection when it answers a reason.
+- **After the handshake** a listener calls :meth:`ServerTLS.check_peer`: the peer CN check
+  (``--peer-cert-allowed-cn``, :func:`check_allowed_cn`) on the verified certificate, and the CRL
+  for a resumed TLS 1.2 session (session tickets are off, but OpenSSL's session-ID cache cannot
+  be turned off from Python).  The caller closes the connection when it answers a reason.
 - **Auto TLS** (:func:`self_cert`, :func:`resolve_auto_tls`) writes a self-signed ECDSA P-521
   certificate for the listen hosts to ``<data-dir>/fixtures/{client,peer}/{cert,key}.pem`` (key
   0600), reused when both files exist, like etcd's ``SelfCert``; dialers skip verification of
@@ -47,6 +49,7 @@ import contextlib
 import datetime as dt
 import hmac
 import ipaddress
+import json
 import logging
 import os
 import secrets
@@ -171,7 +174,7 @@ def cipher_policy(names: Sequence[str]) -> CipherPolicy:
     mapped: list[str] = []
     for name in names:
         if name not in GO_CIPHER_SUITES:
-            raise TLSError(f"unexpected TLS cipher suite {name!r}".replace("'", '"'))
+            raise TLSError(f"unexpected TLS cipher suite {_go_quote(name)}")
         openssl_name = GO_CIPHER_SUITES[name]
         if openssl_name is not None and openssl_name not in mapped:
             mapped.append(openssl_name)
@@ -187,6 +190,11 @@ def cipher_policy(names: Sequence[str]) -> CipherPolicy:
             f"({', '.join(n for n in names if GO_CIPHER_SUITES[n])})"
         ) from None
     return CipherPolicy(cipher_string, False)
+
+
+def _go_quote(s: str) -> str:
+    # Go's %q for the strings that matter here: double quotes, backslash escapes.
+    return json.dumps(s, ensure_ascii=False)
 
 
 # --- reading and checking the files ---------------------------------------------------------
@@ -297,7 +305,7 @@ def _load_crl(path: str, ca_certs: Sequence[x509.Certificate], now: dt.datetime)
     except ValueError:
         raise TLSError(f"x509: malformed crl: CRL file {path}") from None
     issuers = [c for c in ca_certs if c.subject == crl.issuer]
-    if not any(_crl_signed_by(crl, c) for c in issuers):
+    if ca_certs and not any(_crl_signed_by(crl, c) for c in issuers):
         raise TLSError(f"x509: CRL is not signed by a certificate in the trusted CA file: CRL file {path}")
     next_update = crl.next_update_utc
     if next_update is not None and now > next_update:
@@ -321,8 +329,8 @@ def load_files(info: TLSInfo, *, now: dt.datetime | None = None, need_cert: bool
     both be present[...]``), a file that is missing or unreadable, no PEM data, a malformed
     certificate or key, an encrypted key, a key not matching the certificate, a certificate
     expired or not yet valid at ``now``, a trusted CA file with no certificate, a CRL that does
-    not parse, is not signed by a trusted CA or is past its next update, a CRL without a
-    trusted CA file to check it with, and unknown cipher suites."""
+    not parse, is past its next update, or is not signed by a certificate of the trusted CA
+    file (when there is one), and unknown cipher suites."""
     now = now or _utcnow()
     cipher_policy(info.cipher_suites)
     leaf: x509.Certificate | None = None
@@ -338,8 +346,6 @@ def load_files(info: TLSInfo, *, now: dt.datetime | None = None, need_cert: bool
     crl = None
     crl_is_pem = True
     if info.crl_file:
-        if not ca_certs:
-            raise TLSError(f"a CRL file needs a trusted CA file to verify it: CRL file {info.crl_file}")
         crl, crl_is_pem = _load_crl(info.crl_file, ca_certs, now)
     return TLSFiles(cert=leaf, ca_certs=tuple(ca_certs), crl=crl, crl_is_pem=crl_is_pem)
 
@@ -377,6 +383,10 @@ class ServerTLS:
     it never changes.  Each handshake checks the files (stat only) and, when they changed since
     the last build, uses a context built from the new files; see the module docstring.
 
+    Changes are seen through stat: replacing a file by rename (a new inode) is always seen; a
+    rewrite in place of the same size within the filesystem's timestamp granularity (a few
+    milliseconds) of the previous write is not.
+
     ``check_interval_s`` limits the stat calls to one round per interval measured on ``clock``
     (monotonic seconds); the default 0 checks at every handshake, which costs one stat per file
     (at most four).  ``now`` is the wall clock used for certificate validity.
@@ -404,8 +414,6 @@ class ServerTLS:
         )
         signature = self._signature()
         files = load_files(info, now=now())
-        inner = self._build(files)
-        self._current = inner
         self._files = files
         self._signature_loaded = signature
         self._signature_failed: tuple[Any, ...] | None = None
@@ -415,6 +423,8 @@ class ServerTLS:
         # callback that swaps in the current inner context at every ClientHello.
         self.context = self._build(files)
         self.context.sni_callback = self._on_client_hello
+        # Until the files change, handshakes keep the outer context (no switch at all).
+        self._current = self.context
 
     @property
     def certificate(self) -> x509.Certificate:
@@ -444,8 +454,9 @@ class ServerTLS:
         ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if self._policy.tls13_only else ssl.TLSVersion.TLSv1_2
         if self._policy.openssl is not None:
             ctx.set_ciphers(self._policy.openssl)
-        # No resumption: a resumed session skips client certificate and CRL checks, and its
-        # tickets would outlive a rotation of the files.
+        # No session tickets: a resumed session skips the client certificate and CRL checks.
+        # OpenSSL's TLS 1.2 session-ID cache cannot be turned off from Python; check_peer
+        # re-checks such a resumed session against the current CRL.
         ctx.options |= ssl.OP_NO_TICKET
         ctx.num_tickets = 0
         ctx.load_cert_chain(info.cert_file, info.key_file, password=_no_password)
@@ -459,6 +470,28 @@ class ServerTLS:
                 _load_crl_into(ctx, info, files)
                 ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
         return ctx
+
+    def check_peer(self, ssl_object: ssl.SSLObject | ssl.SSLSocket) -> str | None:
+        """After a completed handshake: None when the connection may stay, else the reason
+        to close it (one line, for a warning).
+
+        Checks ``allowed_cn`` (:func:`check_allowed_cn`) when set and client certificates are
+        verified, and, for a resumed TLS 1.2 session (which skipped verification), the peer's
+        serial against the current CRL, as etcd checks every connection (``transport:
+        certificate serial <hex> revoked``)."""
+        if not self.info.verifies_clients:
+            return None
+        peer = ssl_object.getpeercert()
+        if self.info.allowed_cn:
+            reason = check_allowed_cn(peer, self.info.allowed_cn)
+            if reason is not None:
+                return reason
+        crl = self._files.crl
+        if crl is not None and ssl_object.session_reused and peer:
+            serial = int(str(peer.get("serialNumber", "0")), 16)
+            if crl.get_revoked_certificate_by_serial_number(serial) is not None:
+                return f"transport: certificate serial {_serial_hex(serial)} revoked"
+        return None
 
     def reload_if_changed(self) -> bool:
         """Rebuild the inner context when the files changed since the last (good or failed)
@@ -507,7 +540,14 @@ class ServerTLS:
                     self.reload_if_changed()
         except Exception as e:  # pragma: no cover - reload_if_changed catches what it expects
             logutil.event(self._log, logging.WARNING, "TLS reload check failed", error=_one_line(e))
-        sslobj.context = self._current
+        current = self._current
+        if current is not ctx:
+            sslobj.context = current
+
+
+def _serial_hex(serial: int) -> str:
+    # Go's %x of the serial's big-endian bytes (a leading zero nibble is kept).
+    return serial.to_bytes(max(1, (serial.bit_length() + 7) // 8), "big").hex()
 
 
 def _one_line(e: BaseException) -> str:

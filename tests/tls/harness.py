@@ -14,7 +14,7 @@ from typing import Any
 import uvloop
 from cryptography import x509
 
-from fastkv.tls import TLSInfo
+from fastkv.tls import ServerTLS, TLSInfo
 from tests.support.certs import CA, Issued
 
 LOOPS = ["uvloop", "asyncio"]
@@ -68,16 +68,25 @@ class Server:
 
     port: int
     accepted: list[dict[str, Any]] = field(default_factory=list)
+    verdicts: list[str | None] = field(default_factory=list)
 
 
 @asynccontextmanager
-async def serve(ctx: ssl.SSLContext) -> AsyncIterator[Server]:
+async def serve(ctx: ssl.SSLContext, tls: ServerTLS | None = None) -> AsyncIterator[Server]:
+    """With ``tls``, each connection is judged by ``tls.check_peer`` (recorded in
+    ``verdicts``) and closed when it gives a reason, as a listener does."""
     rec = Server(port=0)
 
     class Proto(asyncio.Protocol):
         def connection_made(self, transport: Any) -> None:
             sslobj = transport.get_extra_info("ssl_object")
             rec.accepted.append(sslobj.getpeercert() or {})
+            if tls is not None:
+                reason = tls.check_peer(sslobj)
+                rec.verdicts.append(reason)
+                if reason is not None:
+                    transport.close()
+                    return
             transport.write(b"ok")
 
     server = await asyncio.get_running_loop().create_server(Proto, "127.0.0.1", 0, ssl=ctx)
@@ -124,12 +133,16 @@ class Handshake:
 
 
 def memory_handshake(
-    server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, server_hostname: str = "127.0.0.1"
+    server_ctx: ssl.SSLContext,
+    client_ctx: ssl.SSLContext,
+    server_hostname: str = "127.0.0.1",
+    session: ssl.SSLSession | None = None,
 ) -> Handshake:
-    """Both ends of one handshake in memory, so each side's error is seen as it raised it."""
+    """Both ends of one handshake in memory, so each side's error is seen as it raised it.
+    ``session``: a session of an earlier handshake the client offers to resume."""
     s_in, s_out, c_in, c_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
     server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
-    client = client_ctx.wrap_bio(c_in, c_out, server_hostname=server_hostname)
+    client = client_ctx.wrap_bio(c_in, c_out, server_hostname=server_hostname, session=session)
     errors: dict[str, ssl.SSLError | None] = {"s": None, "c": None}
     done = {"s": False, "c": False}
 

@@ -56,6 +56,12 @@ def test_unknown_name_is_etcds_error(name: str) -> None:
     assert str(e.value) == f'unexpected TLS cipher suite "{name}"'
 
 
+def test_names_are_quoted_as_go_does() -> None:
+    with pytest.raises(TLSError) as e:
+        cipher_policy(['TLS_"X"'])
+    assert str(e.value) == 'unexpected TLS cipher suite "TLS_\\"X\\""'
+
+
 def test_mapping_keeps_order_and_folds_aliases() -> None:
     policy = cipher_policy(
         [

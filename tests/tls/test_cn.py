@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fastkv.tls import ServerTLS, check_allowed_cn, common_names
+from fastkv.tls import ServerTLS, check_allowed_cn, client_context, common_names
 from tests.tls.harness import LOOPS, PKI, dial, run, serve
 
 
@@ -38,15 +38,18 @@ def test_on_a_completed_handshake(loop: str, pki: PKI) -> None:
     )
 
     async def scenario() -> None:
-        from fastkv.tls import client_context
-
-        async with serve(st.context) as srv:
+        async with serve(st.context, st) as srv:
             assert (await dial(srv.port, client_context(pki.client_info(pki.client)))).data == b"ok"
-            assert (await dial(srv.port, client_context(pki.client_info(other)))).data == b"ok"
+            # The handshake completes; the listener's check closes the connection.
+            assert (await dial(srv.port, client_context(pki.client_info(other)))).data == b""
             first, second = srv.accepted
             assert check_allowed_cn(first, st.info.allowed_cn) is None
             assert check_allowed_cn(second, st.info.allowed_cn) == (
                 'client certificate authentication failed: CN "m2" is not the allowed CN "m1"'
             )
+            assert srv.verdicts == [
+                None,
+                'client certificate authentication failed: CN "m2" is not the allowed CN "m1"',
+            ]
 
     run(loop, scenario)

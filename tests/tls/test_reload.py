@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import ssl
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,26 @@ def test_a_missing_file_during_rotation_keeps_serving(pki: PKI, caplog: pytest.L
     assert caplog.records[-1].fields["error"] == f"open {pki.server.key_file}: no such file or directory"  # type: ignore[attr-defined]
     pki.server.key_file.write_bytes(kept)
     assert served_serial(st, pki) == pki.server.serial
+
+
+def test_resumed_session_is_checked_against_the_current_crl(pki: PKI) -> None:
+    crl = pki.ca.write_crl(pki.dir, "crl", [])
+    st = ServerTLS(
+        pki.server_info(trusted_ca_file=str(pki.ca.ca_file), client_cert_auth=True, crl_file=str(crl))
+    )
+    client = client_context(pki.client_info(pki.client))
+    client.maximum_version = ssl.TLSVersion.TLSv1_2
+    first = memory_handshake(st.context, client)
+    assert (first.server_error, first.client_error) == (None, None)
+    assert st.check_peer(first.server) is None
+    pki.ca.write_crl(pki.dir / "new", "crl", [pki.client.serial])
+    os.replace(pki.dir / "new" / "crl.pem", crl)
+    # OpenSSL's TLS 1.2 session cache lets the client resume without showing its certificate ...
+    resumed = memory_handshake(st.context, client, session=first.client.session)
+    assert resumed.server.session_reused
+    # ... so the listener's post-handshake check refuses it, with etcd's words.
+    serial = pki.client.serial.to_bytes((pki.client.serial.bit_length() + 7) // 8, "big").hex()
+    assert st.check_peer(resumed.server) == f"transport: certificate serial {serial} revoked"
+    # A full handshake is refused by OpenSSL itself.
+    fresh = memory_handshake(st.context, client)
+    assert fresh.server_error is not None and "certificate revoked" in str(fresh.server_error)
