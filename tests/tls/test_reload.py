@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from fastkv.tls import ServerTLS, client_context
+from fastkv.tls import ServerTLS, client_context, server_context
 from tests.support.certs import Issued
 from tests.tls.harness import LOOPS, PKI, dial, memory_handshake, run, serve
 
@@ -190,3 +190,34 @@ def test_resumed_session_is_checked_against_the_current_crl(pki: PKI) -> None:
     # A full handshake is refused by OpenSSL itself.
     fresh = memory_handshake(st.context, client)
     assert fresh.server_error is not None and "certificate revoked" in str(fresh.server_error)
+
+
+def test_a_handshake_costs_one_stat_per_file_when_nothing_changed(
+    pki: PKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    crl = pki.ca.write_crl(pki.dir, "crl", [])
+    st = ServerTLS(
+        pki.server_info(trusted_ca_file=str(pki.ca.ca_file), client_cert_auth=True, crl_file=str(crl))
+    )
+    client = client_context(pki.client_info(pki.client))
+    stats: list[str] = []
+    real_stat = os.stat
+
+    def counting_stat(path: str, *a: object, **kw: object) -> os.stat_result:
+        stats.append(str(path))
+        return real_stat(path, *a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("fastkv.tls.os.stat", counting_stat)
+    for _ in range(3):
+        h = memory_handshake(st.context, client)
+        assert (h.server_error, h.client_error) == (None, None)
+    assert len(stats) == 3 * 4
+    assert set(stats) == {str(pki.server.cert_file), str(pki.server.key_file), str(pki.ca.ca_file), str(crl)}
+    assert st.reloads == 0
+
+
+def test_server_context_shortcut(pki: PKI) -> None:
+    ctx = server_context(pki.server_info())
+    assert ctx.sni_callback is not None
+    h = memory_handshake(ctx, client_context(pki.client_info()))
+    assert (h.server_error, h.client_error) == (None, None)
