@@ -26,7 +26,7 @@ What this module decides (and what it leaves to its callers):
 - **Client certificates** are required and verified when ``client_cert_auth`` or a trusted CA
   file is given (etcd 3.4's ``ServerConfig``), against the CA file (or the system roots when there
   is none).  With a CRL file, OpenSSL checks the leaf against it during the handshake
-  (``VERIFY_CRL_CHECK_LEAF``), so a revoked certificate is refused with a TLS alert; the CRL must
+  (``VERIFY_CRL_CHECK_LEAF``), so a revoked certificate fails the handshake itself; the CRL must
   be signed by a trusted CA and current, which :func:`load_files` checks (etcd compares serials
   only and starts with a stale CRL; fastkv refuses to start rather than refuse every client).
   TLS 1.2 is the minimum, as etcd's.
