@@ -36,6 +36,7 @@ import httptools
 
 from .._native.httpcodec import GO_REPLACE, clean_path, unescape
 from ..server.interface import V2Server
+from ..tls import ServerTLS
 from ..v2store.errors import RAFT_INTERNAL, V2Error
 from ..v2store.event import Event
 from . import cluster
@@ -134,8 +135,12 @@ class _Request:
 
 
 class ClientProtocol(asyncio.Protocol):
-    def __init__(self, server: V2Server, metrics_only: bool = False) -> None:
+    def __init__(self, server: V2Server, metrics_only: bool = False, tls: ServerTLS | None = None) -> None:
         self._server = server
+        self._tls = tls
+        # The verified client certificate's first CN (the v2 auth user when no Authorization header
+        # is sent, with --client-cert-auth), or "".
+        self.cert_cn = ""
         # A --listen-metrics-urls listener: /metrics and /health only, as etcd's.
         self._metrics_only = metrics_only
         self._loop = asyncio.get_running_loop()
@@ -660,10 +665,18 @@ class ClientProtocol(asyncio.Protocol):
         self._finish()
 
 
-async def serve_client(server: V2Server, host: str, port: int, metrics_only: bool = False) -> asyncio.Server:
+async def serve_client(
+    server: V2Server, host: str, port: int, metrics_only: bool = False, tls: ServerTLS | None = None
+) -> asyncio.Server:
     """Listen for clients on host:port; every connection is served by a ClientProtocol
-    (``metrics_only``: a --listen-metrics-urls listener, serving /metrics and /health)."""
+    (``metrics_only``: a --listen-metrics-urls listener, serving /metrics and /health; ``tls``:
+    an https listener, whose certificates are re-read per handshake when they change)."""
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: ClientProtocol(server, metrics_only), host, port, reuse_address=True, backlog=1024
+        lambda: ClientProtocol(server, metrics_only, tls),
+        host,
+        port,
+        reuse_address=True,
+        backlog=1024,
+        ssl=tls.context if tls is not None else None,
     )

@@ -21,7 +21,9 @@ from ..logutil import setup as setup_logging
 from ..server.bootstrap import resolve_initial_cluster
 from ..server.config import ConfigError, parse_config
 from ..server.etcdserver import EtcdServer, StartupError
+from ..server.security import MemberTLS, prepare_tls
 from ..storage.wal import WALCorruptError
+from ..tls import TLSError
 
 log = logging.getLogger("fastkv.main")
 
@@ -36,15 +38,13 @@ def _listen_address(url: str) -> tuple[str, int]:
     u = urlsplit(url)
     if u.scheme not in ("http", "https") or not u.hostname or u.port is None:
         raise StartupError(f"cannot listen on {url!r}: expected http://host:port")
-    if u.scheme == "https":
-        raise StartupError(f"cannot listen on {url!r}: TLS is not available in this version")
     host = u.hostname
     if host == "localhost":
         host = "127.0.0.1"
     return host, u.port
 
 
-async def _serve(server: EtcdServer) -> int:
+async def _serve(server: EtcdServer, member_tls: MemberTLS) -> int:
     loop = asyncio.get_running_loop()
     # Handlers first: a stop asked for while the member starts is honoured once it has started.
     stop = asyncio.Event()
@@ -63,7 +63,8 @@ async def _serve(server: EtcdServer) -> int:
         ]:
             host, port = _listen_address(url)
             try:
-                listeners.append(await serve_client(server, host, port, metrics_only))
+                tls = member_tls.client if url.startswith("https://") else None
+                listeners.append(await serve_client(server, host, port, metrics_only, tls))
             except OSError as e:
                 raise StartupError(f"listen tcp {host}:{port}: {e.strerror or e}") from None
         await server.start()
@@ -140,10 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     # Until the event loop takes over, SIGTERM stops startup the way SIGINT does (exit 0).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        # Certificates are checked before the data dir is touched (auto TLS aside, which writes
+        # its certificate under <data-dir>/fixtures as etcd does).
+        member_tls = prepare_tls(cfg)
         cfg = resolve_initial_cluster(cfg)
-        server = EtcdServer.open(cfg)
-        return uvloop.run(_serve(server))
-    except (StartupError, WALCorruptError) as e:
+        server = EtcdServer.open(cfg, tls=member_tls)
+        return uvloop.run(_serve(server, member_tls))
+    except (StartupError, WALCorruptError, TLSError) as e:
         print(f"fastkv: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -77,15 +78,19 @@ class OpenedMember:
     restarted: bool
 
 
-def open_member(cfg: Config, clock: Callable[[], int]) -> OpenedMember:
-    """Open (or bootstrap) the member's data dir and recover its state.  Raises StartupError."""
-    return _Opener(cfg, clock).open()
+def open_member(
+    cfg: Config, clock: Callable[[], int], peer_dial: ssl.SSLContext | None = None
+) -> OpenedMember:
+    """Open (or bootstrap) the member's data dir and recover its state.  Raises StartupError.
+    ``peer_dial``: how to reach https peers when joining a running cluster."""
+    return _Opener(cfg, clock, peer_dial).open()
 
 
 class _Opener:
-    def __init__(self, cfg: Config, clock: Callable[[], int]) -> None:
+    def __init__(self, cfg: Config, clock: Callable[[], int], peer_dial: ssl.SSLContext | None) -> None:
         self.cfg = cfg
         self.clock = clock
+        self.peer_dial = peer_dial
         self.lock_fd = -1
         self.member_id = 0
         self.cluster_id = 0
@@ -252,7 +257,7 @@ class _Opener:
         errors = []
         for url in sorted({u for _, u in cfg.initial_cluster} - mine):
             try:
-                remote = orjson.loads(fetch_cluster_info(url, timeout_s=2.0))
+                remote = orjson.loads(fetch_cluster_info(url, timeout_s=2.0, ssl_context=self.peer_dial))
                 break
             except (OSError, ValueError) as e:
                 errors.append(f"{url}: {e}")

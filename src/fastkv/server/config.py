@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import fastkv
+from fastkv.tls import TLSInfo
 
 ENV_PREFIX = "ETCD_"
 ETCD_API_VERSION = fastkv.ETCD_SERVER_VERSION
@@ -319,7 +320,7 @@ def _flags() -> dict[str, _Flag]:
         f("cert-file", "str", ""),
         f("key-file", "str", ""),
         f("client-cert-auth", "bool", False),
-        f("client-crl-file", "str", "", used=False),
+        f("client-crl-file", "str", ""),
         f("client-cert-allowed-hostname", "str", "", used=False),
         f("trusted-ca-file", "str", ""),
         f("auto-tls", "bool", False),
@@ -327,11 +328,11 @@ def _flags() -> dict[str, _Flag]:
         f("peer-key-file", "str", ""),
         f("peer-client-cert-auth", "bool", False),
         f("peer-trusted-ca-file", "str", ""),
-        f("peer-cert-allowed-cn", "str", "", used=False),
+        f("peer-cert-allowed-cn", "str", ""),
         f("peer-cert-allowed-hostname", "str", "", used=False),
         f("peer-auto-tls", "bool", False),
-        f("peer-crl-file", "str", "", used=False),
-        f("cipher-suites", "strings", [], used=False),
+        f("peer-crl-file", "str", ""),
+        f("cipher-suites", "strings", []),
         f("cors", "cors", ["*"]),
         f("host-whitelist", "strings", ["*"]),
         # auth (v3)
@@ -733,6 +734,11 @@ class Config:
     peer_client_cert_auth: bool = False
     peer_trusted_ca_file: str = ""
     peer_auto_tls: bool = False
+    client_crl_file: str = ""
+    peer_crl_file: str = ""
+    peer_cert_allowed_cn: str = ""
+    # Go's cipher suite names (tls.GO_CIPHER_SUITES); empty: OpenSSL's defaults for TLS 1.2+.
+    cipher_suites: list[str] = field(default_factory=list)
     logger: str = "capnslog"
     log_level: str = "info"  # "debug" when --debug is given
     log_outputs: list[str] = field(default_factory=lambda: ["default"])  # stderr, stdout or files
@@ -749,6 +755,33 @@ class Config:
     log_lines: list[LogLine] = field(default_factory=list)
     # Flags that were set (command line, environment or file), by flag name.
     explicit: set[str] = field(default_factory=set)
+
+    @property
+    def client_tls(self) -> TLSInfo:
+        """The client listeners' TLS settings (--cert-file, --key-file, ...)."""
+        return TLSInfo(
+            cert_file=self.cert_file,
+            key_file=self.key_file,
+            trusted_ca_file=self.trusted_ca_file,
+            client_cert_auth=self.client_cert_auth,
+            crl_file=self.client_crl_file,
+            cipher_suites=tuple(self.cipher_suites),
+            auto_tls=self.auto_tls,
+        )
+
+    @property
+    def peer_tls(self) -> TLSInfo:
+        """The peer listeners' and dialers' TLS settings (--peer-cert-file, ...)."""
+        return TLSInfo(
+            cert_file=self.peer_cert_file,
+            key_file=self.peer_key_file,
+            trusted_ca_file=self.peer_trusted_ca_file,
+            client_cert_auth=self.peer_client_cert_auth,
+            crl_file=self.peer_crl_file,
+            allowed_cn=self.peer_cert_allowed_cn,
+            cipher_suites=tuple(self.cipher_suites),
+            auto_tls=self.peer_auto_tls,
+        )
 
     @property
     def member_dir(self) -> str:
@@ -903,6 +936,10 @@ def _build(fv: _FlagValues, from_file: bool) -> Config:
         peer_client_cert_auth=v["peer-client-cert-auth"],
         peer_trusted_ca_file=v["peer-trusted-ca-file"],
         peer_auto_tls=v["peer-auto-tls"],
+        client_crl_file=v["client-crl-file"],
+        peer_crl_file=v["peer-crl-file"],
+        peer_cert_allowed_cn=v["peer-cert-allowed-cn"],
+        cipher_suites=list(v["cipher-suites"]),
         logger=v["logger"],
         log_level="debug" if v["debug"] else v["log-level"],
         log_outputs=v["log-outputs"],

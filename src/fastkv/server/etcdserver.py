@@ -52,6 +52,7 @@ from .config import Config
 from .interface import Done, WatchCallback
 from .membership import Member, Membership
 from .readyloop import ReadyLoop
+from .security import MemberTLS
 from .wait import Wait
 
 __all__ = ["EtcdServer", "StartupError"]
@@ -72,8 +73,10 @@ class EtcdServer:
         *,
         clock: Callable[[], int] = time.time_ns,
         rng: random.Random | None = None,
+        tls: MemberTLS | None = None,
     ) -> None:
-        """Open (or bootstrap) the member's data dir and recover its state.  Raises StartupError."""
+        """Open (or bootstrap) the member's data dir and recover its state.  Raises StartupError.
+        ``tls``: the member's TLS (security.prepare_tls) when any of its URLs is https."""
         self.cfg = cfg
         self.name = cfg.name
         self.now_ns = clock
@@ -81,7 +84,7 @@ class EtcdServer:
         self.client_urls: list[str] = list(cfg.advertise_client_urls)
         self.cors: set[str] | None = cfg.cors
         self.start_time_ns = clock()
-        opened = open_member(cfg, clock)
+        opened = open_member(cfg, clock, tls.peer_dial if tls is not None else None)
         self.member_id = opened.member_id
         self.cluster_id = opened.cluster_id
         self._lock_fd = opened.lock_fd
@@ -99,6 +102,7 @@ class EtcdServer:
             on_rejected_gone=self.self_removed,
             on_fatal=lambda reason: self._stopped.set(),
             cluster_info=self._cluster_info,
+            tls=tls,
         )
         self._admin = MembershipAdmin(
             lambda: self._applier.membership,

@@ -56,6 +56,7 @@ from ..v2store.errors import LEADER_ELECT, RAFT_INTERNAL, V2Error
 from .applier import ApplierV2
 from .bootstrap import OLD_SUFFIX, OpenedMember, StartupError
 from .config import Config
+from .security import MemberTLS
 from .wait import Wait
 
 log = logging.getLogger("fastkv.etcdserver")
@@ -84,8 +85,10 @@ class ReadyLoop:
         on_rejected_gone: Callable[[], None],
         on_fatal: Callable[[str], None],
         cluster_info: Callable[[], str],
+        tls: MemberTLS | None = None,
     ) -> None:
         self.cfg = cfg
+        self._tls = tls
         self.member_id = opened.member_id
         self.cluster_id = opened.cluster_id
         self.wal: WAL = opened.wal
@@ -167,6 +170,7 @@ class ReadyLoop:
     async def _start_transport(self) -> None:
         loop = self._loop
         assert loop is not None
+        tls = self._tls
         self.transport = Transport(
             self.member_id,
             self.cluster_id,
@@ -178,6 +182,9 @@ class ReadyLoop:
             on_rejected=self._on_peer_rejected,
             cluster_info=self._cluster_info,
             rng=random.Random(self.member_id ^ time.time_ns() ^ 0x5EED),
+            server_tls=tls.peer if tls is not None else None,
+            dial_ssl=tls.peer_dial if tls is not None else None,
+            allowed_cn=tls.peer_info.allowed_cn if tls is not None else "",
         )
         for url in self.cfg.listen_peer_urls:
             try:
@@ -187,7 +194,7 @@ class ReadyLoop:
             if host == "localhost":
                 host = "127.0.0.1"
             try:
-                await self.transport.start(host, port)
+                await self.transport.start(host, port, tls=url.startswith("https://"))
             except OSError as e:
                 raise StartupError(f"listen tcp {host}:{port}: {e.strerror or e}") from None
         self.sync_peers()

@@ -40,6 +40,7 @@ import contextlib
 import logging
 import os
 import random
+import ssl
 import time
 from collections.abc import Callable
 from typing import cast
@@ -48,6 +49,7 @@ from urllib.parse import urlsplit
 from fastkv.histogram import Histogram
 from fastkv.logutil import event
 from fastkv.raft.messages import MSG_SNAP, Message
+from fastkv.tls import ServerTLS, check_allowed_cn
 
 from . import codec
 from .codec import (
@@ -75,13 +77,15 @@ RTT_BUCKETS_S = tuple(0.0001 * 2**i for i in range(16))
 
 
 def parse_peer_url(url: str) -> tuple[str, int]:
-    """(host, port) of an etcd peer URL such as http://127.0.0.1:2380."""
+    """(host, port) of an etcd peer URL such as http://127.0.0.1:2380 or https://10.0.0.1:2380."""
     u = urlsplit(url)
-    if u.scheme == "https":
-        raise ValueError(f"peer TLS is not supported: {url}")
-    if u.scheme != "http" or not u.hostname:
-        raise ValueError(f"peer URL must be http://host:port: {url!r}")
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise ValueError(f"peer URL must be http(s)://host:port: {url!r}")
     return u.hostname, u.port or 2380
+
+
+def is_tls_url(url: str) -> bool:
+    return url.startswith("https://")
 
 
 PEER_DIAL_ENV = "FASTKV_PEER_DIAL"
@@ -103,6 +107,10 @@ def parse_peer_dial(spec: str) -> dict[int, str]:
         parse_peer_url(url)
         out[int(ident, 16)] = url
     return out
+
+
+class PeerTLSError(ConnectionError):
+    """The peer's certificate was refused after the handshake (its CN, say)."""
 
 
 class _Rejected(Exception):
@@ -228,6 +236,93 @@ class _Dialer(asyncio.Protocol):
             return
         self.transport.write(codec.encode_ping(Ping(now)))
         self._probe = self.t.loop.call_later(self.t.probe_interval_s, self._send_probe)
+
+
+class _TLSAccept(asyncio.Protocol):
+    """A connection to a TLS peer listener before its handshake: the handshake runs here (so a
+    refused certificate is logged with its reason, which the event loop would keep to itself),
+    the certificate's CN is checked, then the connection is handed to a _Listener."""
+
+    def __init__(self, t: Transport, tls: ServerTLS) -> None:
+        self.t = t
+        self.tls = tls
+        self.raw: asyncio.Transport | None = None
+        self.early: list[bytes] = []
+        self.listener: _Listener | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.raw = cast(asyncio.Transport, transport)
+        task = self.t.loop.create_task(self._handshake())
+        self.t._handshakes.add(task)
+        task.add_done_callback(self.t._handshakes.discard)
+
+    async def _handshake(self) -> None:
+        raw = self.raw
+        assert raw is not None
+        remote = raw.get_extra_info("peername")
+        try:
+            secure = await self.t.loop.start_tls(
+                raw, self, self.tls.context, server_side=True, ssl_handshake_timeout=self.t.dial_timeout_s
+            )
+        except (OSError, TimeoutError, ConnectionError) as e:
+            event(
+                log,
+                logging.WARNING,
+                "rejected connection from peer: TLS handshake failed",
+                **{"remote-addr": _addr(remote), "error": _tls_reason(e)},
+            )
+            raw.close()
+            return
+        if secure is None:
+            raw.close()
+            return
+        secure = cast(asyncio.Transport, secure)
+        reason = self.tls.check_peer(secure.get_extra_info("ssl_object"))
+        if reason is not None:
+            event(
+                log,
+                logging.WARNING,
+                "rejected connection from peer",
+                **{"remote-addr": _addr(remote), "error": reason},
+            )
+            secure.close()
+            return
+        listener = _Listener(self.t)
+        self.listener = listener
+        secure.set_protocol(listener)
+        listener.connection_made(secure)
+        for data in self.early:
+            listener.data_received(data)
+        self.early = []
+
+    def data_received(self, data: bytes) -> None:
+        # Application data that arrived between the handshake and the hand-over.
+        if self.listener is not None:
+            self.listener.data_received(data)
+        else:
+            self.early.append(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.listener is not None:
+            self.listener.connection_lost(exc)
+
+
+def _addr(peername: object) -> str:
+    if isinstance(peername, tuple) and len(peername) >= 2:
+        return f"{peername[0]}:{peername[1]}"
+    return str(peername)
+
+
+def _tls_reason(e: BaseException) -> str:
+    """One line: OpenSSL's reason (e.g. "certificate verify failed: unable to get local issuer
+    certificate") rather than the exception's tuple."""
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {e.verify_message}"
+    if isinstance(e, ssl.SSLError):
+        return e.reason or str(e)
+    if isinstance(e, TimeoutError):
+        return "TLS handshake timed out"
+    return str(e) or type(e).__name__
 
 
 class _Listener(asyncio.Protocol):
@@ -431,9 +526,18 @@ class Transport:
         max_frame_bytes: int = codec.DEFAULT_MAX_FRAME_BYTES,
         max_snapshot_bytes: int = codec.DEFAULT_MAX_SNAPSHOT_BYTES,
         dial_override: dict[int, str] | None = None,
+        server_tls: ServerTLS | None = None,
+        dial_ssl: ssl.SSLContext | None = None,
+        allowed_cn: str = "",
     ) -> None:
         """``dial_override`` (default: parsed from ``$FASTKV_PEER_DIAL``, see parse_peer_dial):
-        peer id -> the URL to dial it at instead of its advertised ones."""
+        peer id -> the URL to dial it at instead of its advertised ones.
+
+        TLS (etcd's --peer-* flags): ``server_tls`` serves the https listeners (the peer's
+        certificate is verified in the handshake when client certificate auth is on, and its CN
+        checked against ``--peer-cert-allowed-cn``); ``dial_ssl`` dials https peers, presenting
+        this member's certificate; ``allowed_cn`` is checked on the certificate of the peer dialed
+        too, as etcd's shared TLS config does."""
         self.member_id = member_id
         self.cluster_id = cluster_id
         self.on_message = on_message
@@ -458,6 +562,10 @@ class Transport:
         if dial_override is None:
             dial_override = parse_peer_dial(os.environ.get(PEER_DIAL_ENV, ""))
         self.dial_override = dial_override
+        self.server_tls = server_tls
+        self.dial_ssl = dial_ssl
+        self.allowed_cn = allowed_cn
+        self._handshakes: set[asyncio.Task[None]] = set()
         self._peers: dict[int, _Peer] = {}
         self._servers: list[asyncio.Server] = []
         self._listeners: set[_Listener] = set()
@@ -472,10 +580,21 @@ class Transport:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self, listen_host: str, port: int) -> int:
-        """Listens for peers on (host, port); returns the bound port (useful with port 0).
-        May be called once per --listen-peer-urls entry."""
-        server = await self.loop.create_server(lambda: _Listener(self), listen_host, port, reuse_address=True)
+    async def start(self, listen_host: str, port: int, tls: bool = False) -> int:
+        """Listens for peers on (host, port), with TLS when ``tls`` (an https peer URL); returns the
+        bound port (useful with port 0).  May be called once per --listen-peer-urls entry."""
+        server_tls = self.server_tls
+        if tls:
+            if server_tls is None:
+                raise ValueError("an https peer listener needs the peer TLS settings")
+            tls_settings = server_tls
+            server = await self.loop.create_server(
+                lambda: _TLSAccept(self, tls_settings), listen_host, port, reuse_address=True
+            )
+        else:
+            server = await self.loop.create_server(
+                lambda: _Listener(self), listen_host, port, reuse_address=True
+            )
         self._servers.append(server)
         return int(server.sockets[0].getsockname()[1])
 
@@ -491,6 +610,8 @@ class Transport:
             listener.close()
         for d in list(self._dialers):
             d.close()
+        for handshake in list(self._handshakes):
+            handshake.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
@@ -679,13 +800,37 @@ class Transport:
 
     async def _dial(self, peer: _Peer, stream: str) -> _Dialer:
         """A connection to peer whose handshake passed; raises OSError, TimeoutError or _Rejected."""
-        url = self.dial_override.get(peer.id) or peer.next_url()
+        advertised = peer.next_url()
+        url = self.dial_override.get(peer.id) or advertised
         host, port = parse_peer_url(url)
         conn: _Dialer | None = None
+        ctx = None
+        if is_tls_url(advertised):
+            ctx = self.dial_ssl or ssl.create_default_context()
         try:
             async with asyncio.timeout(self.dial_timeout_s):
                 sent_ns = self.clock_ns()
-                _, proto = await self.loop.create_connection(lambda: _Dialer(self, peer, stream), host, port)
+                if ctx is not None:
+                    # The certificate is checked against the advertised host, not the address a
+                    # test proxy (FASTKV_PEER_DIAL) makes us dial.
+                    transport, proto = await self.loop.create_connection(
+                        lambda: _Dialer(self, peer, stream),
+                        host,
+                        port,
+                        ssl=ctx,
+                        server_hostname=parse_peer_url(advertised)[0],
+                    )
+                    if self.allowed_cn:
+                        reason = check_allowed_cn(
+                            transport.get_extra_info("ssl_object").getpeercert(), self.allowed_cn
+                        )
+                        if reason is not None:
+                            proto.close()
+                            raise PeerTLSError(reason)
+                else:
+                    _, proto = await self.loop.create_connection(
+                        lambda: _Dialer(self, peer, stream), host, port
+                    )
                 conn = proto
                 self._dialers.add(conn)
                 reply = await conn.accepted
@@ -721,12 +866,21 @@ class Transport:
                 peer.dialing = False
                 self._drop_queue(peer)
                 if not peer.reported:
-                    event(
-                        log,
-                        logging.INFO,
-                        "peer unreachable",
-                        **{"remote-peer-id": f"{peer.id:x}", "error": str(e or type(e).__name__)},
-                    )
+                    if isinstance(e, ssl.SSLError | PeerTLSError):
+                        # A certificate problem will not heal by itself: say so loudly.
+                        event(
+                            log,
+                            logging.WARNING,
+                            "peer refused: TLS",
+                            **{"remote-peer-id": f"{peer.id:x}", "error": _tls_reason(e)},
+                        )
+                    else:
+                        event(
+                            log,
+                            logging.INFO,
+                            "peer unreachable",
+                            **{"remote-peer-id": f"{peer.id:x}", "error": str(e or type(e).__name__)},
+                        )
                 self._report_unreachable(peer)
             else:
                 peer.dialing = False
@@ -854,7 +1008,7 @@ class Transport:
                 log.exception("on_snapshot_status failed")
 
 
-def fetch_cluster_info(url: str, timeout_s: float = 2.0) -> str:
+def fetch_cluster_info(url: str, timeout_s: float = 2.0, ssl_context: ssl.SSLContext | None = None) -> str:
     """Ask the member listening at peer URL ``url`` for its cluster id and members (blocking;
     used before the event loop runs, by a member joining an existing cluster).  Returns the
     JSON text the member's ``cluster_info`` callback produced; raises OSError on failure."""
@@ -862,7 +1016,14 @@ def fetch_cluster_info(url: str, timeout_s: float = 2.0) -> str:
 
     host, port = parse_peer_url(url)
     decoder = Decoder(codec.DEFAULT_MAX_FRAME_BYTES, codec.DEFAULT_MAX_SNAPSHOT_BYTES)
-    with socket.create_connection((host, port), timeout=timeout_s) as s:
+    raw = socket.create_connection((host, port), timeout=timeout_s)
+    if is_tls_url(url):
+        try:
+            raw = (ssl_context or ssl.create_default_context()).wrap_socket(raw, server_hostname=host)
+        except BaseException:
+            raw.close()
+            raise
+    with raw as s:
         s.settimeout(timeout_s)
         s.sendall(codec.encode_hello(Hello(0, 0, 0, STREAM_MEMBERS)))
         while True:
