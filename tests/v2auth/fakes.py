@@ -27,6 +27,12 @@ class StoreBackend:
     def get(self, path: str) -> Event:
         return self.store.get(path, False, True, self.now_ns)
 
+    def peek(self, path: str) -> tuple[int, str] | None:
+        node = self.store.tree.get(path)
+        if node is None or node.children is not None:
+            return None
+        return node.modified_index, node.value
+
     @property
     def index(self) -> int:
         return self.store.index

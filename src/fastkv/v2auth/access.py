@@ -14,12 +14,14 @@ its roles grants the key (``root`` grants everything); a recursive request needs
 covers the key.  The other endpoints (``/v2/auth/*``, member changes) need a user holding ``root``.
 
 Cost: etcd runs bcrypt (tens of ms) on every authenticated request.  Here a verified
-(user, password) pair is remembered, keyed by the user name and a keyed BLAKE2 digest of the password
-(never the password itself), together with the ``modifiedIndex`` of the user record it was checked
-against: any change of the record (password, roles, delete and re-create) changes that index and the
-entry no longer matches.  Parsed user and role records are cached the same way, by ``modifiedIndex``,
-so a request costs a few local store reads and dictionary lookups.  Both caches are LRU-bounded.
-Failed checks are never cached.
+``Authorization`` header is remembered under a salted SHA-256 digest of it (never the header or the
+password itself; the salt is random per process), together with the user name and the ``modifiedIndex``
+of the user record it was checked against: any change of that record (password, roles, delete and
+re-create) changes the index and the entry no longer matches.  Parsed user records and roles (their
+patterns prepared for ``str.startswith``) are cached the same way, by ``modifiedIndex``, and read
+through the backend's ``peek``, so a request costs a digest, three lookups in the store's key index and
+a few dictionary lookups.  The caches are bounded (the oldest entry goes first).  Failed checks are
+never cached.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ import binascii
 import hashlib
 import logging
 import os
-from collections import OrderedDict
 from typing import Any
 
 from fastkv.v2store import errors as E
@@ -54,8 +55,6 @@ log = logging.getLogger("fastkv.v2auth")
 INSUFFICIENT_CREDENTIALS = "Insufficient credentials"
 DEFAULT_CACHE_SIZE = 4096
 
-_NOT_VERIFIED = object()
-
 
 def parse_basic_auth(header: str) -> tuple[str, str] | None:
     """(user, password) of a ``Basic`` Authorization header, None when it is not one (Go's BasicAuth)."""
@@ -77,27 +76,57 @@ def unauthorized() -> V2Error:
     return V2Error(E.UNAUTHORIZED, INSUFFICIENT_CREDENTIALS, 0)
 
 
-class _LRU:
+class _Bounded:
+    """A dict with at most ``limit`` entries; the oldest insertion goes first (lookups stay plain dict
+    lookups: this sits on every request)."""
+
     __slots__ = ("data", "limit")
 
     def __init__(self, limit: int) -> None:
-        self.data: OrderedDict[Any, Any] = OrderedDict()
-        self.limit = limit
+        self.data: dict[Any, Any] = {}
+        self.limit = max(1, limit)
 
     def get(self, key: Any) -> Any:
-        value = self.data.get(key)
-        if value is not None:
-            self.data.move_to_end(key)
-        return value
+        return self.data.get(key)
 
     def put(self, key: Any, value: Any) -> None:
-        self.data[key] = value
-        self.data.move_to_end(key)
-        while len(self.data) > self.limit:
-            self.data.popitem(last=False)
+        data = self.data
+        data.pop(key, None)
+        while len(data) >= self.limit:
+            del data[next(iter(data))]
+        data[key] = value
 
     def __len__(self) -> int:
         return len(self.data)
+
+
+class _Grants:
+    """A role's permissions prepared for the per-request check: exact keys in sets, ``*`` patterns as
+    prefix tuples for ``str.startswith``."""
+
+    __slots__ = ("root", "read_exact", "read_prefixes", "write_exact", "write_prefixes")
+
+    def __init__(self, role: Role) -> None:
+        self.root = role.role == ROOT_ROLE
+        kv = role.permissions.kv
+        self.read_exact, self.read_prefixes = _split_patterns(kv.read)
+        self.write_exact, self.write_prefixes = _split_patterns(kv.write)
+
+    def allows(self, key: str, write: bool, recursive: bool) -> bool:
+        if self.root:
+            return True
+        if write:
+            exact, prefixes = self.write_exact, self.write_prefixes
+        else:
+            exact, prefixes = self.read_exact, self.read_prefixes
+        # Recursive requests need a "*" pattern (etcd's prefixMatch); others take either kind.
+        return key.startswith(prefixes) or (not recursive and key in exact)
+
+
+def _split_patterns(patterns: list[str] | None) -> tuple[frozenset[str], tuple[str, ...]]:
+    exact = frozenset(p for p in patterns or () if p and p[-1] != "*")
+    prefixes = tuple(p[:-1] for p in patterns or () if p and p[-1] == "*")
+    return exact, prefixes
 
 
 class Caller:
@@ -112,6 +141,7 @@ class Caller:
 
 GUEST = Caller(None)
 REFUSED = Caller(None, True)
+_ROOT_GRANTS = _Grants(ROOT_ROLE_RECORD)
 
 
 class Auth:
@@ -119,10 +149,11 @@ class Auth:
 
     def __init__(self, store: AuthStore, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
         self.store = store
-        self._verified = _LRU(cache_size)  # (name, digest) -> modifiedIndex of the record verified
-        self._users = _LRU(cache_size)  # name -> (modifiedIndex, User)
-        self._roles = _LRU(cache_size)  # name -> (modifiedIndex, Role)
-        self._digest_key = os.urandom(32)
+        # salted SHA-256 of the Authorization header -> (name, modifiedIndex of the record it matched, Caller)
+        self._verified = _Bounded(cache_size)
+        self._users = _Bounded(cache_size)  # name -> (modifiedIndex, User)
+        self._roles = _Bounded(cache_size)  # name -> (modifiedIndex, _Grants)
+        self._salt = os.urandom(32)
 
     def enabled(self) -> bool:
         return self.store.auth_enabled()
@@ -130,18 +161,15 @@ class Auth:
     # ----- records, cached by modifiedIndex ---------------------------------------------------------
 
     def _user(self, name: str) -> tuple[int, User] | None:
-        try:
-            ev = self.store.read(user_path(name))
-        except V2Error:
+        found = self.store.backend.peek(user_path(name))
+        if found is None:
             return None
-        if ev is None or ev.node.value is None:
-            return None
-        index = ev.node.modified_index
+        index, value = found
         cached = self._users.get(name)
         if cached is not None and cached[0] == index:
-            return cached
+            return cached  # type: ignore[no-any-return]
         try:
-            user = load_user(ev.node.value)
+            user = load_user(value)
         except ValueError:
             return None
         if user.user == ROOT_USER:
@@ -150,43 +178,42 @@ class Auth:
         self._users.put(name, entry)
         return entry
 
-    def _role(self, name: str) -> Role | None:
+    def _grants(self, name: str) -> _Grants | None:
         if name == ROOT_ROLE:
-            return ROOT_ROLE_RECORD
-        try:
-            ev = self.store.read(role_path(name))
-        except V2Error:
+            return _ROOT_GRANTS
+        found = self.store.backend.peek(role_path(name))
+        if found is None:
             return None
-        if ev is None or ev.node.value is None:
-            return None
-        index = ev.node.modified_index
+        index, value = found
         cached = self._roles.get(name)
         if cached is not None and cached[0] == index:
             return cached[1]  # type: ignore[no-any-return]
         try:
-            role = load_role(ev.node.value)
+            grants = _Grants(load_role(value))
         except ValueError:
             return None
-        self._roles.put(name, (index, role))
-        return role
+        self._roles.put(name, (index, grants))
+        return grants
 
     # ----- authentication ---------------------------------------------------------------------------
 
-    def _digest(self, name: str, password: str) -> bytes:
-        h = hashlib.blake2b(key=self._digest_key, digest_size=32)
-        h.update(name.encode("utf-8", "surrogateescape"))
-        h.update(b"\0")
-        h.update(password.encode("utf-8", "surrogateescape"))
-        return h.digest()
+    def _digest(self, authorization: str) -> bytes:
+        return hashlib.sha256(self._salt + authorization.encode("utf-8", "surrogateescape")).digest()
 
     def _lookup(self, authorization: str | None, cert_cn: str | None) -> Any:
-        """A Caller, or (name, password, index, user) still to be verified with bcrypt."""
+        """A Caller, or (digest, name, password, index, user) still to be verified with bcrypt."""
         if not authorization:
             if cert_cn:
                 entry = self._user(cert_cn)
                 if entry is not None:
                     return Caller(entry[1])
             return GUEST
+        digest = self._digest(authorization)
+        hit = self._verified.get(digest)
+        if hit is not None:
+            found = self.store.backend.peek(user_path(hit[0]))
+            if found is not None and found[0] == hit[1]:
+                return hit[2]
         creds = parse_basic_auth(authorization)
         if creds is None:
             log.debug("auth: malformed basic auth encoding")
@@ -197,35 +224,34 @@ class Auth:
             log.debug("auth: no such user", extra={"fields": {"user": name}})
             return REFUSED
         index, user = entry
-        if self._verified.get((name, self._digest(name, password))) == index:
-            return Caller(user)
-        return (name, password, index, user)
+        return (digest, name, password, index, user)
 
-    def _verified_caller(self, name: str, password: str, index: int, user: User, ok: bool) -> Caller:
+    def _verified_caller(self, digest: bytes, name: str, index: int, user: User, ok: bool) -> Caller:
         if not ok:
             log.warning("auth: incorrect password", extra={"fields": {"user": name}})
             return REFUSED
-        self._verified.put((name, self._digest(name, password)), index)
-        return Caller(user)
+        caller = Caller(user)
+        self._verified.put(digest, (name, index, caller))
+        return caller
 
     def authenticate(self, authorization: str | None, cert_cn: str | None = None) -> Caller:
         """Who the request is from (runs bcrypt on the event loop's thread when not cached)."""
         found = self._lookup(authorization, cert_cn)
         if isinstance(found, Caller):
             return found
-        name, password, index, user = found
+        digest, name, password, index, user = found
         ok = self.store.hasher.check(password, user.password)
-        return self._verified_caller(name, password, index, user, ok)
+        return self._verified_caller(digest, name, index, user, ok)
 
     async def authenticate_async(self, authorization: str | None, cert_cn: str | None = None) -> Caller:
         """``authenticate`` with an uncached bcrypt check run in the default executor."""
         found = self._lookup(authorization, cert_cn)
         if isinstance(found, Caller):
             return found
-        name, password, index, user = found
+        digest, name, password, index, user = found
         loop = asyncio.get_running_loop()
         ok = await loop.run_in_executor(None, self.store.hasher.check, password, user.password)
-        return self._verified_caller(name, password, index, user, ok)
+        return self._verified_caller(digest, name, index, user, ok)
 
     # ----- decisions --------------------------------------------------------------------------------
 
@@ -235,16 +261,15 @@ class Auth:
             return unauthorized()
         write = method != "GET" and method != "HEAD"
         if caller.user is None:
-            guest = self._role(GUEST_ROLE)
-            if guest is not None and guest.has_key_access(key, write):
+            guest = self._grants(GUEST_ROLE)
+            # The guest is judged by the exact-key rule even for a recursive request, as etcd does.
+            if guest is not None and guest.allows(key, write, False):
                 return None
             log.debug("auth: invalid access for unauthenticated user", extra={"fields": {"key": key}})
             return unauthorized()
         for name in caller.user.roles or ():
-            role = self._role(name)
-            if role is None:
-                continue
-            if role.has_recursive_access(key, write) if recursive else role.has_key_access(key, write):
+            grants = self._grants(name)
+            if grants is not None and grants.allows(key, write, recursive):
                 return None
         log.debug("auth: invalid access", extra={"fields": {"user": caller.user.user, "key": key}})
         return unauthorized()

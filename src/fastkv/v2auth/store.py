@@ -63,11 +63,15 @@ class AuthBackend(Protocol):
     ``do`` proposes the request through Raft, waits until it is applied and returns its event
     (``QGET`` included: a linearizable read through the log); store errors raise ``V2Error``.
     ``get`` reads the member's applied state (a ``GET``, never through Raft); ``V2Error`` 100 when the
-    key does not exist.  Paths are etcd's store paths (``/2/users/alice``)."""
+    key does not exist.  ``peek`` is the per-request read of the access checks: ``(modifiedIndex, value)``
+    of a file in the applied state, None when there is no such file; it must cost no more than a
+    lookup (no event, no stats).  Paths are etcd's store paths (``/2/users/alice``)."""
 
     async def do(self, req: V2Request) -> Event: ...
 
     def get(self, path: str) -> Event: ...
+
+    def peek(self, path: str) -> tuple[int, str] | None: ...
 
 
 class AuthError(Exception):
@@ -106,6 +110,9 @@ class AuthStore:
         self.hasher: PasswordHasher = hasher if hasher is not None else BcryptHasher()
         # etcd's ensuredOnce: in memory, so a restarted member tries the layout creates again.
         self._ensured = False
+        # The parsed value of /2/enabled and the modifiedIndex it was parsed at.
+        self._enabled_index = -1
+        self._enabled = False
 
     # ----- reads of the applied state --------------------------------------------------------------
 
@@ -119,16 +126,17 @@ class AuthStore:
             raise
 
     def auth_enabled(self) -> bool:
-        try:
-            ev = self.read(ENABLED_PATH)
-        except V2Error:
+        found = self.backend.peek(ENABLED_PATH)
+        if found is None:
             return False
-        if ev is None or ev.node.value is None:
-            return False
-        try:
-            return orjson.loads(ev.node.value) is True
-        except orjson.JSONDecodeError:
-            return False
+        index, value = found
+        if index != self._enabled_index:
+            try:
+                self._enabled = orjson.loads(value) is True
+            except orjson.JSONDecodeError:
+                self._enabled = False
+            self._enabled_index = index
+        return self._enabled
 
     def _names(self, dir_path: str) -> list[str]:
         ev = self.read(dir_path)
