@@ -236,3 +236,15 @@ def test_bcrypt_hasher_round_trip_in_etcds_format() -> None:
     # Go's bcrypt only looks at the first 72 bytes.
     long = "x" * 80
     assert h.check("x" * 72, h.hash(long))
+
+
+def test_a_failed_delete_still_writes_the_layout_first() -> None:
+    # etcd: DELETE /v2/auth/users/nobody on a fresh cluster answers 404 after 4 layout writes.
+    auth, backend, _ = make_auth()
+    assert auth_error(auth.store.delete_user("nobody")) == (404, "auth: User nobody does not exist")
+    assert backend.writes() == [*LAYOUT, ("DELETE", "/2/users/nobody")]
+    assert backend.index == 4
+    # Reads and refused enables write nothing.
+    auth2, backend2, _ = make_auth()
+    assert auth_error(auth2.store.enable_auth())[0] == 409
+    assert auth2.store.all_users() == [] and backend2.index == 0
