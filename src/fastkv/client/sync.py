@@ -95,7 +95,9 @@ class Client(core.Api):
         return conn, reused
 
     def _roundtrip(self, ep: core.Endpoint, req: core.Request) -> tuple[int, dict[str, str], bytes]:
-        headers = {**self.headers, "Content-Type": req.content_type} if req.content_type else dict(self.headers)
+        headers = (
+            {**self.headers, "Content-Type": req.content_type} if req.content_type else dict(self.headers)
+        )
         for attempt in range(2):
             conn, reused = self._connection(ep, req.streaming)
             try:
