@@ -29,7 +29,7 @@ class HelpRequested(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Flag:
-    """``names``: the long name first, then aliases ("recursive", "r").  ``kind``: bool|string|int|duration."""
+    """``names``: the long name first, then aliases ("recursive", "r").  ``kind``: bool|string|strings|int|duration."""
 
     names: tuple[str, ...]
     kind: str
@@ -42,6 +42,8 @@ class Flag:
         return self.names[0]
 
     def initial(self) -> Any:
+        if self.kind == "strings":  # urfave's StringSliceFlag: every occurrence adds a value
+            return []
         if self.default is not None:
             return self.default
         return {"bool": False, "string": "", "int": 0, "duration": 0.0}[self.kind]
@@ -186,7 +188,10 @@ def parse(flags: list[Flag], args: list[str]) -> tuple[dict[str, Any], list[str]
                     raise FlagError(f"flag needs an argument: -{name}")
                 value = args[i]
                 i += 1
-            values[flag.name] = _convert(flag, name, value)
+            if flag.kind == "strings":
+                values[flag.name] = [*values[flag.name], value]
+            else:
+                values[flag.name] = _convert(flag, name, value)
         if flag.name in seen and seen[flag.name] != name:
             # urfave's normalizeFlags: "-r" and "--recursive" together are refused.
             raise FlagError(f"Cannot use two forms of the same flag: {seen[flag.name]} {name}")

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TextIO
 
+from fastkv.cli import auth as auth_cli
 from fastkv.cli import flags as fl
 from fastkv.cli.output import ls_lines, print_response_key
 from fastkv.client import Client, ClientError, ClusterError, DeadlineExceeded, NoEndpointsError, Response
@@ -181,6 +182,7 @@ class Context:
         client = Client(
             self.endpoints(), timeout=self.gflags["timeout"] or None, on_request=show_curl if debug else None
         )
+        client.headers.update(auth_cli.credentials_headers(self))
         total_timeout = self.gflags["total-timeout"]
         if sync and not self.gflags["no-sync"]:
             client.deadline = time.monotonic() + total_timeout if total_timeout else None
@@ -541,11 +543,6 @@ def _backup(ctx: Context) -> None:
         raise Exit(EXIT_BAD_ARGS) from None
 
 
-def _unsupported(ctx: Context) -> None:
-    ctx.stderr.write(f"{ctx.app_name}: this command is not supported\n")
-    raise Exit(EXIT_BAD_ARGS)
-
-
 SET_DESCRIPTION = """Set sets the value of a key.
 
    When <value> begins with '-', <value> is interpreted as a flag.
@@ -680,10 +677,9 @@ COMMANDS = [
             ),
         ],
     ),
-    Command("user", "user add, grant and revoke subcommands", action=_unsupported),
-    Command("role", "role add, grant and revoke subcommands", action=_unsupported),
-    Command("auth", "overall auth controls", action=_unsupported),
 ]
+
+COMMANDS += auth_cli.commands(Command, Exit)
 
 
 # --- help texts (urfave/cli v1 templates) ---------------------------------------------------------

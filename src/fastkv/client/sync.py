@@ -32,6 +32,7 @@ class Client(core.Api):
         self.deadline: float | None = None
         self.on_request = on_request  # receives the equivalent curl command line (etcdctl --debug)
         self._conns: dict[str, http.client.HTTPConnection] = {}
+        self.headers: dict[str, str] = {}  # sent with every request (``Authorization`` for a user)
 
     @property
     def endpoints(self) -> list[str]:
@@ -94,7 +95,9 @@ class Client(core.Api):
         return conn, reused
 
     def _roundtrip(self, ep: core.Endpoint, req: core.Request) -> tuple[int, dict[str, str], bytes]:
-        headers = {"Content-Type": req.content_type} if req.content_type else {}
+        headers = (
+            {**self.headers, "Content-Type": req.content_type} if req.content_type else dict(self.headers)
+        )
         for attempt in range(2):
             conn, reused = self._connection(ep, req.streaming)
             try:
