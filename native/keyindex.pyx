@@ -29,7 +29,7 @@ because a restart builds a million nodes and every apply round encodes each chan
   always finds the parent already built, and a subtree is the key range ``[path + "/", path + "0")``.
 - node record: u8 flags (1 = dir), i64 created, i64 modified, i64 expire_ns, then, only when expire_ns is
   set, i64 ttl_seq (the order of the deadline among equal deadlines), then a file's value in UTF-8.
-- event record: u8 action, u8 flags (1 refresh, 2 has prev node), i64 etcd_index, the node view, then the
+- event record: u8 action, u8 flags (1 refresh, 2 has prev node, 4 internal), i64 etcd_index, the node view, then the
   prev view.  A view: u8 flags (1 dir, 2 has value), i64 expiration, ttl, modified, created, u32 key
   length, key, then u32 value length and value when it has one.  Integers are little-endian.
 """
@@ -50,6 +50,8 @@ COMPARE_VALUE_NOT_MATCH = 2
 COMPARE_NOT_MATCH = 3
 
 cdef int64_t NS_PER_S = 1000000000
+cdef int64_t INT64_MAX_ = 0x7FFFFFFFFFFFFFFF
+cdef int64_t INT64_MIN_ = -INT64_MAX_ - 1
 
 
 class PathError(Exception):
@@ -95,9 +97,17 @@ cpdef str clean_path(str p):
 
 
 cpdef int64_t ttl_of(int64_t expire_ns, int64_t now_ns):
-    """Seconds left as etcd reports them: ceil for a future expiry, truncation toward zero past it."""
-    cdef int64_t d = expire_ns - now_ns
+    """Seconds left as etcd reports them: ceil for a future expiry, truncation toward zero past it.  The
+    difference saturates at the int64 range like Go's ``Time.Sub`` (an expiry wrapped into the 1600s by a
+    huge TTL reports -9223372036)."""
+    cdef int64_t d
     cdef int64_t t
+    if now_ns > 0 and expire_ns < INT64_MIN_ + now_ns:
+        d = INT64_MIN_
+    elif now_ns < 0 and expire_ns > INT64_MAX_ + now_ns:
+        d = INT64_MAX_
+    else:
+        d = expire_ns - now_ns
     if d >= 0:
         t = d // NS_PER_S
         if d % NS_PER_S:
@@ -175,7 +185,10 @@ cdef class Node:
                 if not child.hidden:
                     nodes.append(child._view(recursive, recursive, sorted, now_ns))
             if sorted and len(nodes) > 1:
-                nodes.sort(key=_view_key)
+                if _all_utf8(nodes):
+                    nodes.sort(key=_view_key)
+                else:
+                    nodes.sort(key=_view_bytes_key)
             v.nodes = nodes
         return v
 
@@ -186,6 +199,30 @@ cdef class Node:
 
 cdef object _view_key(NodeView v):
     return v.key
+
+
+cdef bytes _key_bytes(str key):
+    """The bytes a key stands for: invalid UTF-8 bytes are kept as lone surrogates (``surrogateescape``)."""
+    try:
+        return key.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return key.encode("utf-8", "surrogatepass")
+
+
+cdef object _view_bytes_key(NodeView v):
+    return _key_bytes(v.key)
+
+
+cdef bint _all_utf8(list nodes):
+    """Whether no key holds a lone surrogate: then code point order is the byte order Go sorts by."""
+    cdef NodeView v
+    for v in nodes:
+        if not v.key.isascii():
+            try:
+                v.key.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+    return True
 
 
 @cython.final
@@ -237,21 +274,25 @@ cdef class NodeView:
 @cython.freelist(64)
 cdef class Event:
     """etcd's ``Event``.  ``etcd_index`` is the X-Etcd-Index of the answer; ``refresh`` marks an event that
-    enters the history but is never delivered to watchers."""
+    enters the history but is never delivered to watchers; ``internal`` marks an event of an internal
+    namespace (``/0``, ``/2``: its key is the full store path), which takes its index and its history slot but
+    is never delivered to, nor found by, a user watcher."""
 
     cdef readonly str action
     cdef readonly NodeView node
     cdef readonly NodeView prev_node
     cdef public int64_t etcd_index
     cdef public bint refresh
+    cdef public bint internal
 
     def __init__(self, str action, NodeView node, NodeView prev_node=None, int64_t etcd_index=0,
-                 bint refresh=False):
+                 bint refresh=False, bint internal=False):
         self.action = action
         self.node = node
         self.prev_node = prev_node
         self.etcd_index = etcd_index
         self.refresh = refresh
+        self.internal = internal
 
     @property
     def index(self) -> int:
@@ -265,6 +306,7 @@ cdef class Event:
         e.prev_node = self.prev_node
         e.etcd_index = etcd_index
         e.refresh = self.refresh
+        e.internal = self.internal
         return e
 
     cpdef bytes to_json(self):
@@ -282,7 +324,7 @@ cdef class Event:
 
     def __repr__(self):
         return (f"Event({self.action!r}, node={self.node!r}, prev_node={self.prev_node!r}, "
-                f"etcd_index={self.etcd_index}, refresh={self.refresh})")
+                f"etcd_index={self.etcd_index}, refresh={self.refresh}, internal={self.internal})")
 
 
 # ----- the JSON writer -------------------------------------------------------------------------------
@@ -764,21 +806,25 @@ cpdef bytes encode_node(Node node, int64_t ttl_seq):
     return out
 
 
-def put_nodes(object put, dict nodes, dict ttl_live):
+def put_nodes(object put, dict nodes, dict ttl_live, bytes prefix=b""):
     """``put(key, record)`` for every ``path -> Node`` of ``nodes``; ``ttl_live`` maps a node with a TTL to
-    its deadline's sequence number (TTLIndex.live)."""
+    its deadline's sequence number (TTLIndex.live).  ``prefix`` leads every key (a namespace's key space)."""
     cdef str path
     cdef Node node
     cdef object seq
     for path, node in nodes.items():
         seq = ttl_live.get(node, 0) if node.expire_ns != 0 else 0
-        put(node_key(path), encode_node(node, seq))
+        if prefix:
+            put(prefix + node_key(path), encode_node(node, seq))
+        else:
+            put(node_key(path), encode_node(node, seq))
 
 
-def load_nodes(KeyIndex tree, object items):
+def load_nodes(KeyIndex tree, object items, bytes prefix=b""):
     """Build the tree from ``(key, record)`` pairs in key order, starting at the first node key; stops at
-    the first key that is not a node key.  Returns ``(count, ttl)`` where ``ttl`` lists
-    ``(ttl_seq, node)`` for every node with a deadline.  ValueError if a record has no parent."""
+    the first key that is not a node key (``prefix`` + a node key, when a prefix is given).  Returns
+    ``(count, ttl)`` where ``ttl`` lists ``(ttl_seq, node)`` for every node with a deadline.  ValueError if a
+    record has no parent."""
     cdef list ttl = []
     cdef Py_ssize_t count = 0, kn, slash, i, rn
     cdef bytes key, rec
@@ -788,7 +834,12 @@ def load_nodes(KeyIndex tree, object items):
     cdef bytes parent_key = b""  # the root's path bytes without its "/": children's keys are "/name"
     cdef object found
     cdef str path
+    cdef Py_ssize_t pn = len(prefix)
     for key, rec in items:
+        if pn:
+            if key[:pn] != prefix:
+                break
+            key = key[pn:]
         k = <const char*>key
         kn = len(key) - 1  # without the NUL
         if kn < 1 or k[0] != 47 or k[kn] != 0:
@@ -876,7 +927,7 @@ cpdef bytes encode_event(Event e):
     cdef bytes out = PyBytes_FromStringAndSize(NULL, size)
     cdef char* p = <char*>out
     p[0] = <char>code
-    p[1] = (1 if e.refresh else 0) | (2 if prev is not None else 0)
+    p[1] = (1 if e.refresh else 0) | (2 if prev is not None else 0) | (4 if e.internal else 0)
     _put_i64(p + 2, e.etcd_index)
     p = _put_view_record(p + 10, node, key, value)
     if prev is not None:
@@ -937,6 +988,7 @@ cpdef Event decode_event(bytes rec):
     cdef Event e = Event.__new__(Event)
     e.action = ACTIONS[r[0]]
     e.refresh = r[1] & 1
+    e.internal = (r[1] & 4) != 0
     e.etcd_index = _get_i64(r + 2)
     e.node = _get_view_record(r, n, &pos)
     e.prev_node = _get_view_record(r, n, &pos) if r[1] & 2 else None

@@ -64,9 +64,22 @@ def rounds(seed: int, max_ops: int = 8) -> Iterator[tuple[int, list[V2Request]]]
 def apply_round(store: Store, now: int, reqs: list[V2Request]) -> None:
     for req in reqs:
         try:
-            store.apply(req, now)
+            if req.path.startswith(("/0/", "/2/")) and req.method != "SYNC":
+                store.apply_internal(req, now)
+            else:
+                store.apply(req, now)
         except V2Error:
             pass
+
+
+def internal_rounds(seed: int) -> Iterator[tuple[int, list[V2Request]]]:
+    """``rounds`` with about a third of the requests moved into the internal namespaces /0 and /2."""
+    rng = random.Random(seed + 1000)
+    for now, reqs in rounds(seed):
+        for req in reqs:
+            if req.method != "SYNC" and rng.random() < 0.35:
+                req.path = rng.choice(("/0", "/2")) + req.path
+        yield now, reqs
 
 
 def state(store: Store) -> tuple:
@@ -75,9 +88,21 @@ def state(store: Store) -> tuple:
         (n.path, n.is_dir(), n.value, n.created_index, n.modified_index, n.expire_ns, n.hidden)
         for n in store.tree.subtree(store.tree.root)
     )
-    history = [(e.action, e.node, e.prev_node, e.etcd_index, e.refresh) for e in store.history]
+    history = [(e.action, e.node, e.prev_node, e.etcd_index, e.refresh, e.internal) for e in store.history]
     ttl = [n.path for n in store._ttl_order()]
+    namespaces = [
+        (
+            name,
+            sorted(
+                (n.path, n.is_dir(), n.value, n.created_index, n.modified_index, n.expire_ns)
+                for n in ns.tree.subtree(ns.tree.root)
+            ),
+            [n.path for n in ns._ttl_order()],
+        )
+        for name, ns in sorted(store.namespaces.items())
+    ]
     return (
+        namespaces,
         store.index,
         nodes,
         ttl,
@@ -113,6 +138,42 @@ def test_random_rounds_round_trip(db_dir, seed):
         if applied == 200:
             break
     backend.close()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_rounds_with_internal_namespaces_round_trip(db_dir, seed):
+    store = Store()
+    backend = Backend.open(db_dir)
+    for applied, (now, reqs) in enumerate(internal_rounds(seed), start=1):
+        apply_round(store, now, reqs)
+        write_round(backend, store, applied)
+        if applied % 40 == 0:
+            backend.close()
+            backend = Backend.open(db_dir)
+            loaded = backend.load_store()
+            assert state(loaded) == state(store)
+            # The loaded store goes on like the original: same index, same namespace stats.
+            if applied == 160:
+                store = loaded
+        if applied == 200:
+            break
+    assert any(e.internal for e in store.history)
+    assert any(ns.tree.root.children for ns in store.namespaces.values())
+    backend.close()
+
+
+def test_all_changes_rewrites_namespaces(db_dir):
+    store = Store()
+    store.apply_internal(V2Request("PUT", "/0/members/a/attributes", value="x"), NOW)
+    store.apply(V2Request("PUT", "/k", value="v"), NOW)
+    backend = Backend.open(db_dir)
+    write_round(backend, store, 1)
+    other = Store()
+    other.apply_internal(V2Request("PUT", "/2/users/u", value="y"), NOW)
+    backend.write(backend.prepare(other.all_changes(), 2, 1))
+    backend.close()
+    loaded = Backend.open(db_dir).load_store()
+    assert state(loaded) == state(other)
 
 
 def test_history_over_1000_events_keeps_last_1000(db_dir):

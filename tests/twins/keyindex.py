@@ -39,7 +39,7 @@ def clean_path(p: str) -> str:
 
 
 def ttl_of(expire_ns: int, now_ns: int) -> int:
-    d = expire_ns - now_ns
+    d = max(-(1 << 63), min(expire_ns - now_ns, (1 << 63) - 1))  # Go's Time.Sub saturates
     q = abs(d) // NS_PER_S
     r = abs(d) % NS_PER_S
     if d >= 0:
@@ -134,7 +134,7 @@ class NodeView:
 
 
 class Event:
-    __slots__ = ("action", "node", "prev_node", "etcd_index", "refresh")
+    __slots__ = ("action", "node", "prev_node", "etcd_index", "refresh", "internal")
 
     def __init__(
         self,
@@ -143,19 +143,21 @@ class Event:
         prev_node: NodeView | None = None,
         etcd_index: int = 0,
         refresh: bool = False,
+        internal: bool = False,
     ) -> None:
         self.action = action
         self.node = node
         self.prev_node = prev_node
         self.etcd_index = etcd_index
         self.refresh = refresh
+        self.internal = internal
 
     @property
     def index(self) -> int:
         return self.node.modified_index
 
     def with_etcd_index(self, etcd_index: int) -> Event:
-        return Event(self.action, self.node, self.prev_node, etcd_index, self.refresh)
+        return Event(self.action, self.node, self.prev_node, etcd_index, self.refresh, self.internal)
 
     def to_json(self) -> bytes:
         out = b'{"action":' + encode_string(self.action)
@@ -211,7 +213,8 @@ class Node:
                 c._view(recursive, recursive, sorted_, now_ns) for c in self.children.values() if not c.hidden
             ]
             if sorted_:
-                nodes.sort(key=lambda v: v.key)
+                # Go sorts keys as byte strings: invalid bytes are surrogateescape'd code points.
+                nodes.sort(key=lambda v: v.key.encode("utf-8", "surrogateescape"))
         return NodeView(key, None, True, self.expire_ns, ttl, nodes, self.modified_index, self.created_index)
 
 
@@ -304,15 +307,18 @@ def encode_node(node: Node, ttl_seq: int) -> bytes:
     return out + (b"" if is_dir else _utf8(node.value))
 
 
-def put_nodes(put, nodes: dict, ttl_live: dict) -> None:
+def put_nodes(put, nodes: dict, ttl_live: dict, prefix: bytes = b"") -> None:
     for path, node in nodes.items():
-        put(node_key(path), encode_node(node, ttl_live.get(node, 0) if node.expire_ns else 0))
+        put(prefix + node_key(path), encode_node(node, ttl_live.get(node, 0) if node.expire_ns else 0))
 
 
-def load_nodes(tree: KeyIndex, items) -> tuple[int, list]:
+def load_nodes(tree: KeyIndex, items, prefix: bytes = b"") -> tuple[int, list]:
     ttl = []
     count = 0
     for key, rec in items:
+        if not key.startswith(prefix):
+            break
+        key = key[len(prefix) :]
         if not key.startswith(b"/") or not key.endswith(b"\x00"):
             break
         path = key[:-1].decode("utf-8", "surrogatepass")
@@ -347,7 +353,7 @@ def _view_record(v: NodeView) -> bytes:
 
 
 def encode_event(e: Event) -> bytes:
-    flags = (1 if e.refresh else 0) | (2 if e.prev_node is not None else 0)
+    flags = (1 if e.refresh else 0) | (2 if e.prev_node is not None else 0) | (4 if e.internal else 0)
     out = struct.pack("<BBq", ACTIONS.index(e.action), flags, e.etcd_index) + _view_record(e.node)
     if e.prev_node is not None:
         out += _view_record(e.prev_node)
@@ -375,4 +381,4 @@ def decode_event(rec: bytes) -> Event:
         prev, pos = _read_view(rec, pos)
     if pos != len(rec):
         raise ValueError("trailing bytes in event record")
-    return Event(ACTIONS[code], node, prev, etcd_index, bool(flags & 1))
+    return Event(ACTIONS[code], node, prev, etcd_index, bool(flags & 1), bool(flags & 4))

@@ -24,7 +24,12 @@ Rules and why:
     ``\\x01v``        the format version.
     ``\\x02`` + u16   the history ring: the event with index i in slot i % 1000.  Every index has exactly
                      one event, so after a batch the ring holds the last 1000 events; overwriting a slot
-                     needs no delete and no range tombstone.
+                     needs no delete and no range tombstone.  Internal namespaces' events are in it too
+                     (flag ``internal``, full store path as key).
+    ``\\x03`` + ns + ``/path\\x00``
+                     a node of the internal namespace ``ns`` (``0``: cluster, ``2``: v2 auth), the path
+                     relative to it (``\\x030/members/x\\x00`` is ``/0/members/x``); same record and range
+                     rules as the user tree under the prefix ``\\x03`` + ns.
   A node key sorts before every key below it (``\\x00`` < ``/``), so a load in key order always finds a
   node's parent already built.  Children come back in key order (the insertion order of a directory is
   not kept; etcd lists children in Go map order, which is random).
@@ -76,6 +81,7 @@ META_KEY = b"\x01m"
 MEMBERSHIP_KEY = b"\x01c"
 VERSION_KEY = b"\x01v"
 HISTORY_PREFIX = b"\x02"
+NAMESPACE_PREFIX = b"\x03"
 NODES_BEGIN, NODES_END = b"/", b"0"
 
 _META = struct.Struct(f"<QQQ{len(STATS_FIELDS)}q")
@@ -137,6 +143,19 @@ def _options() -> Options:
     return opts
 
 
+def _namespace_prefix(name: str) -> bytes:
+    return NAMESPACE_PREFIX + name.encode()
+
+
+def _put_removals(wb: WriteBatch, removed: list[tuple[str, bool]], prefix: bytes = b"") -> None:
+    for path, was_dir in removed:
+        if path != "/":
+            wb.delete(prefix + node_key(path))
+        if was_dir:
+            begin, end = _path_key_range(path)
+            wb.delete_range(prefix + begin, prefix + end)
+
+
 def _path_key_range(path: str) -> tuple[bytes, bytes]:
     """The key range of the subtree below ``path`` (its children and their descendants)."""
     if path == "/":
@@ -196,14 +215,15 @@ class Backend:
     ) -> Batch:
         """Encode one apply round (on the event loop, before the store changes again)."""
         wb = WriteBatch(raw_mode=True)
-        for path, was_dir in changes.removed:
-            if path != "/":
-                wb.delete(node_key(path))
-            if was_dir:
-                begin, end = _path_key_range(path)
-                wb.delete_range(begin, end)
+        if changes.removed:
+            _put_removals(wb, changes.removed)
         if changes.nodes:
             put_nodes(wb.put, changes.nodes, changes.ttl_live)
+        if changes.namespaces:
+            for name, ns in changes.namespaces.items():
+                prefix = _namespace_prefix(name)
+                _put_removals(wb, ns.removed, prefix)
+                put_nodes(wb.put, ns.nodes, ns.ttl_live, prefix)
         events = changes.events
         if events:
             if len(events) > HISTORY_CAPACITY:
@@ -249,12 +269,26 @@ class Backend:
         push = store.ttl.push
         for _, node in ttl:
             push(node)
+        for name, ns in store.namespaces.items():
+            prefix = _namespace_prefix(name)
+            try:
+                _, ttl = load_nodes(
+                    ns.tree, self._db.items(from_key=prefix + NODES_BEGIN, read_opt=ropts), prefix
+                )
+            except ValueError as err:
+                raise BackendError(f"{self.path}: namespace {name}: {err}") from None
+            ttl.sort(key=_first)
+            for _, node in ttl:
+                ns.ttl.push(node)
 
         raw = self._db.get(META_KEY)
         if raw is not None:
             values = _META.unpack(raw)
             store.index = values[2]
             store.stats = Stats.from_list(list(values[3:]))
+            for ns in store.namespaces.values():
+                ns.index = store.index
+                ns.stats = store.stats
         oldest = store.index - HISTORY_CAPACITY
         events = []
         for key, rec in self._db.items(from_key=HISTORY_PREFIX, read_opt=ropts):

@@ -7,7 +7,9 @@ Invariants and quirks kept from etcd's ``EventHistory``:
 - ``start_index`` is the index of the oldest retained event, ``last_index`` of the newest (both 0 while
   empty).  Asking for an index below ``start_index`` is error 401 with cause
   ``the requested history has been cleared [<start>/<asked>]``; above ``last_index`` means "wait".
-- ``scan`` returns the first event at or after ``index`` that is not a refresh and whose key is the
+- The history is shared with the store's internal namespaces (/0, /2): their events take slots like
+  every other index, but carry ``internal`` and are skipped by ``scan`` like refreshes.
+- ``scan`` returns the first event at or after ``index`` that is not a refresh nor internal and whose key is the
   watched key, or lies below it (recursive), or is a deleted/expired directory above it.  Hidden keys are
   *not* filtered here (etcd issue #1677, kept on purpose).
 """
@@ -67,7 +69,7 @@ class EventHistory:
         while pos < self.size:
             e = events[(self.front + pos) % cap]
             pos += 1
-            if e is None or e.refresh:
+            if e is None or e.refresh or e.internal:
                 continue
             ekey = e.node.key or "/"
             if ekey == key or (recursive and ekey.startswith(prefix)):

@@ -57,7 +57,13 @@ from fastkv.v2store.ttl import TTLIndex
 from fastkv.v2store.watcher import Callback, Watcher, WatcherHub
 
 HISTORY_CAPACITY = 1000
+# etcd's store tree: /0 cluster (members, version), /1 the user keys (this store's own tree), /2 v2 auth.
+USER_NAMESPACE = "1"
+INTERNAL_NAMESPACES = ("0", "2")
+# Error codes whose cause is a node path (made absolute for internal namespaces).
+_PATH_CAUSES = frozenset((E.KEY_NOT_FOUND, E.NOT_FILE, E.NOT_DIR, E.NODE_EXIST, E.DIR_NOT_EMPTY))
 INT64_MAX = (1 << 63) - 1
+INT64_MIN = -(1 << 63)
 SNAPSHOT_VERSION = 1
 
 
@@ -70,9 +76,21 @@ def _compare_fail_cause(node: Node, which: int, prev_value: str, prev_index: int
 
 
 class Store:
-    __slots__ = ("index", "tree", "ttl", "history", "hub", "stats", "_changed", "_removed", "_taken_index")
+    __slots__ = (
+        "index",
+        "tree",
+        "ttl",
+        "history",
+        "hub",
+        "stats",
+        "namespaces",
+        "_changed",
+        "_removed",
+        "_taken_index",
+        "_ns_dirty",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, namespaces: tuple[str, ...] = INTERNAL_NAMESPACES) -> None:
         self.index = 0
         self.tree = KeyIndex()
         self.ttl = TTLIndex()
@@ -82,6 +100,71 @@ class Store:
         self._changed: dict[str, Node] = {}
         self._removed: list[tuple[str, bool]] = []
         self._taken_index = 0  # store index at the last take_changes
+        # Internal namespaces: name -> a store of the same semantics sharing this one's history and stats
+        # (its index is synchronised around each internal operation); empty in a namespace's own store.
+        self.namespaces: dict[str, Store] = {}
+        for name in namespaces:
+            self._add_namespace(name)
+        self._ns_dirty = False  # an internal namespace changed since the last take_changes
+
+    def _add_namespace(self, name: str) -> Store:
+        if not name or "/" in name or name == USER_NAMESPACE:
+            raise ValueError(f"bad namespace name {name!r}")
+        ns = Store(())
+        ns.history = self.history
+        ns.stats = self.stats
+        ns.hub = InternalHub(self.history, "/" + name)
+        self.namespaces[name] = ns
+        return ns
+
+    # ----- internal namespaces: etcd's /0 (cluster) and /2 (v2 auth) ------------------------------------
+
+    def _namespace_of(self, path: str) -> tuple[Store, str, str]:
+        """(namespace store, its prefix "/0", the path inside it) for a full store path like /0/members/x."""
+        path = clean_path(path)
+        slash = path.find("/", 1)
+        name = path[1:slash] if slash > 0 else path[1:]
+        ns = self.namespaces.get(name)
+        if ns is None:
+            raise V2Error(E.INVALID_FIELD, f"not an internal namespace: {path}", self.index)
+        return ns, "/" + name, path[slash:] if slash > 0 else "/"
+
+    def apply_internal(self, req: V2Request, now_ns: int) -> Event | None:
+        """Apply a committed request on an internal namespace: ``req.path`` is a full store path
+        (``/0/members/8e9e05c52164694d/attributes``, ``/0/version``, ``/2/users/alice``).  Same semantics,
+        index, history slots and stats as ``apply``; no user watcher sees the event, which carries the full
+        path.  V2Error causes carry full paths too.  SYNC expires every namespace: use ``apply``."""
+        ns, prefix, inner = self._namespace_of(req.path)
+        if req.method == "SYNC":
+            raise V2Error(E.INVALID_FIELD, "SYNC applies to the whole store: use apply", self.index)
+        local = req.copy()
+        local.path = inner
+        hub: InternalHub = ns.hub  # type: ignore[assignment]
+        hub.last = None
+        ns.index = self.index
+        try:
+            event = ns.apply(local, now_ns)
+        except V2Error as err:
+            raise _prefixed_error(err, prefix) from None
+        finally:
+            if ns.index != self.index:
+                self.index = ns.index
+                self._ns_dirty = True
+        if event is None:
+            return None
+        if event.action == GET:
+            return _prefixed_event(event, prefix)
+        return hub.last
+
+    def get_internal(self, path: str, recursive: bool = False, sorted: bool = False, now_ns: int = 0) -> Event:
+        """A read of an internal namespace (full store path); counted in the stats like ``get``, as etcd
+        counts its own reads of ``/0``."""
+        ns, prefix, inner = self._namespace_of(path)
+        ns.index = self.index
+        try:
+            return _prefixed_event(ns.get(inner, recursive, sorted, now_ns), prefix)
+        except V2Error as err:
+            raise _prefixed_error(err, prefix) from None
 
     # ----- dirty tracking -----------------------------------------------------------------------------
 
@@ -93,23 +176,35 @@ class Store:
         removed, self._removed = self._removed, []
         events = self.history.last(self.index - self._taken_index)
         self._taken_index = self.index
-        return Changes(changed, removed, events, self.index, self.ttl.live, self.stats.to_list())
+        changes = Changes(changed, removed, events, self.index, self.ttl.live, self.stats.to_list())
+        if self._ns_dirty:
+            self._ns_dirty = False
+            for name, ns in self.namespaces.items():
+                if ns._changed or ns._removed:
+                    changes.namespaces[name] = NamespaceChanges(ns._changed, ns._removed, ns.ttl.live)
+                    ns._changed, ns._removed = {}, []
+        return changes
 
     def all_changes(self) -> Changes:
         """The whole state as changes that replace everything (a fresh or reset backend); also resets the
         dirty tracking, like take_changes."""
         self.take_changes()
-        nodes = {n.path: n for n in self.tree.subtree(self.tree.root)}
-        del nodes["/"]
-        return Changes(
-            nodes, [("/", True)], list(self.history), self.index, self.ttl.live, self.stats.to_list()
+        changes = Changes(
+            _all_nodes(self), [("/", True)], list(self.history), self.index, self.ttl.live, self.stats.to_list()
         )
+        for name, ns in self.namespaces.items():
+            changes.namespaces[name] = NamespaceChanges(_all_nodes(ns), [("/", True)], ns.ttl.live)
+        return changes
 
     def mark_clean(self) -> None:
         """Forget tracked changes: the state was just loaded from (or fully written to) the backend."""
         self._changed = {}
         self._removed = []
         self._taken_index = self.index
+        self._ns_dirty = False
+        for ns in self.namespaces.values():
+            ns._changed = {}
+            ns._removed = []
 
     # ----- reads --------------------------------------------------------------------------------------
 
@@ -136,7 +231,7 @@ class Store:
         return self.hub.count
 
     def has_ttl_keys(self) -> bool:
-        return len(self.ttl) != 0
+        return len(self.ttl) != 0 or any(len(ns.ttl) for ns in self.namespaces.values())
 
     def stats_json(self) -> bytes:
         return self.stats.to_json(self.hub.count)
@@ -146,12 +241,14 @@ class Store:
     def apply(self, req: V2Request, now_ns: int) -> Event | None:
         """Apply one committed request; raises V2Error for store errors (the index is unchanged then)."""
         method = req.method
-        # Clamp to int64 like the wire format of etcd's request (nothing the API sends should be larger).
+        # An int64 like etcd's request field.  Negative values are kept: a TTL too large for Go's time
+        # wraps (request.expiration_for_ttl); a new node then is permanent (before 2000), an updated one
+        # expires at the next SYNC, as in etcd.
         expire = req.expiration or 0
-        if expire < 0:
-            expire = 0
-        elif expire > INT64_MAX:
+        if expire > INT64_MAX:
             expire = INT64_MAX
+        elif expire < INT64_MIN:
+            expire = INT64_MIN
         refresh = bool(req.refresh)
         if method == "PUT":
             prev_exist = req.prev_exist
@@ -287,16 +384,18 @@ class Store:
 
     def update(self, path: str, value: str, expire_ns: int, refresh: bool, now_ns: int) -> Event:
         path = clean_path(path)
+        if path == "/":
+            self.stats.updateSuccess += 1  # etcd counts this refusal as a success (stats artefact)
+            raise V2Error(E.ROOT_RONLY, "/", self.index)
         try:
-            if path == "/":
-                raise V2Error(E.ROOT_RONLY, "/", self.index)
             node = self._find(path)
-            is_dir = node.children is not None
-            if is_dir and value:
-                raise V2Error(E.NOT_FILE, path, self.index)
         except V2Error:
             self.stats.updateFail += 1
             raise
+        is_dir = node.children is not None
+        if is_dir and value:
+            self.stats.updateSuccess += 1  # counted as a success by etcd too
+            raise V2Error(E.NOT_FILE, path, self.index)
         if refresh:
             value = node.value
         next_index = self.index + 1
@@ -337,9 +436,10 @@ class Store:
         now_ns: int,
     ) -> Event:
         path = clean_path(path)
+        if path == "/":
+            self.stats.compareAndSwapSuccess += 1  # etcd counts this refusal as a success (stats artefact)
+            raise V2Error(E.ROOT_RONLY, "/", self.index)
         try:
-            if path == "/":
-                raise V2Error(E.ROOT_RONLY, "/", self.index)
             node = self._compared_file(path, prev_value, prev_index)
         except V2Error:
             self.stats.compareAndSwapFail += 1
@@ -363,9 +463,10 @@ class Store:
 
     def delete(self, path: str, dir: bool, recursive: bool, now_ns: int) -> Event:
         path = clean_path(path)
+        if path == "/":
+            self.stats.deleteSuccess += 1  # etcd counts this refusal as a success (stats artefact)
+            raise V2Error(E.ROOT_RONLY, "/", self.index)
         try:
-            if path == "/":
-                raise V2Error(E.ROOT_RONLY, "/", self.index)
             if recursive:
                 dir = True
             node = self._find(path)
@@ -403,11 +504,17 @@ class Store:
 
     def compare_and_delete(self, path: str, prev_value: str, prev_index: int, now_ns: int) -> Event:
         path = clean_path(path)
-        try:
-            node = self._compared_file(path, prev_value, prev_index)
-        except V2Error:
-            self.stats.compareAndDeleteFail += 1
-            raise
+        # etcd counts only a missing key (or a file in the way) as a failed compare-and-delete: a
+        # directory or a failed comparison is refused but counted as a success (stats artefact).
+        node = self._find_counted(path, "compareAndDeleteFail")
+        if node.children is not None:
+            self.stats.compareAndDeleteSuccess += 1
+            # etcd's root is its namespace directory "/1", trimmed from the cause: no cause at all.
+            raise V2Error(E.NOT_FILE, path if path != "/" else "", self.index)
+        which = node.compare(prev_value, min(prev_index, INT64_MAX))
+        if which:
+            self.stats.compareAndDeleteSuccess += 1
+            raise V2Error(E.TEST_FAILED, _compare_fail_cause(node, which, prev_value, prev_index), self.index)
         self.index += 1
         event = Event(
             COMPARE_AND_DELETE,
@@ -421,27 +528,59 @@ class Store:
         return event
 
     def delete_expired(self, cutoff_ns: int, now_ns: int) -> list[Event]:
-        """SYNC: expire every node whose deadline is <= ``cutoff_ns``, earliest first."""
-        events = []
+        """SYNC: expire every node whose deadline is <= ``cutoff_ns``, earliest first (internal namespaces
+        included: etcd keeps one TTL heap for its whole tree)."""
+        events: list[Event] = []
         ttl = self.ttl
+        if any(len(ns.ttl) for ns in self.namespaces.values()):
+            return self._delete_expired_all(cutoff_ns, now_ns)
         while True:
             node = ttl.top()
             if node is None or node.expire_ns > cutoff_ns:
                 break
-            self.index += 1
-            is_dir = node.children is not None
-            event = Event(
-                EXPIRE,
-                NodeView(node.path, None, is_dir, 0, 0, None, self.index, node.created_index),
-                node.repr(False, False, now_ns),
-                self.index,
-            )
-            ttl.pop()
-            self._remove(node, event)
-            self.stats.expireCount += 1
-            self.hub.notify(event)
-            events.append(event)
+            events.append(self._expire(node, now_ns))
         return events
+
+    def _expire(self, node: Node, now_ns: int) -> Event:
+        """Expire ``node``, the earliest live deadline of this store's TTL index."""
+        self.index += 1
+        is_dir = node.children is not None
+        event = Event(
+            EXPIRE,
+            NodeView(node.path, None, is_dir, 0, 0, None, self.index, node.created_index),
+            node.repr(False, False, now_ns),
+            self.index,
+        )
+        self.ttl.pop()
+        self._remove(node, event)
+        self.stats.expireCount += 1
+        self.hub.notify(event)
+        return event
+
+    def _delete_expired_all(self, cutoff_ns: int, now_ns: int) -> list[Event]:
+        """The earliest deadline across the user tree and the namespaces each time (ties: user tree first,
+        then namespaces in name order; each TTL index keeps its own tie order)."""
+        events: list[Event] = []
+        stores = [self, *(self.namespaces[name] for name in sorted(self.namespaces))]
+        while True:
+            best: Store | None = None
+            best_node: Node | None = None
+            for st in stores:
+                node = st.ttl.top()
+                if node is not None and node.expire_ns <= cutoff_ns:
+                    if best_node is None or node.expire_ns < best_node.expire_ns:
+                        best, best_node = st, node
+            if best is None or best_node is None:
+                return events
+            if best is self:
+                events.append(self._expire(best_node, now_ns))
+                continue
+            hub: InternalHub = best.hub  # type: ignore[assignment]
+            best.index = self.index
+            best._expire(best_node, now_ns)
+            self.index = best.index
+            self._ns_dirty = True
+            events.append(hub.last)  # type: ignore[arg-type]
 
     # ----- helpers ------------------------------------------------------------------------------------
 
@@ -449,6 +588,14 @@ class Store:
         try:
             return self.tree.find(path)
         except PathError as err:
+            raise V2Error(err.code, err.cause, self.index) from None
+
+    def _find_counted(self, path: str, fail_counter: str) -> Node:
+        """``_find``, counting a failure in the stats counter named ``fail_counter``."""
+        try:
+            return self.tree.find(path)
+        except PathError as err:
+            setattr(self.stats, fail_counter, getattr(self.stats, fail_counter) + 1)
             raise V2Error(err.code, err.cause, self.index) from None
 
     def _retime(self, node: Node, expire_ns: int) -> None:
@@ -490,8 +637,7 @@ class Store:
 
     # ----- snapshots ----------------------------------------------------------------------------------
 
-    def save(self) -> bytes:
-        """The whole state but the watchers: tree (with TTLs), index, history and write stats."""
+    def _save_tree(self) -> dict:
         nodes = [
             [
                 n.path,
@@ -502,16 +648,26 @@ class Store:
             ]
             for n in self.tree.subtree(self.tree.root)
         ]
-        return orjson.dumps(
+        return {"nodes": nodes, "ttl_order": [n.path for n in self._ttl_order()]}
+
+    def save(self) -> bytes:
+        """The whole state but the watchers: trees (with TTLs; internal namespaces under ``namespaces``),
+        index, history and write stats.  A string holding lone surrogates (a key or value that was not
+        UTF-8) is saved as ``{"u8": hex of its bytes}``, since JSON strings cannot hold them."""
+        state = self._save_tree()
+        state.update(
             {
                 "version": SNAPSHOT_VERSION,
                 "index": self.index,
-                "nodes": nodes,
-                "ttl_order": [n.path for n in self._ttl_order()],
                 "history": [_event_to_list(e) for e in self.history],
                 "stats": self.stats.to_list(),
+                "namespaces": {name: ns._save_tree() for name, ns in self.namespaces.items()},
             }
         )
+        try:
+            return orjson.dumps(state)
+        except orjson.JSONEncodeError:
+            return orjson.dumps(_escape_strings(state))
 
     def _ttl_order(self) -> list[Node]:
         live = self.ttl.live
@@ -521,8 +677,25 @@ class Store:
     @classmethod
     def recover(cls, data: bytes) -> Store:
         state = orjson.loads(data)
+        if b'{"u8":' in data:
+            state = _unescape_strings(state)
         store = cls()
         store.index = state["index"]
+        store._recover_tree(state)
+        for name, tree_state in state.get("namespaces", {}).items():
+            ns = store.namespaces.get(name) or store._add_namespace(name)
+            ns._recover_tree(tree_state)
+            ns.index = store.index
+        for item in state["history"]:
+            store.history.add(_event_from_list(item))
+        store.stats = Stats.from_list(state["stats"])
+        for ns in store.namespaces.values():
+            ns.stats = store.stats
+        store.mark_clean()
+        return store
+
+    def _recover_tree(self, state: dict) -> None:
+        store = self
         by_path: dict[str, Node] = {}
         for path, value, created, modified, expire in state["nodes"]:
             if path == "/":
@@ -536,11 +709,82 @@ class Store:
             by_path[path] = node
         for path in state["ttl_order"]:
             store.ttl.push(by_path[path])
-        for item in state["history"]:
-            store.history.add(_event_from_list(item))
-        store.stats = Stats.from_list(state["stats"])
-        store.mark_clean()
-        return store
+
+
+class InternalHub(WatcherHub):
+    """The hub of an internal namespace: nobody watches it.  Its events enter the shared history (they
+    take their index's slot) with the namespace prefix on their keys and ``internal`` set, so that no
+    user watch, live or from history, ever matches them; ``last`` is the newest such event."""
+
+    __slots__ = ("prefix", "last")
+
+    def __init__(self, history: EventHistory, prefix: str) -> None:
+        super().__init__(history)
+        self.prefix = prefix
+        self.last: Event | None = None
+
+    def add(self, event: Event) -> None:
+        e = _prefixed_event(event, self.prefix)
+        e.internal = True
+        self.history.add(e)
+        self.last = e
+
+    notify = add
+
+    def notify_deleted(self, event: Event, path: str) -> None:
+        pass
+
+    def watch(
+        self, path: str, recursive: bool, stream: bool, since_index: int, store_index: int, callback: Callback
+    ) -> Watcher:
+        raise V2Error(E.INVALID_FIELD, "internal namespaces cannot be watched", store_index)
+
+
+def _prefixed_view(v: NodeView | None, prefix: str) -> NodeView | None:
+    if v is None:
+        return None
+    nodes = v.nodes
+    if nodes is not None:
+        nodes = [_prefixed_view(n, prefix) for n in nodes]
+    return NodeView(
+        prefix + v.key, v.value, v.dir, v.expiration, v.ttl, nodes, v.modified_index, v.created_index
+    )
+
+
+def _prefixed_event(e: Event, prefix: str) -> Event:
+    """``e`` with every key under ``prefix`` (a namespace's view made a full store path)."""
+    return Event(
+        e.action,
+        _prefixed_view(e.node, prefix),  # type: ignore[arg-type]
+        _prefixed_view(e.prev_node, prefix),
+        e.etcd_index,
+        e.refresh,
+        e.internal,
+    )
+
+
+def _prefixed_error(err: V2Error, prefix: str) -> V2Error:
+    if err.code in _PATH_CAUSES and err.cause.startswith("/"):
+        return V2Error(err.code, prefix + err.cause if err.cause != "/" else prefix, err.index)
+    return err
+
+
+def _all_nodes(store: Store) -> dict[str, Node]:
+    nodes = {n.path: n for n in store.tree.subtree(store.tree.root)}
+    del nodes["/"]
+    return nodes
+
+
+class NamespaceChanges:
+    """An internal namespace's part of ``Changes``: ``nodes``, ``removed`` and ``ttl_live`` as in ``Changes``,
+    paths relative to the namespace (``/members/x`` for ``/0/members/x``)."""
+
+    __slots__ = ("nodes", "removed", "ttl_live")
+
+    def __init__(self, nodes: dict[str, Node], removed: list[tuple[str, bool]], ttl_live: dict[Node, int]) -> None:
+        self.nodes = nodes
+        self.removed = removed
+        self.ttl_live = ttl_live
 
 
 class Changes:
@@ -550,9 +794,10 @@ class Changes:
     ``(path, was_dir)`` roots of removed subtrees, in removal order (``("/", True)`` clears everything);
     ``events``: the history events of the round, oldest first (at most the history's capacity);
     ``index``: the store index after the round; ``ttl_live``: node -> deadline sequence (TTLIndex.live),
-    whose order breaks ties between equal deadlines; ``stats``: Stats.to_list()."""
+    whose order breaks ties between equal deadlines; ``stats``: Stats.to_list(); ``namespaces``: name ->
+    NamespaceChanges for each internal namespace that changed (usually none)."""
 
-    __slots__ = ("nodes", "removed", "events", "index", "ttl_live", "stats")
+    __slots__ = ("nodes", "removed", "events", "index", "ttl_live", "stats", "namespaces")
 
     def __init__(
         self,
@@ -569,6 +814,7 @@ class Changes:
         self.index = index
         self.ttl_live = ttl_live
         self.stats = stats
+        self.namespaces: dict[str, NamespaceChanges] = {}
 
 
 def _view_to_list(v: NodeView | None) -> list | None:
@@ -585,9 +831,35 @@ def _view_from_list(x: list | None) -> NodeView | None:
 
 
 def _event_to_list(e: Event) -> list:
-    return [e.action, _view_to_list(e.node), _view_to_list(e.prev_node), e.etcd_index, e.refresh]
+    return [e.action, _view_to_list(e.node), _view_to_list(e.prev_node), e.etcd_index, e.refresh, e.internal]
 
 
 def _event_from_list(x: list) -> Event:
-    action, node, prev, etcd_index, refresh = x
-    return Event(action, _view_from_list(node), _view_from_list(prev), etcd_index, refresh)  # type: ignore[arg-type]
+    action, node, prev, etcd_index, refresh = x[:5]
+    internal = len(x) > 5 and x[5]
+    return Event(action, _view_from_list(node), _view_from_list(prev), etcd_index, refresh, internal)  # type: ignore[arg-type]
+
+
+def _escape_strings(x: object) -> object:
+    """``x`` with every str holding lone surrogates replaced by ``{"u8": hex of its surrogatepass UTF-8}``."""
+    if isinstance(x, str):
+        try:
+            x.encode("utf-8")
+        except UnicodeEncodeError:
+            return {"u8": x.encode("utf-8", "surrogatepass").hex()}
+        return x
+    if isinstance(x, list):
+        return [_escape_strings(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _escape_strings(v) for k, v in x.items()}
+    return x
+
+
+def _unescape_strings(x: object) -> object:
+    if isinstance(x, dict):
+        if len(x) == 1 and "u8" in x:
+            return bytes.fromhex(x["u8"]).decode("utf-8", "surrogatepass")
+        return {k: _unescape_strings(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_unescape_strings(v) for v in x]
+    return x
