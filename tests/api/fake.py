@@ -128,8 +128,16 @@ class FakeMember:
         self.client_urls = client_urls
 
 
+class FakeAuth:
+    """v2 auth switched off."""
+
+    def enabled(self) -> bool:
+        return False
+
+
 class FakeServer:
     def __init__(self, cors: set[str] | None = None) -> None:
+        self.auth = FakeAuth()
         self.store = FakeStore()
         self.name = "default"
         self.member_id = 0x69DB9E7E424953FC

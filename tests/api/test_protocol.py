@@ -110,7 +110,7 @@ def test_not_found_method_not_allowed_options_redirect() -> None:
             b"404 page not found\n",
             "text/plain; charset=utf-8",
         )
-        for path in ("/v2/keysfoo", "/v2", "/v2/stats/self/", "/v2/auth/users"):
+        for path in ("/v2/keysfoo", "/v2", "/v2/stats/self/", "/v2/authx"):
             assert (await one(port, req("GET", path))).status == 404
         r = await one(port, req("PATCH", "/v2/keys/a"))
         assert (r.status, r.header("Allow"), r.body) == (

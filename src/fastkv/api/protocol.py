@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable
 from typing import Any
 
 import httptools
@@ -40,6 +41,7 @@ from ..tls import ServerTLS
 from ..v2store.errors import RAFT_INTERNAL, V2Error
 from ..v2store.event import Event
 from . import cluster
+from .auth import no_auth, serve_auth
 from .keys import MAX_FORM_SIZE, build_form, key_path, parse_key_request
 from .response import (
     CT_JSON,
@@ -116,6 +118,8 @@ class _Request:
         "body",
         "too_large",
         "bad",
+        "authorization",
+        "auth_checked",
     )
 
     def __init__(self) -> None:
@@ -132,6 +136,10 @@ class _Request:
         self.too_large = False
         # A canned response for a request Go would reject while reading it (then close).
         self.bad: bytes | None = None
+        # The Authorization header (v2 auth), or None.
+        self.authorization: str | None = None
+        # The v2 auth check passed (after a password check off the loop).
+        self.auth_checked = False
 
 
 class ClientProtocol(asyncio.Protocol):
@@ -250,6 +258,8 @@ class ClientProtocol(asyncio.Protocol):
                 self._has_host = True
         elif n == 6 and name.lower() == b"origin" and self._reading.origin is None:
             self._reading.origin = value.decode("latin-1")
+        elif n == 13 and name.lower() == b"authorization" and self._reading.authorization is None:
+            self._reading.authorization = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         self._in_body = True
@@ -416,7 +426,11 @@ class ClientProtocol(asyncio.Protocol):
         elif path.startswith("/v2/"):
             server = self._server
             if path == "/v2/members" or path.startswith("/v2/members/"):
+                if method in ("POST", "PUT", "DELETE") and server.auth.enabled():
+                    return self._serve_guarded_members(r, path)
                 return cluster.serve_members(server, self._reply, method, path[11:], r.content_type, r.body)
+            if path == "/v2/auth" or path.startswith("/v2/auth/"):
+                return self._serve_auth(r, path)
             if path == "/v2/machines":
                 return cluster.serve_machines(server, self._reply, method)
             if path.startswith("/v2/stats/") and path[10:] in ("self", "store", "leader"):
@@ -429,6 +443,51 @@ class ClientProtocol(asyncio.Protocol):
             # etcd's promhttp handler answers every method alike (HEAD without the body).
             return self._reply(200, METRICS_CONTENT_TYPE, self._server.metrics_text())
         self._reply(404, PLAIN_ERROR_HEADERS, NOT_FOUND_BODY)
+
+    # -- /v2/auth and the endpoints that need root ------------------------------------
+
+    def _serve_auth(self, r: _Request, path: str) -> None:
+        task = self._loop.create_task(
+            serve_auth(
+                self._server.auth,
+                self._server.cluster_id,
+                self._reply_for(r),
+                r.method,
+                path[8:],
+                r.body,
+                r.authorization,
+                self.cert_cn or None,
+            )
+        )
+        task.add_done_callback(self._async_done(r))
+
+    def _serve_guarded_members(self, r: _Request, path: str) -> None:
+        async def guarded() -> None:
+            reply = self._reply_for(r)
+            if not await self._server.auth.has_write_root_access(
+                r.method, r.authorization, self.cert_cn or None
+            ):
+                return no_auth(reply)
+            cluster.serve_members(self._server, reply, r.method, path[11:], r.content_type, r.body)
+
+        self._loop.create_task(guarded()).add_done_callback(self._async_done(r))
+
+    def _reply_for(self, r: _Request) -> Callable[..., None]:
+        """A reply function for a request answered later (after an await): it answers only while
+        ``r`` is still the connection's current request."""
+
+        def reply(status: int, headers: bytes, body: bytes, sniffed: bool = False) -> None:
+            if self._current is r:
+                self._reply(status, headers, body, sniffed)
+
+        return reply
+
+    def _async_done(self, r: _Request) -> Callable[[asyncio.Task[None]], None]:
+        def done(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None and self._current is r:
+                self._reply(500, CT_TEXT, b"Internal Server Error\n")
+
+        return done
 
     def _reply_bad(self) -> None:
         r = self._current
@@ -444,6 +503,8 @@ class ClientProtocol(asyncio.Protocol):
         if method not in _KEYS_METHODS:
             return self._reply(405, KEYS_ALLOW + PLAIN_ERROR_HEADERS, METHOD_NOT_ALLOWED_BODY)
         server = self._server
+        if server.auth.enabled() and not self._keys_allowed(r, key, raw_query):
+            return
         if not raw_query and not r.body and not r.too_large and (method == "GET" or method == "HEAD"):
             # A plain local read: no parameters, so parse_key_request's request would only carry the
             # path (no quorum, wait, recursive or sorted).
@@ -467,6 +528,36 @@ class ClientProtocol(asyncio.Protocol):
             return self._start_watch(req)
         self._no_value = no_value
         server.do(req, self._done_callback)
+
+    def _keys_allowed(self, r: _Request, key: str, raw_query: bytes) -> bool:
+        """With auth on: may the caller do this keys request?  False when it was answered (error 110)
+        or is being checked off the loop (an unverified password: bcrypt runs in a thread, then the
+        request is served again)."""
+        if r.auth_checked:
+            return True
+        auth = self._server.auth
+        cert_cn = self.cert_cn or None
+        recursive = _recursive_flag(r, raw_query)
+        caller = auth.caller_now(r.authorization, cert_cn)
+        if caller is None:
+
+            async def verify() -> None:
+                checked = await auth.authenticate_async(r.authorization, cert_cn)
+                if self._current is not r or self._transport is None:
+                    return
+                err = auth.key_access_error(checked, r.method, key, recursive)
+                if err is not None:
+                    return self._reply_error(err)
+                r.auth_checked = True
+                self._serve_keys(r, key, raw_query)
+
+            self._loop.create_task(verify()).add_done_callback(self._async_done(r))
+            return False
+        err = auth.key_access_error(caller, r.method, key, recursive)
+        if err is not None:
+            self._reply_error(err)
+            return False
+        return True
 
     def _on_done(self, event: Event | None, err: V2Error | None) -> None:
         if self._transport is None or self._current is None:
@@ -680,3 +771,15 @@ async def serve_client(
         backlog=1024,
         ssl=tls.context if tls is not None else None,
     )
+
+
+def _recursive_flag(r: _Request, raw_query: bytes) -> bool:
+    """``recursive=true`` in the query or the form body, as the access check needs it (before the
+    request is parsed: a request that fails to parse is refused all the same)."""
+    if b"recursive" not in raw_query and b"recursive" not in r.body:
+        return False
+    try:
+        form = build_form(r.method, r.content_type, r.body, r.too_large, raw_query)
+    except V2Error:
+        return False
+    return form.get("recursive", "") in ("true", "1", "t", "T", "TRUE", "True")

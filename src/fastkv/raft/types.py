@@ -13,11 +13,15 @@ ENTRY_CONF_CHANGE = 1
 # A member's published name and client URLs (etcd publishes them through the log too).  Not a
 # configuration change for Raft: it neither changes voters nor blocks campaigns.
 ENTRY_MEMBER_ATTRIBUTES = 2
+# A v2 request on the store's internal namespaces (etcd's /0 cluster and /2 auth trees), which the
+# keys API cannot reach: its path is the full store path (/2/users/alice).
+ENTRY_INTERNAL = 3
 
 
 __all__ = [
     "EMPTY_HARD_STATE",
     "ENTRY_CONF_CHANGE",
+    "ENTRY_INTERNAL",
     "ENTRY_MEMBER_ATTRIBUTES",
     "ENTRY_NORMAL",
     "Entry",

@@ -26,7 +26,7 @@ import orjson
 
 from ..histogram import Histogram
 from ..logutil import event
-from ..raft.types import ENTRY_CONF_CHANGE, ENTRY_MEMBER_ATTRIBUTES, ENTRY_NORMAL, Entry
+from ..raft.types import ENTRY_CONF_CHANGE, ENTRY_INTERNAL, ENTRY_MEMBER_ATTRIBUTES, ENTRY_NORMAL, Entry
 from ..storage import failpoint
 from ..storage.backend import Backend, Batch
 from ..v2store.errors import V2Error
@@ -131,6 +131,17 @@ class ApplierV2:
                 req = w.req if w is not None and w.req is not None else V2Request.decode(e.data)
                 try:
                     result = store.apply(req, now)
+                except V2Error as err:
+                    if w is not None:
+                        w.done(None, err)
+                    continue
+                if w is not None:
+                    w.done(result, None)
+            elif etype == ENTRY_INTERNAL:
+                w = wait.take(V2Request.peek_id(e.data))
+                req = w.req if w is not None and w.req is not None else V2Request.decode(e.data)
+                try:
+                    result = store.apply_internal(req, now)
                 except V2Error as err:
                     if w is not None:
                         w.done(None, err)

@@ -39,6 +39,8 @@ from ..raft.node import LEADER, RaftNode
 from ..raft.types import ENTRY_CONF_CHANGE, ENTRY_MEMBER_ATTRIBUTES
 from ..storage.wal import WAL
 from ..transport.transport import Transport
+from ..v2auth.access import Auth
+from ..v2auth.store import AuthStore
 from ..v2store.errors import RAFT_INTERNAL, V2Error
 from ..v2store.event import Event
 from ..v2store.request import V2Request
@@ -56,6 +58,8 @@ from .security import MemberTLS
 from .wait import Wait
 
 __all__ = ["EtcdServer", "StartupError"]
+
+AUTH_NAMESPACE = "2"
 
 log = logging.getLogger("fastkv.etcdserver")
 
@@ -122,6 +126,8 @@ class EtcdServer:
         self.removed = False
         # For /metrics: proposals that failed as etcd counts them (timed out, or refused).
         self.proposals_failed = 0
+        # The v2 auth state lives in the store's /2 namespace; checks read the applied state.
+        self.auth = Auth(AuthStore(_StoreAuthBackend(self)))
 
     @classmethod
     def open(cls, cfg: Config, **kwargs: Any) -> EtcdServer:
@@ -326,12 +332,46 @@ class EtcdServer:
         else:
             self._ready_loop.propose(rid, req.encode())
 
+    def do_internal(self, req: V2Request, done: Done) -> None:
+        """A request on the store's internal namespaces (``req.path`` like /2/users/alice): writes
+        through the log as ENTRY_INTERNAL entries, QGET through ReadIndex, GET locally."""
+        if req.method == "GET":
+            try:
+                result = self._applier.store.get_internal(req.path, req.recursive, req.sorted, self.now_ns())
+            except V2Error as err:
+                done(None, err)
+                return
+            done(result, None)
+            return
+        refused = self._ready_loop.can_accept()
+        if refused is not None:
+            done(None, refused)
+            return
+        rid = self._wait.next_id()
+        req.id = rid
+        self._wait.register(rid, req, done, internal=True)
+        if req.method == "QGET":
+            self._ready_loop.read(rid)
+        else:
+            self._ready_loop.propose_internal(rid, req.encode())
+
     def propose(self, req: V2Request) -> asyncio.Future[Event | None]:
         """``do`` with a future: resolves with the event after fdatasync + apply."""
-        assert self._loop_ is not None, "server not started"
-        fut: asyncio.Future[Event | None] = self._loop_.create_future()
+        fut, done = self._future_done()
+        self.do(req, done)
+        return fut
 
-        def done(result: Event | None, err: V2Error | None) -> None:
+    def propose_internal(self, req: V2Request) -> asyncio.Future[Event | None]:
+        """``do_internal`` with a future."""
+        fut, done = self._future_done()
+        self.do_internal(req, done)
+        return fut
+
+    def _future_done(self) -> tuple[asyncio.Future[Any], Done]:
+        assert self._loop_ is not None, "server not started"
+        fut: asyncio.Future[Any] = self._loop_.create_future()
+
+        def done(result: Any, err: V2Error | None) -> None:
             if fut.done():
                 return
             if err is not None:
@@ -339,8 +379,7 @@ class EtcdServer:
             else:
                 fut.set_result(result)
 
-        self.do(req, done)
-        return fut
+        return fut, done
 
     def get(self, path: str, recursive: bool = False, sorted: bool = False) -> Event:
         return self._applier.store.get(path, recursive, sorted, self.now_ns())
@@ -418,3 +457,27 @@ class EtcdServer:
         cc["request_id"] = rid
         rl.propose_conf(rid, ENTRY_CONF_CHANGE, orjson.dumps(cc))
         return fut
+
+
+class _StoreAuthBackend:
+    """v2auth's AuthBackend on this member: /2 requests through the log, reads of the applied state."""
+
+    def __init__(self, server: EtcdServer) -> None:
+        self._server = server
+
+    async def do(self, req: V2Request) -> Event:
+        event = await self._server.propose_internal(req)
+        assert event is not None
+        return event
+
+    def get(self, path: str) -> Event:
+        return self._server.store.get_internal(path)
+
+    def peek(self, path: str) -> tuple[int, str] | None:
+        """(modifiedIndex, value) of the file at ``path`` (/2/...), or None: a key index lookup, no
+        stats, no event (it runs on every authenticated request)."""
+        ns = self._server.store.namespaces[AUTH_NAMESPACE]
+        node = ns.tree.get(path[2:] or "/")
+        if node is None or node.children is not None:
+            return None
+        return node.modified_index, node.value

@@ -19,6 +19,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Protocol
 
+from ..v2auth.access import Auth
 from ..v2store.errors import V2Error
 from ..v2store.event import Event
 from ..v2store.request import V2Request
@@ -39,6 +40,8 @@ class V2Server(Protocol):
     cors: set[str] | None
     # The member's clock (unix ns): a TTL becomes an absolute expiration with it.
     now_ns: Callable[[], int]
+    # v2 auth: who may do what (the state is replicated in the store's /2 namespace).
+    auth: Auth
 
     def do(self, req: V2Request, done: Done) -> None:
         """Serve a keys request (GET, QGET-worthy GET, PUT, POST, DELETE); see the module rules."""

@@ -45,7 +45,7 @@ from ..logutil import event
 from ..raft.confchange import CONF_ADD_NODE, CONF_REMOVE_NODE, ConfChange
 from ..raft.messages import MSG_APP, MSG_PROP, Message, Snapshot, SnapshotMeta
 from ..raft.node import LEADER, NotLeaderError, RaftNode, Ready
-from ..raft.types import ENTRY_CONF_CHANGE, ENTRY_NORMAL, Entry, HardState
+from ..raft.types import ENTRY_CONF_CHANGE, ENTRY_INTERNAL, ENTRY_NORMAL, Entry, HardState
 from ..storage import failpoint
 from ..storage.backend import Backend, Batch
 from ..storage.fileutil import fsync_dir
@@ -105,7 +105,8 @@ class ReadyLoop:
         # Proposals not yet in the Raft log: (request id, encoded request); id 0 = the member's own
         # (SYNC), proposed whatever happens to clients.
         self._proposals: list[tuple[int, bytes]] = []
-        # (request id, entry type, data): configuration changes and attribute publications.
+        # (request id, entry type, data): configuration changes, attribute publications and requests
+        # on the internal namespaces, in the order they were made.
         self._conf_proposals: list[tuple[int, int, bytes]] = []
         # Quorum reads (ReadIndex, Raft thesis §6.4): request ids not yet handed to Raft, and
         # confirmed reads waiting for the store to apply up to their read index.
@@ -351,6 +352,11 @@ class ReadyLoop:
         self._proposals.append((rid, data))
         self.kick()
 
+    def propose_internal(self, rid: int, data: bytes) -> None:
+        """A request on the store's internal namespaces (ENTRY_INTERNAL)."""
+        self._conf_proposals.append((rid, ENTRY_INTERNAL, data))
+        self.kick()
+
     def propose_conf(self, rid: int, etype: int, data: bytes) -> None:
         self._conf_proposals.append((rid, etype, data))
         self.kick()
@@ -529,7 +535,10 @@ class ReadyLoop:
                 continue
             req = w.req
             try:
-                result = store.get(req.path, req.recursive, req.sorted, now)
+                if w.internal:
+                    result = store.get_internal(req.path, req.recursive, req.sorted, now)
+                else:
+                    result = store.get(req.path, req.recursive, req.sorted, now)
             except V2Error as err:
                 w.done(None, err)
                 continue

@@ -24,13 +24,15 @@ Done = Callable[[Any, V2Error | None], None]
 
 
 class Waiter:
-    __slots__ = ("done", "req", "deadline")
+    __slots__ = ("done", "req", "deadline", "internal")
 
-    def __init__(self, done: Done, req: V2Request | None, deadline: float) -> None:
+    def __init__(self, done: Done, req: V2Request | None, deadline: float, internal: bool) -> None:
         self.done = done
         # The request object itself, so the apply of our own entry need not decode it again.
         self.req = req
         self.deadline = deadline
+        # A request on the store's internal namespaces (a quorum read of /2, say).
+        self.internal = internal
 
 
 class Wait:
@@ -47,8 +49,8 @@ class Wait:
         self._next_id += 1
         return self._next_id
 
-    def register(self, rid: int, req: V2Request | None, done: Done) -> None:
-        self._waiters[rid] = Waiter(done, req, self._clock() + self._timeout_s)
+    def register(self, rid: int, req: V2Request | None, done: Done, internal: bool = False) -> None:
+        self._waiters[rid] = Waiter(done, req, self._clock() + self._timeout_s, internal)
 
     def is_waiting(self, rid: int) -> bool:
         return rid in self._waiters

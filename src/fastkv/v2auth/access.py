@@ -243,6 +243,12 @@ class Auth:
         ok = self.store.hasher.check(password, user.password)
         return self._verified_caller(digest, name, index, user, ok)
 
+    def caller_now(self, authorization: str | None, cert_cn: str | None = None) -> Caller | None:
+        """The caller when that needs no password check (a cached verification, a certificate user,
+        the guest, a refusal); None when bcrypt must run (``authenticate_async``)."""
+        found = self._lookup(authorization, cert_cn)
+        return found if isinstance(found, Caller) else None
+
     async def authenticate_async(self, authorization: str | None, cert_cn: str | None = None) -> Caller:
         """``authenticate`` with an uncached bcrypt check run in the default executor."""
         found = self._lookup(authorization, cert_cn)

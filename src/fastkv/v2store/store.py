@@ -156,7 +156,9 @@ class Store:
             return _prefixed_event(event, prefix)
         return hub.last
 
-    def get_internal(self, path: str, recursive: bool = False, sorted: bool = False, now_ns: int = 0) -> Event:
+    def get_internal(
+        self, path: str, recursive: bool = False, sorted: bool = False, now_ns: int = 0
+    ) -> Event:
         """A read of an internal namespace (full store path); counted in the stats like ``get``, as etcd
         counts its own reads of ``/0``."""
         ns, prefix, inner = self._namespace_of(path)
@@ -190,7 +192,12 @@ class Store:
         dirty tracking, like take_changes."""
         self.take_changes()
         changes = Changes(
-            _all_nodes(self), [("/", True)], list(self.history), self.index, self.ttl.live, self.stats.to_list()
+            _all_nodes(self),
+            [("/", True)],
+            list(self.history),
+            self.index,
+            self.ttl.live,
+            self.stats.to_list(),
         )
         for name, ns in self.namespaces.items():
             changes.namespaces[name] = NamespaceChanges(_all_nodes(ns), [("/", True)], ns.ttl.live)
@@ -781,7 +788,9 @@ class NamespaceChanges:
 
     __slots__ = ("nodes", "removed", "ttl_live")
 
-    def __init__(self, nodes: dict[str, Node], removed: list[tuple[str, bool]], ttl_live: dict[Node, int]) -> None:
+    def __init__(
+        self, nodes: dict[str, Node], removed: list[tuple[str, bool]], ttl_live: dict[Node, int]
+    ) -> None:
         self.nodes = nodes
         self.removed = removed
         self.ttl_live = ttl_live
