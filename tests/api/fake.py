@@ -138,6 +138,7 @@ class FakeAuth:
 class FakeServer:
     def __init__(self, cors: set[str] | None = None) -> None:
         self.auth = FakeAuth()
+        self.serving = True
         self.store = FakeStore()
         self.name = "default"
         self.member_id = 0x69DB9E7E424953FC
@@ -200,6 +201,9 @@ class FakeServer:
         except V2Error as e:
             return done(None, e)
         done(result, None)
+
+    def when_serving(self, resume: Callable[[], None]) -> None:
+        resume()
 
     def get(self, path: str, recursive: bool = False, sorted: bool = False) -> FakeEvent:
         return self.store.get(path, recursive, sorted, self.clock_ns)

@@ -503,6 +503,10 @@ class ClientProtocol(asyncio.Protocol):
         if method not in _KEYS_METHODS:
             return self._reply(405, KEYS_ALLOW + PLAIN_ERROR_HEADERS, METHOD_NOT_ALLOWED_BODY)
         server = self._server
+        if not server.serving:
+            # Held until the member has caught up (a restarted member must not answer from an old
+            # state); the connection's next requests queue behind this one.
+            return server.when_serving(lambda: self._resume_keys(r, key, raw_query))
         if server.auth.enabled() and not self._keys_allowed(r, key, raw_query):
             return
         if not raw_query and not r.body and not r.too_large and (method == "GET" or method == "HEAD"):
@@ -528,6 +532,10 @@ class ClientProtocol(asyncio.Protocol):
             return self._start_watch(req)
         self._no_value = no_value
         server.do(req, self._done_callback)
+
+    def _resume_keys(self, r: _Request, key: str, raw_query: bytes) -> None:
+        if self._current is r and self._transport is not None:
+            self._serve_keys(r, key, raw_query)
 
     def _keys_allowed(self, r: _Request, key: str, raw_query: bytes) -> bool:
         """With auth on: may the caller do this keys request?  False when it was answered (error 110)

@@ -120,6 +120,11 @@ class EtcdServer:
         self._stopped = asyncio.Event()
         # Set once the member has joined and published its attributes (systemd READY=1).
         self._ready = asyncio.Event()
+        # Keys requests wait for that too (etcd serves clients only once ready): a restarted
+        # member's store may lack writes the cluster acknowledged before the restart, until it
+        # has applied its own publication, which the leader commits after everything before it.
+        self.serving = False
+        self._until_serving: list[Callable[[], None]] = []
         self._published = False
         self._publish_due = 0.0
         # This member was removed from the cluster: it exits (status 0) and never comes back.
@@ -193,6 +198,20 @@ class EtcdServer:
     def self_published(self) -> None:
         self._published = True
         self._ready.set()
+        if not self.serving:
+            self.serving = True
+            waiting, self._until_serving = self._until_serving, []
+            loop = self._loop_
+            for resume in waiting:
+                if loop is not None:
+                    loop.call_soon(resume)
+
+    def when_serving(self, resume: Callable[[], None]) -> None:
+        """Call ``resume`` once keys requests may be served (at once if they may)."""
+        if self.serving:
+            resume()
+        else:
+            self._until_serving.append(resume)
 
     def self_removed(self) -> None:
         if self.removed:

@@ -42,6 +42,13 @@ class V2Server(Protocol):
     now_ns: Callable[[], int]
     # v2 auth: who may do what (the state is replicated in the store's /2 namespace).
     auth: Auth
+    # Keys requests may be served: the member has joined and caught up with what the cluster
+    # acknowledged before it (re)started.  Until then the API holds them (``when_serving``).
+    serving: bool
+
+    def when_serving(self, resume: Callable[[], None]) -> None:
+        """Call ``resume`` once ``serving`` (at once if it is)."""
+        ...
 
     def do(self, req: V2Request, done: Done) -> None:
         """Serve a keys request (GET, QGET-worthy GET, PUT, POST, DELETE); see the module rules."""
