@@ -291,8 +291,7 @@ def test_parse_peer_dial() -> None:
         parse_peer_dial("http://127.0.0.1:1")
     with pytest.raises(ValueError):
         parse_peer_dial("zz=http://127.0.0.1:1")
-    with pytest.raises(ValueError, match="TLS"):
-        parse_peer_dial("a1=https://127.0.0.1:1")
+    assert parse_peer_dial("a1=https://127.0.0.1:1") == {0xA1: "https://127.0.0.1:1"}
 
 
 def test_dial_override_partitions_one_direction(loop_kind: str, monkeypatch: pytest.MonkeyPatch) -> None:

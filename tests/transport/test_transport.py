@@ -39,8 +39,9 @@ def app(frm: int, to: int, index: int, n: int = 3) -> Message:
 def test_parse_peer_url() -> None:
     assert parse_peer_url("http://127.0.0.1:2380") == ("127.0.0.1", 2380)
     assert parse_peer_url("http://localhost") == ("localhost", 2380)
-    with pytest.raises(ValueError, match="TLS"):
-        parse_peer_url("https://127.0.0.1:2380")
+    assert parse_peer_url("https://127.0.0.1:2381") == ("127.0.0.1", 2381)
+    with pytest.raises(ValueError):
+        parse_peer_url("unix://127.0.0.1:2380")
     with pytest.raises(ValueError):
         parse_peer_url("127.0.0.1:2380")
 

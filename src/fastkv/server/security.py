@@ -8,10 +8,13 @@ or CRL is one line (``tls.TLSError``) and the member does not start.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import ssl
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
+from ..logutil import event
 from ..tls import (
     ServerTLS,
     TLSInfo,
@@ -59,3 +62,24 @@ def prepare_tls(cfg: Config) -> MemberTLS:
         else None
     )
     return MemberTLS(client, peer, client_context(peer_info), peer_info, client_info)
+
+
+def _warn_plaintext_peer(url: str) -> None:
+    """A plain-http peer URL reachable from other hosts: whoever can reach it can send the member
+    Raft traffic in the name of a member (ids are public).  Loopback is the one safe place."""
+    u = urlsplit(url)
+    if u.scheme != "http":
+        return
+    host = u.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        event(
+            log,
+            logging.WARNING,
+            "peer URL is plain http and not on loopback: anyone who can reach it can speak for a member; "
+            "use https with --peer-client-cert-auth",
+            **{"peer-url": url},
+        )

@@ -48,7 +48,16 @@ from urllib.parse import urlsplit
 
 from fastkv.histogram import Histogram
 from fastkv.logutil import event
-from fastkv.raft.messages import MSG_SNAP, Message
+from fastkv.raft.messages import (
+    MSG_BEAT,
+    MSG_CHECK_QUORUM,
+    MSG_HUP,
+    MSG_NAMES,
+    MSG_SNAP,
+    MSG_SNAP_STATUS,
+    MSG_UNREACHABLE,
+    Message,
+)
 from fastkv.tls import ServerTLS, check_allowed_cn
 
 from . import codec
@@ -66,6 +75,14 @@ from .codec import (
 )
 
 log = logging.getLogger("fastkv.transport")
+
+# Messages a member makes for itself (timers, transport reports): never accepted from the network.
+LOCAL_ONLY_MESSAGES = frozenset((MSG_HUP, MSG_BEAT, MSG_UNREACHABLE, MSG_SNAP_STATUS, MSG_CHECK_QUORUM))
+# Before its handshake passed, a connection may make us hold this much (a hello is ~60 bytes) ...
+MAX_PREHANDSHAKE_BYTES = 64 * 1024
+# ... and only so many such connections may be open at once; accepted connections in all.
+MAX_PREHANDSHAKE_CONNECTIONS = 16
+MAX_PEER_CONNECTIONS = 256
 
 STATUS_OK = 200
 STATUS_NOT_FOUND = 404  # etcd: "error sender not found"
@@ -340,6 +357,22 @@ class _Listener(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
+        t = self.t
+        unverified = sum(1 for lst in t._listeners if lst.hello is None)
+        if len(t._listeners) >= MAX_PEER_CONNECTIONS or unverified >= MAX_PREHANDSHAKE_CONNECTIONS:
+            if not t._overload_logged:
+                t._overload_logged = True
+                event(
+                    log,
+                    logging.WARNING,
+                    "too many peer connections, refusing new ones",
+                    connections=len(t._listeners),
+                    unverified=unverified,
+                )
+            self.transport.abort()
+            self.transport = None
+            return
+        t._overload_logged = False
         self.t._listeners.add(self)
         if not self.t._receiving:
             self.transport.pause_reading()
@@ -369,6 +402,15 @@ class _Listener(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_rx_ns = self.t.clock_ns()
+        if self.hello is None and self.decoder.buffered + len(data) > MAX_PREHANDSHAKE_BYTES:
+            event(
+                log,
+                logging.WARNING,
+                "peer connection sent too much before its handshake, closing it",
+                bytes=self.decoder.buffered + len(data),
+            )
+            self.close()
+            return
         try:
             frames = self.decoder.feed(data)
         except FrameError as e:
@@ -383,6 +425,21 @@ class _Listener(asyncio.Protocol):
                     self.close()
                     return
             elif type(f) is Message:
+                if f.type in LOCAL_ONLY_MESSAGES or f.frm != self.hello.frm or f.to != self.t.member_id:
+                    # Only the member itself makes these, and a peer speaks only for itself.
+                    event(
+                        log,
+                        logging.WARNING,
+                        "refused a message from a peer, closing the connection",
+                        **{
+                            "remote-peer-id": f"{self.hello.frm:x}",
+                            "message-type": MSG_NAMES.get(f.type, str(f.type)),
+                            "from": f"{f.frm:x}",
+                            "to": f"{f.to:x}",
+                        },
+                    )
+                    self.close()
+                    return
                 self.t.received += 1
                 try:
                     on_message(f)
@@ -566,6 +623,7 @@ class Transport:
         self.dial_ssl = dial_ssl
         self.allowed_cn = allowed_cn
         self._handshakes: set[asyncio.Task[None]] = set()
+        self._overload_logged = False
         self._peers: dict[int, _Peer] = {}
         self._servers: list[asyncio.Server] = []
         self._listeners: set[_Listener] = set()
