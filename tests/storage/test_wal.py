@@ -404,3 +404,28 @@ def test_bad_entry_is_a_type_error_and_leaves_the_wal_usable(wal_dir: Path) -> N
     wal.save(None, ents(1, 2))
     wal.close()
     assert reopen(wal_dir, segment_size_bytes=64 << 20)[2] == ents(1, 2)
+
+
+@pytest.mark.parametrize("where", ["zero_fill", "datasync"])
+def test_a_full_disk_at_creation_leaves_no_segment_behind(tmp_path, monkeypatch, where: str) -> None:
+    """ENOSPC while the first segment is written: the error reaches the caller, and no .tmp file
+    stays to keep the disk full (the next start would misreport the cause)."""
+    import errno
+
+    from fastkv.storage import wal as wal_module
+
+    def no_space(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if where == "zero_fill":
+        monkeypatch.setattr(wal_module, "zero_fill", no_space)
+    else:
+        monkeypatch.setattr(wal_module.walcodec, "datasync", no_space)
+    d = tmp_path / "wal"
+    with pytest.raises(OSError, match="No space left"):
+        WAL.create(str(d), b"meta", segment_size_bytes=1 << 20)
+    assert [p.name for p in d.iterdir()] == []
+    monkeypatch.undo()
+    w = WAL.create(str(d), b"meta", segment_size_bytes=1 << 20)
+    w.close()
+    assert WAL.exists(str(d))

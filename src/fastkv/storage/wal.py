@@ -449,6 +449,10 @@ class WAL:
             failpoint.hit("after_wal_sync")
         except BaseException:
             os.close(fd)
+            # A segment that never became part of the log (a full disk, say) must not stay
+            # behind: it would keep the disk full, and the next start would trip over it.
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
             raise
         self._segments.append(seg)
         self._fd = fd
@@ -474,6 +478,8 @@ class WAL:
                 zero_fill(fd, self.segment_size_bytes)
         except BaseException:
             os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
             raise
         return fd, tmp
 
