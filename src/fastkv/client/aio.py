@@ -313,10 +313,13 @@ class AsyncClient:
         payload = encode_request(ep, req, self._auth)
         limit = req.wait_timeout if req.streaming else self.timeout
         for attempt in range(2):
-            conn = self._idle.pop(ep.url, None)
+            conn = None if req.at_most_once else self._idle.pop(ep.url, None)
             reused = conn is not None
             if conn is None:
-                conn = await self._open(ep)
+                try:
+                    conn = await self._open(ep)
+                except OSError as exc:
+                    raise core.NotSent(str(exc)) from exc
             reader, writer = conn
             try:
                 writer.write(payload)

@@ -23,7 +23,7 @@ import base64
 import posixpath
 import ssl
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote, urlsplit
 
@@ -37,6 +37,7 @@ from fastkv.client.model import (
     LeaderStats,
     Member,
     Node,
+    OutcomeUnknown,
     Response,
     SelfStats,
     StoreStats,
@@ -86,6 +87,19 @@ class Request:
     content_type: str | None = None
     streaming: bool = False  # a watch: no read timeout
     wait_timeout: float | None = None  # a watch given up after this long answers "no event" (None)
+    at_most_once: bool = False  # see `at_most_once`
+
+
+class NotSent(OSError):
+    """A transport failure before any byte of the request left (connecting failed): safe to retry."""
+
+
+def at_most_once(call: Call[T]) -> Call[T]:
+    """The same call, never sent twice: it goes out on a fresh connection, a failure to connect moves on to
+    the next endpoint as usual, but once the request may have reached a member, a broken connection or a
+    5xx answer raises `OutcomeUnknown` instead of trying another endpoint (where a second copy of a POST
+    or a compare-and-swap could also be applied)."""
+    return Call(replace(call.request, at_most_once=True), call.parse)
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,6 +391,8 @@ def curl_command(endpoint: Endpoint, req: Request) -> str:
 
 def describe_os_error(endpoint: Endpoint, exc: BaseException) -> str:
     """A connection failure in the words of Go's net package, as etcdctl prints it."""
+    if isinstance(exc, NotSent) and isinstance(exc.__cause__, BaseException):
+        exc = exc.__cause__
     if isinstance(exc, ConnectionRefusedError):
         return f"dial tcp {endpoint.netloc}: connect: connection refused"
     if isinstance(exc, TimeoutError):
@@ -424,10 +440,14 @@ def failover_attempts(
         if isinstance(outcome, TimeoutError) and call.request.wait_timeout is not None:
             return call.parse(200, {}, b"")  # the watch's own time limit: no event
         if isinstance(outcome, BaseException):
+            if call.request.at_most_once and not isinstance(outcome, NotSent | ConnectionRefusedError):
+                raise OutcomeUnknown(ep.url, describe_os_error(ep, outcome))
             errors.append(describe_os_error(ep, outcome))
             continue
         status, headers, body = outcome
         problem = server_error(status, ep.url)
+        if problem is not None and call.request.at_most_once:
+            raise OutcomeUnknown(ep.url, problem)
         if problem is not None:
             errors.append(problem)
             answered = True

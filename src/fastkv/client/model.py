@@ -433,6 +433,20 @@ class ClusterError(ClientError):
         return "".join(f"error #{i}: {err}\n" for i, err in enumerate(self.errors))
 
 
+class OutcomeUnknown(ClientError):
+    """An at-most-once write (`core.at_most_once`) reached a member but no answer came back (the connection
+    broke, or a 5xx): it may or may not have been applied, and it was not retried elsewhere.  Recipes
+    resolve this by reading back a value only their own write could have put there."""
+
+    def __init__(self, endpoint: str, reason: str) -> None:
+        super().__init__(endpoint, reason)
+        self.endpoint = endpoint
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"outcome unknown: {self.endpoint}: {self.reason}"
+
+
 class NoEndpointsError(ClientError):
     """A member sync found no published client URLs."""
 

@@ -99,10 +99,8 @@ class Client:
             try:
                 outcome = self._roundtrip(ep, call.request)
             except (OSError, http.client.HTTPException) as exc:
-                if (
-                    isinstance(exc, socket.timeout)
-                    and self.deadline is not None
-                    and time.monotonic() >= self.deadline
+                if (isinstance(exc, socket.timeout) or isinstance(exc.__cause__, socket.timeout)) and (
+                    self.deadline is not None and time.monotonic() >= self.deadline
                 ):
                     raise DeadlineExceeded() from None
                 outcome = exc
@@ -277,10 +275,10 @@ class Client:
 
     # --- transport ----------------------------------------------------------------------------------
 
-    def _take(self, ep: core.Endpoint) -> tuple[http.client.HTTPConnection, bool]:
+    def _take(self, ep: core.Endpoint, fresh: bool) -> tuple[http.client.HTTPConnection, bool]:
         with self._lock:
             pool = self._idle.get(ep.url)
-            if pool:
+            if pool and not fresh:
                 return pool.pop(), True
         if ep.scheme == "https":
             ctx = self._ssl or core.ssl_context()
@@ -310,11 +308,15 @@ class Client:
             headers["Authorization"] = self._auth
         for attempt in range(2):
             timeout = self._request_timeout(req)
-            conn, reused = self._take(ep)
-            try:
-                if conn.sock is None:
-                    conn.timeout = self.timeout if timeout is None else min(timeout, self.timeout or timeout)
+            conn, reused = self._take(ep, fresh=req.at_most_once)
+            if conn.sock is None:
+                conn.timeout = self.timeout if timeout is None else min(timeout, self.timeout or timeout)
+                try:
                     conn.connect()
+                except OSError as exc:
+                    conn.close()
+                    raise core.NotSent(str(exc)) from exc
+            try:
                 conn.sock.settimeout(timeout)
                 conn.request(req.method, ep.base_path + req.target, req.body, headers)
                 resp = conn.getresponse()
