@@ -110,7 +110,21 @@ class AsyncClient:
             ssl_context = core.ssl_context(ca_file, cert_file, key_file)
         self._ssl = ssl_context
         self._auth = core.basic_auth(username, password) if username else None
+        self._options = (timeout, on_request, ssl_context, username, password)
         self._idle: dict[str, _Conn] = {}
+
+    def with_endpoints(self, endpoints: list[str]) -> AsyncClient:
+        """A new client for other endpoints (e.g. one member's URL) with this client's options (timeout,
+        TLS, credentials)."""
+        timeout, on_request, ssl_context, username, password = self._options
+        return AsyncClient(
+            endpoints,
+            timeout,
+            on_request,
+            ssl_context=ssl_context,
+            username=username,
+            password=password,
+        )
 
     @property
     def endpoints(self) -> list[str]:

@@ -68,8 +68,22 @@ class Client:
             ssl_context = core.ssl_context(ca_file, cert_file, key_file)
         self._ssl = ssl_context
         self._auth = core.basic_auth(username, password) if username else None
+        self._options = (timeout, on_request, ssl_context, username, password)
         self._idle: dict[str, list[http.client.HTTPConnection]] = {}
         self._lock = threading.Lock()
+
+    def with_endpoints(self, endpoints: list[str]) -> Client:
+        """A new client for other endpoints (e.g. one member's URL) with this client's options (timeout,
+        TLS, credentials)."""
+        timeout, on_request, ssl_context, username, password = self._options
+        return Client(
+            endpoints,
+            timeout,
+            on_request,
+            ssl_context=ssl_context,
+            username=username,
+            password=password,
+        )
 
     @property
     def endpoints(self) -> list[str]:

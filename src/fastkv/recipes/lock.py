@@ -146,7 +146,8 @@ def acquire_steps(
             continue
         except TRANSIENT:
             if _expired(deadline):
-                yield from _remove_own_key(lease.key, token)
+                if lease is not None:
+                    yield from _remove_own_key(lease.key, token)
                 return None
             yield Sleep(backoff(attempt))
             attempt += 1
