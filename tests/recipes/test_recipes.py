@@ -68,8 +68,7 @@ def test_discovery_and_round_robin_drop_instances(member_url: str, name: str) ->
         picks = [balancer.pick().id for _ in range(4)]
         assert sorted(picks) == ["a", "a", "b", "b"] and picks[0] != picks[1]
         # a dies without deregistering (its keep-alive stops): gone once its TTL lapses.
-        assert a._bg is not None
-        a._bg.stop()
+        a.abandon()
         t0 = time.monotonic()
         until("a expired", lambda: [i.id for i in disc.instances()] == ["b"], 10)
         assert time.monotonic() - t0 < 2 + 2.0

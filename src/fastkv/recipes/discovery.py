@@ -106,6 +106,12 @@ class ServiceRegistration:
             f"keepalive({self.key})",
         )
 
+    def abandon(self) -> None:
+        """Stop refreshing but leave the key to expire by its TTL: what a crash looks like to others."""
+        if self._bg is not None:
+            self._bg.stop()
+            self._bg = None
+
     def deregister(self, timeout: float = 10.0) -> None:
         """Stop refreshing and delete the key (if it still holds this instance's address)."""
         if self._bg is not None:
@@ -152,6 +158,12 @@ class AsyncServiceRegistration:
             lambda should_stop: keepalive_steps(lease, should_stop, recreate=True),
             f"keepalive({self.key})",
         )
+
+    async def abandon(self) -> None:
+        """Stop refreshing but leave the key to expire by its TTL."""
+        if self._bg is not None:
+            await self._bg.stop()
+            self._bg = None
 
     async def deregister(self, timeout: float = 10.0) -> None:
         if self._bg is not None:
