@@ -325,7 +325,7 @@ class AsyncClient:
 
     async def _roundtrip(self, ep: core.Endpoint, req: core.Request) -> tuple[int, dict[str, str], bytes]:
         payload = encode_request(ep, req, self._auth)
-        limit = req.wait_timeout if req.streaming else self.timeout
+        limit = req.wait_timeout if req.streaming else (req.timeout or self.timeout)
         for attempt in range(2):
             conn = None if req.at_most_once else self._idle.pop(ep.url, None)
             reused = conn is not None

@@ -88,10 +88,17 @@ class Request:
     streaming: bool = False  # a watch: no read timeout
     wait_timeout: float | None = None  # a watch given up after this long answers "no event" (None)
     at_most_once: bool = False  # see `at_most_once`
+    timeout: float | None = None  # this request's own limit instead of the client's ``timeout``
 
 
 class NotSent(OSError):
     """A transport failure before any byte of the request left (connecting failed): safe to retry."""
+
+
+def with_timeout(call: Call[T], seconds: float) -> Call[T]:
+    """The same call limited to ``seconds`` per attempt (instead of the client's timeout): an attempt
+    that takes longer counts as a connection error, so the next endpoint is tried."""
+    return Call(replace(call.request, timeout=seconds), call.parse)
 
 
 def at_most_once(call: Call[T]) -> Call[T]:

@@ -308,7 +308,7 @@ class Client:
         conn.close()
 
     def _request_timeout(self, req: core.Request) -> float | None:
-        timeout = req.wait_timeout if req.streaming else self.timeout
+        timeout = req.wait_timeout if req.streaming else (req.timeout or self.timeout)
         if self.deadline is not None:
             remaining = self.deadline - time.monotonic()
             if remaining <= 0:

@@ -4,7 +4,8 @@ Rules:
 - The key is refreshed (``PUT prevExist=true refresh=true ttl=N``, conditional on the owner's value) every
   ``ttl / 3`` seconds, so two refreshes may fail (a leader election, a slow member) before it expires.
   A refresh changes only the TTL: watchers of the key are not woken.
-- A failed refresh is retried sooner (every ``ttl / 10``); a refresh answered "key not found" or "compare
+- One refresh attempt may take a quarter of the TTL before the next member is tried (a member whose
+  leader just died can hold a write for seconds).  A failed refresh is retried sooner (every ``ttl / 10``); a refresh answered "key not found" or "compare
   failed" means the key expired or was taken over: the lease is lost, and the owner is told (``lost``,
   ``on_lost``).  It is never silently re-created by the keep-alive of a lock or an election, because
   another process may hold the lock by now.
@@ -52,6 +53,12 @@ class Lease:
                 self.on_lost()
 
 
+def attempt_timeout(ttl: int) -> float:
+    """How long one refresh attempt may take before the next member is tried: a quarter of the TTL, so a
+    member stuck without a leader cannot hold the refresh until the key expires."""
+    return max(0.25, ttl / 4)
+
+
 def keepalive_steps(lease: Lease, should_stop: Callable[[], bool], recreate: bool = False) -> Steps[None]:
     """Refresh ``lease`` until stopped or lost.  ``recreate``: when the key is gone, put it back (for a
     service registration, where a second copy is harmless) instead of declaring the lease lost."""
@@ -62,8 +69,11 @@ def keepalive_steps(lease: Lease, should_stop: Callable[[], bool], recreate: boo
             return
         sent = time.monotonic()
         try:
-            yield core.set_call(
-                lease.key, "", lease.ttl, prev_value=lease.value, prev_exist=True, refresh=True
+            yield core.with_timeout(
+                core.set_call(
+                    lease.key, "", lease.ttl, prev_value=lease.value, prev_exist=True, refresh=True
+                ),
+                attempt_timeout(lease.ttl),
             )
             lease.valid_until = sent + lease.ttl - lease.margin
             lease.refreshes += 1

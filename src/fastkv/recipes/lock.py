@@ -39,7 +39,7 @@ from fastkv.client import (
     OutcomeUnknown,
     core,
 )
-from fastkv.recipes._lease import Lease, keepalive_steps
+from fastkv.recipes._lease import Lease, attempt_timeout, keepalive_steps
 from fastkv.recipes._runtime import (
     TRANSIENT,
     AsyncBackground,
@@ -119,7 +119,10 @@ def acquire_steps(
         try:
             if time.monotonic() - refreshed >= ttl / 3:
                 sent = time.monotonic()
-                yield core.set_call(lease.key, "", ttl, prev_value=token, prev_exist=True, refresh=True)
+                yield core.with_timeout(
+                    core.set_call(lease.key, "", ttl, prev_value=token, prev_exist=True, refresh=True),
+                    attempt_timeout(ttl),
+                )
                 lease.valid_until, refreshed = sent + ttl - margin, sent
             keys, index = yield from list_steps(directory)
             names = [n.key for n in keys]
