@@ -22,12 +22,17 @@ def main() -> None:
     name = f"demo-{uuid.uuid4().hex[:8]}"
     seen: list[Leader | None] = []
     done = threading.Event()
+    printing = threading.Lock()
+
+    def say(*words: object) -> None:
+        with printing:
+            print(*words, flush=True)
 
     def observe() -> None:
         with Client(endpoints) as client:
             for leader in Election(client, name).observe(poll_timeout=1):
                 seen.append(leader)
-                print("observed leader:", leader.value if leader else "(none)")
+                say("observed leader:", leader.value if leader else "(none)")
                 if len(seen) == 5:
                     done.set()
                     return
@@ -40,10 +45,10 @@ def main() -> None:
         for candidate in ("alpha", "beta"):
             e = Election(client, name, ttl=5)
             tokens.append(e.campaign(candidate, timeout=10))
-            print(f"{candidate} leads: {e.valid()}")
+            say(f"{candidate} leads: {e.valid()}")
             e.resign()
     done.wait(15)
-    print("terms in order:", tokens == sorted(tokens))
+    say("terms in order:", tokens == sorted(tokens))
 
 
 if __name__ == "__main__":

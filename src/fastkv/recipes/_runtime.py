@@ -160,10 +160,13 @@ class AsyncBackground:
         return not self._task.done()
 
 
-def list_steps(directory: str, recursive: bool = False) -> Steps[tuple[list[Any], int]]:
+def list_steps(
+    directory: str, recursive: bool = False, deadline: float | None = None
+) -> Steps[tuple[list[Any], int]]:
     """A linearizable (quorum) listing of ``directory``: its keys in key order (recursive: every key
     below it, depth first) and the store index of the listing.  A missing directory is empty.
-    Transient errors are retried forever (callers bound it with their own deadlines)."""
+    Transient errors are retried until ``deadline`` (a ``time.monotonic()`` instant; None: forever),
+    after which the last one is raised."""
     from fastkv.client import KeyNotFound
 
     attempt = 0
@@ -176,6 +179,8 @@ def list_steps(directory: str, recursive: bool = False) -> Steps[tuple[list[Any]
         except KeyNotFound as err:
             return [], err.index
         except TRANSIENT:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
             yield Sleep(backoff(attempt))
             attempt += 1
 

@@ -77,7 +77,10 @@ def create_own_key_steps(directory: str, token: str, ttl: int, deadline: float |
             resp = yield core.at_most_once(core.create_in_order_call(directory, token, ttl))
             return resp.node
         except OutcomeUnknown:
-            keys, _ = yield from list_steps(directory)
+            try:
+                keys, _ = yield from list_steps(directory, deadline=deadline)
+            except TRANSIENT:
+                keys = []  # not readable before the deadline: the loop ends below
             for node in keys:
                 if node.value == token:
                     return node
@@ -124,7 +127,7 @@ def acquire_steps(
                     attempt_timeout(ttl),
                 )
                 lease.valid_until, refreshed = sent + ttl - margin, sent
-            keys, index = yield from list_steps(directory)
+            keys, index = yield from list_steps(directory, deadline=deadline)
             names = [n.key for n in keys]
             if lease.key not in names:
                 lease = None  # expired while we waited (a pause longer than the TTL): queue up again

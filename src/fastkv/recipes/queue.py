@@ -134,7 +134,10 @@ def take_steps(directory: str, recursive: bool, deadline: float | None, poll: fl
     """Claim and remove the first unclaimed item; wait for one (up to ``deadline``) when there is none."""
     token = new_token()
     while True:
-        keys, index = yield from list_steps(directory, recursive)
+        try:
+            keys, index = yield from list_steps(directory, recursive, deadline)
+        except TRANSIENT:
+            return None  # the cluster could not be read before the deadline
         for node in keys:
             if (node.value or "").startswith(CLAIM_MARK):
                 continue
