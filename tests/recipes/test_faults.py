@@ -160,19 +160,26 @@ def pause_holder(current: Callable[[], tuple[int, int] | None]) -> tuple[int, in
             continue
         os.kill(cur[0], signal.SIGSTOP)
         stopped = time.monotonic()
-        if current() == cur:
+        # Still the holder once stopped, and still a little later (a release it sent just before the
+        # stop would have landed by then): it was paused while holding.
+        if current() == cur and (time.sleep(0.3) or current() == cur):
             return cur[0], cur[1], stopped
         os.kill(cur[0], signal.SIGCONT)  # it let go just before: try again
     raise AssertionError("could not pause a holder while it held")
 
 
-def check_exclusive(records: list[dict], start: str, what: str) -> tuple[int, int]:
+def check_exclusive(records: list[dict], start: str, what: str) -> tuple[int, int, int]:
     """Tokens grow in grant order, lease intervals and fenced sections do not overlap; returns
-    (sections the fence accepted, sections it refused)."""
+    (sections the fence accepted, sections it refused, stale grants).
+
+    A grant is stale when the lease had already lapsed by the time the worker noted it: the worker was
+    paused between being granted and writing down the time, so its noted time is not the grant's.  It
+    never held a valid lease (its interval is empty), and its token is checked by the fence instead."""
     ordered = sorted(records, key=lambda r: r[start])
-    tokens = [r["token"] for r in ordered]
-    assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens), f"{what}: tokens {tokens}"
     live = [r for r in ordered if r["end"] > r[start]]
+    tokens = [r["token"] for r in live]
+    assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens), f"{what}: tokens {tokens}"
+    assert len({r["token"] for r in records}) == len(records), f"{what}: a token granted twice"
     for a, b in zip(live, live[1:], strict=False):
         assert a["end"] <= b[start], f"{what}: leases overlap: {a} {b}"
     accepted = sorted((r for r in records if r["fence"] == "ok"), key=lambda r: r["entered"])
@@ -180,7 +187,7 @@ def check_exclusive(records: list[dict], start: str, what: str) -> tuple[int, in
         assert a["token"] < b["token"] and a["left"] < b["entered"], (
             f"{what}: fenced sections overlap: {a} {b}"
         )
-    return len(accepted), len(records) - len(accepted)
+    return len(accepted), len(records) - len(accepted), len(records) - len(live)
 
 
 def test_lock_under_leader_kill_and_paused_holder(cluster: list[ServerProcess], tmp_path: Path) -> None:
@@ -219,10 +226,10 @@ def test_lock_under_leader_kill_and_paused_holder(cluster: list[ServerProcess], 
         w.finish()
     holds = w.records("hold")
     assert holds, w.errors()
-    accepted, refused = check_exclusive(holds, "acquired", "lock")
+    accepted, refused, stale = check_exclusive(holds, "acquired", "lock")
     print(
         f"\nFAULTS lock: holds={len(holds)} holders={len({r['pid'] for r in holds})} fence_accepted={accepted} "
-        f"fence_refused={refused} leader_failover={failover:.2f}s handover_after_pause={handover - paused_at:.2f}s "
+        f"fence_refused={refused} stale_grants={stale} leader_failover={failover:.2f}s handover_after_pause={handover - paused_at:.2f}s "
         f"ttl={TTL}s"
     )
 
@@ -268,7 +275,7 @@ def test_election_under_leader_kill_and_paused_leader(cluster: list[ServerProces
         stop_obs.set()
         w.finish()
     terms = w.records("term")
-    accepted, refused = check_exclusive(terms, "won", "election")
+    accepted, refused, stale = check_exclusive(terms, "won", "election")
     seq = [ld for _, ld in observed]
     for a, b in zip(seq, seq[1:], strict=False):
         assert a is None or b is None, f"two leaders in a row observed: {a} then {b}"
@@ -277,7 +284,7 @@ def test_election_under_leader_kill_and_paused_leader(cluster: list[ServerProces
     print(
         f"\nFAULTS election: terms={len(terms)} candidates={len({r['pid'] for r in terms})} "
         f"observed_leaders={len(leaders)} observed_changes={len(seq)} fence_accepted={accepted} "
-        f"fence_refused={refused} leader_failover={failover:.2f}s takeover_after_pause={takeover - paused_at:.2f}s"
+        f"fence_refused={refused} stale_grants={stale} leader_failover={failover:.2f}s takeover_after_pause={takeover - paused_at:.2f}s"
     )
 
 

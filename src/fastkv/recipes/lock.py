@@ -134,7 +134,14 @@ def acquire_steps(
                 continue
             position = names.index(lease.key)
             if position < limit:
-                return lease
+                if lease.valid():
+                    return lease
+                # Our turn came, but our lease may lapse any moment (we were paused or the refreshes
+                # failed for too long): give the place up and queue again rather than hand out a hold
+                # that is already unsafe.
+                yield from _remove_own_key(lease.key, token)
+                lease = None
+                continue
             if _expired(deadline):
                 yield from _remove_own_key(lease.key, token)
                 return None
