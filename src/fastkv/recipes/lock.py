@@ -19,6 +19,8 @@ How `Mutex` works, and why it is correct:
   mid-request), the process looks for a key holding its token before trying again, so it neither loses
   its place nor leaves a second key blocking the queue (a key created by a lost request expires by TTL).
 - A timeout deletes the waiter's key, so nobody waits behind an abandoned request.
+- A waiter whose turn comes after its own lease lapsed (it was paused, or could not refresh for a TTL)
+  gives the turn up and queues again: `acquire` never returns a hold that is already unsafe.
 
 `Semaphore` is the same queue with ``limit`` holders at once: a waiter holds a permit while fewer than
 ``limit`` keys are ahead of it, and waits for any change of the directory otherwise.
