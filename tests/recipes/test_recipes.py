@@ -239,8 +239,6 @@ def test_mutex_timeout_leaves_no_key(member_url: str, name: str) -> None:
 def test_mutex_held_past_ttl_by_keepalive_and_released_by_expiry(member_url: str, name: str) -> None:
     with Client([member_url]) as c:
         holder = lock.Mutex(c, name, ttl=2)
-        lost: list[bool] = []
-        holder.on_lost = lambda: lost.append(True)
         token = holder.acquire()
         until("refreshed twice", lambda: holder.lease is not None and holder.lease.refreshes >= 2, 10)
         assert c.get(f"/locks/{name}").node.children()[0].created_index == token
@@ -253,6 +251,19 @@ def test_mutex_held_past_ttl_by_keepalive_and_released_by_expiry(member_url: str
         assert second.acquire(timeout=10) > token
         assert time.monotonic() - t0 < 2 + 3
         second.release()
+
+
+def test_mutex_reports_a_lost_hold(member_url: str, name: str) -> None:
+    with Client([member_url]) as c:
+        holder = lock.Mutex(c, name, ttl=3)
+        lost: list[bool] = []
+        holder.on_lost = lambda: lost.append(True)
+        holder.acquire()
+        assert holder.lease is not None and holder.valid()
+        c.delete(holder.lease.key)  # taken away (an operator, or an expiry the holder slept through)
+        until("loss noticed by the keep-alive", lambda: lost == [True], 10)
+        assert not holder.valid()
+        holder.release()  # harmless: the key is gone already
 
 
 def test_semaphore_limits_holders(member_url: str, name: str) -> None:
