@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import functools
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from typing import Any, NoReturn, TextIO
 
 from fastkv.cli import auth as auth_cli
 from fastkv.cli import flags as fl
+from fastkv.cli import tlsflags
 from fastkv.cli.output import ls_lines, print_response_key
 from fastkv.client import Client, ClientError, ClusterError, DeadlineExceeded, NoEndpointsError, Response
 from fastkv.storage.backup import BackupError, backup
@@ -173,14 +175,28 @@ class Context:
             raise Exit(EXIT_BAD_ARGS) from None
         return [without_final_dot(u) for u in found]
 
-    def client(self, sync: bool = True) -> Client:
+    def tls_context(self, exit_code: int = EXIT_BAD_ARGS, prefix: str = "") -> ssl.SSLContext | None:
+        """The TLS context of --ca-file/--cert-file/--key-file (or ETCDCTL_*_FILE), None without them;
+        an unusable file ends the command with etcdctl's message and ``exit_code``."""
+        try:
+            return tlsflags.context(tlsflags.TLSFiles.from_flags(self.gflags, self.env))
+        except tlsflags.TLSFlagError as err:
+            self.stderr.write(f"{prefix}{err}\n")
+            raise Exit(exit_code) from None
+
+    def client(self, sync: bool = True, tls_exit_code: int = EXIT_BAD_ARGS, tls_prefix: str = "") -> Client:
         debug = bool(self.gflags["debug"])
 
         def show_curl(line: str) -> None:
             self.stderr.write(f"cURL Command: {line}\n")
 
+        endpoints = self.endpoints()
+        ctx = self.tls_context(tls_exit_code, tls_prefix)
         client = Client(
-            self.endpoints(), timeout=self.gflags["timeout"] or None, on_request=show_curl if debug else None
+            endpoints,
+            timeout=self.gflags["timeout"] or None,
+            on_request=show_curl if debug else None,
+            ssl_context=ctx,
         )
         client.headers.update(auth_cli.credentials_headers(self))
         total_timeout = self.gflags["total-timeout"]
@@ -477,7 +493,8 @@ def _member_update(ctx: Context) -> None:
 
 
 def _cluster_health(ctx: Context) -> None:
-    client = ctx.client(sync=False)
+    client = ctx.client(sync=False, tls_exit_code=EXIT_SERVER_ERROR, tls_prefix="Error:  ")
+    tls = ctx.tls_context()
     try:
         members = client.members()
     except ClientError as err:
@@ -493,7 +510,7 @@ def _cluster_health(ctx: Context) -> None:
             checked = False
             for url in m.client_urls:
                 try:
-                    ok = Client([url], timeout=timeout).health()
+                    ok = Client([url], timeout=timeout, ssl_context=tls).health().healthy
                 except ClusterError as err:
                     reason = err.errors[0] if err.errors else str(err)
                     ctx.stdout.write(

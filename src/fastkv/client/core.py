@@ -1,9 +1,10 @@
 """The transport-free half of the client: building requests and parsing answers.
 
 Every API method is a `Call`: a `Request` (method, escaped path with query, form or JSON body) plus a
-``parse(status, headers, body)`` function.  The sync and asyncio clients only move bytes; both inherit the
-methods of `Api`, which build the `Call` and hand it to the transport's ``_execute``, so there is exactly one
-copy of the request/response logic.
+``parse(status, headers, body)`` function that returns the typed result or raises the typed error.  The
+sync and asyncio clients only move bytes: each method of theirs builds its `Call` here and runs it through
+`failover_attempts`, so there is exactly one copy of the request/response logic and of the endpoint
+rotation.  TLS contexts (`ssl_context`) and the basic-auth header (`basic_auth`) are built here as well.
 
 The requests are the ones etcd's Go v2 client (used by etcdctl) sends, byte for byte (etcd-v2.md §5.2):
 - key paths are cleaned like Go's ``path.Clean`` but keep a trailing slash, and escaped like Go's
@@ -18,15 +19,31 @@ Endpoint failover follows the Go client: a connection error or a 5xx answer move
 
 from __future__ import annotations
 
+import base64
 import posixpath
+import ssl
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote, urlsplit
 
 import orjson
 
-from fastkv.client.model import ClusterError, EtcdError, HTTPError, Member, Node, Response
+from fastkv.client.model import (
+    ClusterError,
+    EtcdError,
+    Health,
+    HTTPError,
+    LeaderStats,
+    Member,
+    Node,
+    OutcomeUnknown,
+    Response,
+    SelfStats,
+    StoreStats,
+    TLSConfigError,
+    Version,
+)
 
 T = TypeVar("T")
 
@@ -69,6 +86,27 @@ class Request:
     body: bytes | None = None
     content_type: str | None = None
     streaming: bool = False  # a watch: no read timeout
+    wait_timeout: float | None = None  # a watch given up after this long answers "no event" (None)
+    at_most_once: bool = False  # see `at_most_once`
+    timeout: float | None = None  # this request's own limit instead of the client's ``timeout``
+
+
+class NotSent(OSError):
+    """A transport failure before any byte of the request left (connecting failed): safe to retry."""
+
+
+def with_timeout(call: Call[T], seconds: float) -> Call[T]:
+    """The same call limited to ``seconds`` per attempt (instead of the client's timeout): an attempt
+    that takes longer counts as a connection error, so the next endpoint is tried."""
+    return Call(replace(call.request, timeout=seconds), call.parse)
+
+
+def at_most_once(call: Call[T]) -> Call[T]:
+    """The same call, never sent twice: it goes out on a fresh connection, a failure to connect moves on to
+    the next endpoint as usual, but once the request may have reached a member, a broken connection or a
+    5xx answer raises `OutcomeUnknown` instead of trying another endpoint (where a second copy of a POST
+    or a compare-and-swap could also be applied)."""
+    return Call(replace(call.request, at_most_once=True), call.parse)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +184,12 @@ def error_from(status: int, body: bytes) -> Exception:
     except orjson.JSONDecodeError:
         return HTTPError(status, body.decode("utf-8", "replace").strip())
     if isinstance(obj, dict) and "errorCode" in obj:
-        return EtcdError(obj["errorCode"], obj.get("message", ""), obj.get("cause", ""), obj.get("index", 0))
+        return EtcdError.create(
+            int(obj["errorCode"]),
+            str(obj.get("message", "")),
+            str(obj.get("cause", "")),
+            int(obj.get("index", 0)),
+        )
     if isinstance(obj, dict) and "message" in obj:
         return HTTPError(status, str(obj["message"]))
     return HTTPError(status, body.decode("utf-8", "replace").strip())
@@ -225,10 +268,13 @@ def delete_call(
     return Call(Request("DELETE", keys_target(key, params)), parse_keys)
 
 
-def watch_call(key: str, index: int = 0, recursive: bool = False) -> Call[Response | None]:
-    """One long poll for the first event with modifiedIndex >= ``index`` (0: the next one)."""
+def watch_call(
+    key: str, index: int = 0, recursive: bool = False, timeout: float | None = None
+) -> Call[Response | None]:
+    """One long poll for the first event with modifiedIndex >= ``index`` (0: the next one); with
+    ``timeout``, the poll is abandoned after that many seconds and answers None."""
     params = {"recursive": _bool(recursive), "wait": "true", "waitIndex": str(index)}
-    return Call(Request("GET", keys_target(key, params), streaming=True), parse_watch)
+    return Call(Request("GET", keys_target(key, params), streaming=True, wait_timeout=timeout), parse_watch)
 
 
 # --- members, health, version, machines -----------------------------------------------------------
@@ -251,18 +297,40 @@ def _parse_no_content(status: int, headers: Mapping[str, str], body: bytes) -> N
         raise error_from(status, body)
 
 
-def _parse_json(status: int, headers: Mapping[str, str], body: bytes) -> Any:
+def _json_object(status: int, body: bytes) -> dict[str, Any]:
     if status != 200:
         raise error_from(status, body)
-    return orjson.loads(body)
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise HTTPError(status, f"malformed JSON answer: {body[:200]!r}") from None
+    if not isinstance(obj, dict):
+        raise HTTPError(status, f"unexpected JSON answer: {body[:200]!r}")
+    return obj
 
 
-def _parse_health(status: int, headers: Mapping[str, str], body: bytes) -> bool:
+def _parse_version(status: int, headers: Mapping[str, str], body: bytes) -> Version:
+    return Version.from_json(_json_object(status, body))
+
+
+def _parse_self_stats(status: int, headers: Mapping[str, str], body: bytes) -> SelfStats:
+    return SelfStats.from_json(_json_object(status, body))
+
+
+def _parse_leader_stats(status: int, headers: Mapping[str, str], body: bytes) -> LeaderStats:
+    return LeaderStats.from_json(_json_object(status, body))
+
+
+def _parse_store_stats(status: int, headers: Mapping[str, str], body: bytes) -> StoreStats:
+    return StoreStats.from_json(_json_object(status, body))
+
+
+def _parse_health(status: int, headers: Mapping[str, str], body: bytes) -> Health:
     try:
         health = orjson.loads(body).get("health")
     except (orjson.JSONDecodeError, AttributeError):
-        return False
-    return health in ("true", True)
+        return Health(False, status)
+    return Health(health in ("true", True), status)
 
 
 def _parse_machines(status: int, headers: Mapping[str, str], body: bytes) -> list[str]:
@@ -295,12 +363,24 @@ def member_update_call(member_id: str, peer_urls: list[str]) -> Call[None]:
     return Call(Request("PUT", target, body, "application/json"), _parse_no_content)
 
 
-def health_call() -> Call[bool]:
+def health_call() -> Call[Health]:
     return Call(Request("GET", "/health"), _parse_health)
 
 
-def version_call() -> Call[dict[str, str]]:
-    return Call(Request("GET", "/version"), _parse_json)
+def version_call() -> Call[Version]:
+    return Call(Request("GET", "/version"), _parse_version)
+
+
+def self_stats_call() -> Call[SelfStats]:
+    return Call(Request("GET", "/v2/stats/self"), _parse_self_stats)
+
+
+def leader_stats_call() -> Call[LeaderStats]:
+    return Call(Request("GET", "/v2/stats/leader"), _parse_leader_stats)
+
+
+def store_stats_call() -> Call[StoreStats]:
+    return Call(Request("GET", "/v2/stats/store"), _parse_store_stats)
 
 
 def machines_call() -> Call[list[str]]:
@@ -318,6 +398,8 @@ def curl_command(endpoint: Endpoint, req: Request) -> str:
 
 def describe_os_error(endpoint: Endpoint, exc: BaseException) -> str:
     """A connection failure in the words of Go's net package, as etcdctl prints it."""
+    if isinstance(exc, NotSent) and isinstance(exc.__cause__, BaseException):
+        exc = exc.__cause__
     if isinstance(exc, ConnectionRefusedError):
         return f"dial tcp {endpoint.netloc}: connect: connection refused"
     if isinstance(exc, TimeoutError):
@@ -362,11 +444,17 @@ def failover_attempts(
         if on_request is not None:
             on_request(curl_command(ep, call.request))
         outcome = yield ep
+        if isinstance(outcome, TimeoutError) and call.request.wait_timeout is not None:
+            return call.parse(200, {}, b"")  # the watch's own time limit: no event
         if isinstance(outcome, BaseException):
+            if call.request.at_most_once and not isinstance(outcome, NotSent | ConnectionRefusedError):
+                raise OutcomeUnknown(ep.url, describe_os_error(ep, outcome))
             errors.append(describe_os_error(ep, outcome))
             continue
         status, headers, body = outcome
         problem = server_error(status, ep.url)
+        if problem is not None and call.request.at_most_once:
+            raise OutcomeUnknown(ep.url, problem)
         if problem is not None:
             errors.append(problem)
             answered = True
@@ -376,80 +464,30 @@ def failover_attempts(
     raise ClusterError(errors, connection_failure=not answered)
 
 
-class Api:
-    """Every client method, written once.  ``_execute(call)`` is the transport: it returns the parsed
-    result (sync client) or an awaitable of it (asyncio client)."""
-
-    def _execute(self, call: Call[Any]) -> Any:
-        raise NotImplementedError
-
-    def get(self, key: str, recursive: bool = False, sorted: bool = False, quorum: bool = False) -> Any:
-        return self._execute(get_call(key, recursive, sorted, quorum))
-
-    def set(
-        self,
-        key: str,
-        value: str = "",
-        ttl: int | str | None = None,
-        prev_value: str | None = None,
-        prev_index: int = 0,
-        prev_exist: bool | None = None,
-        dir: bool = False,
-        refresh: bool = False,
-    ) -> Any:
-        return self._execute(set_call(key, value, ttl, prev_value, prev_index, prev_exist, dir, refresh))
-
-    def create(self, key: str, value: str = "", ttl: int | None = None) -> Any:
-        return self._execute(set_call(key, value, ttl, prev_exist=False))
-
-    def update(self, key: str, value: str = "", ttl: int | str | None = None) -> Any:
-        return self._execute(set_call(key, value, ttl, prev_exist=True))
-
-    def mkdir(self, key: str, ttl: int | None = None) -> Any:
-        return self._execute(set_call(key, ttl=ttl, prev_exist=False, dir=True))
-
-    def create_in_order(self, dir_key: str, value: str = "", ttl: int | None = None) -> Any:
-        return self._execute(create_in_order_call(dir_key, value, ttl))
-
-    def delete(
-        self,
-        key: str,
-        dir: bool = False,
-        recursive: bool = False,
-        prev_value: str | None = None,
-        prev_index: int = 0,
-    ) -> Any:
-        return self._execute(delete_call(key, dir, recursive, prev_value, prev_index))
-
-    def watch_once(self, key: str, index: int = 0, recursive: bool = False) -> Any:
-        """One long poll; resolves to None when the server ended it without an event."""
-        return self._execute(watch_call(key, index, recursive))
-
-    def members(self) -> Any:
-        return self._execute(members_call())
-
-    def leader(self) -> Any:
-        return self._execute(leader_call())
-
-    def member_add(self, peer_urls: list[str]) -> Any:
-        return self._execute(member_add_call(peer_urls))
-
-    def member_remove(self, member_id: str) -> Any:
-        return self._execute(member_remove_call(member_id))
-
-    def member_update(self, member_id: str, peer_urls: list[str]) -> Any:
-        return self._execute(member_update_call(member_id, peer_urls))
-
-    def health(self) -> Any:
-        return self._execute(health_call())
-
-    def version(self) -> Any:
-        return self._execute(version_call())
-
-    def machines(self) -> Any:
-        return self._execute(machines_call())
-
-
 def synced_endpoints(members: list[Member]) -> list[str]:
     """The endpoints after a member sync: every published client URL, in member order."""
     return [u for m in members for u in m.client_urls]
+
+
+def ssl_context(ca_file: str = "", cert_file: str = "", key_file: str = "") -> ssl.SSLContext:
+    """The TLS context for https endpoints: server certificates verified against ``ca_file`` (the system
+    CAs when empty), and ``cert_file`` + ``key_file`` presented as the client certificate when given.
+    A file that cannot be read or parsed raises `TLSConfigError` naming it."""
+    if bool(cert_file) != bool(key_file):
+        raise TLSConfigError("a client certificate needs both a certificate file and a key file")
+    try:
+        ctx = ssl.create_default_context(cafile=ca_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise TLSConfigError(f"cannot load CA file {ca_file}: {exc}") from None
+    if cert_file:
+        try:
+            ctx.load_cert_chain(cert_file, key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise TLSConfigError(f"cannot load certificate {cert_file} / key {key_file}: {exc}") from None
+    return ctx
+
+
+def basic_auth(username: str, password: str) -> str:
+    """The ``Authorization`` header value for HTTP basic authentication."""
+    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
