@@ -30,7 +30,7 @@ def test_timed_out_write_is_never_applied(net: ProxiedCluster, victim_role: str)
     # Cut what reaches the victim, not what it sends: its own connections to the others stay up,
     # so the moment it hears of a leader again nothing stops it forwarding what it holds.
     victim_name = net.name(victim)
-    for (a, b), proxy in net.proxies.items():
+    for (_, b), proxy in net.proxies.items():
         if b == victim_name:
             proxy.set_blackhole()
     # The victim knows no leader any more (an isolated leader steps down by check-quorum).

@@ -129,7 +129,7 @@ class _Api:
     def try_call(self, method: str, target: str, body: Any = None, ok: tuple[int, ...] = (200,)) -> Any:
         data = orjson.dumps(body) if body is not None else None
         req = Request(method, target, data, _JSON if data is not None else None)
-        return self.client._execute(Call(req, _parser(ok)))
+        return self.client.execute(Call(req, _parser(ok)))
 
 
 def _error_text(err: Exception) -> str:
