@@ -156,7 +156,9 @@ class Store:
             return _prefixed_event(event, prefix)
         return hub.last
 
-    def get_internal(self, path: str, recursive: bool = False, sorted: bool = False, now_ns: int = 0) -> Event:
+    def get_internal(
+        self, path: str, recursive: bool = False, sorted: bool = False, now_ns: int = 0
+    ) -> Event:
         """A read of an internal namespace (full store path); counted in the stats like ``get``, as etcd
         counts its own reads of ``/0``."""
         ns, prefix, inner = self._namespace_of(path)
@@ -179,6 +181,7 @@ class Store:
         changes = Changes(changed, removed, events, self.index, self.ttl.live, self.stats.to_list())
         if self._ns_dirty:
             self._ns_dirty = False
+            changes.namespaces = {}
             for name, ns in self.namespaces.items():
                 if ns._changed or ns._removed:
                     changes.namespaces[name] = NamespaceChanges(ns._changed, ns._removed, ns.ttl.live)
@@ -190,10 +193,17 @@ class Store:
         dirty tracking, like take_changes."""
         self.take_changes()
         changes = Changes(
-            _all_nodes(self), [("/", True)], list(self.history), self.index, self.ttl.live, self.stats.to_list()
+            _all_nodes(self),
+            [("/", True)],
+            list(self.history),
+            self.index,
+            self.ttl.live,
+            self.stats.to_list(),
         )
-        for name, ns in self.namespaces.items():
-            changes.namespaces[name] = NamespaceChanges(_all_nodes(ns), [("/", True)], ns.ttl.live)
+        changes.namespaces = {
+            name: NamespaceChanges(_all_nodes(ns), [("/", True)], ns.ttl.live)
+            for name, ns in self.namespaces.items()
+        }
         return changes
 
     def mark_clean(self) -> None:
@@ -567,9 +577,12 @@ class Store:
             best_node: Node | None = None
             for st in stores:
                 node = st.ttl.top()
-                if node is not None and node.expire_ns <= cutoff_ns:
-                    if best_node is None or node.expire_ns < best_node.expire_ns:
-                        best, best_node = st, node
+                if (
+                    node is not None
+                    and node.expire_ns <= cutoff_ns
+                    and (best_node is None or node.expire_ns < best_node.expire_ns)
+                ):
+                    best, best_node = st, node
             if best is None or best_node is None:
                 return events
             if best is self:
@@ -740,9 +753,9 @@ class InternalHub(WatcherHub):
         raise V2Error(E.INVALID_FIELD, "internal namespaces cannot be watched", store_index)
 
 
-def _prefixed_view(v: NodeView | None, prefix: str) -> NodeView | None:
-    if v is None:
-        return None
+def _prefixed_view(v: NodeView, prefix: str) -> NodeView:
+    """``v`` (and its listed children) with keys under ``prefix``; a namespace root's key "" becomes the
+    prefix itself."""
     nodes = v.nodes
     if nodes is not None:
         nodes = [_prefixed_view(n, prefix) for n in nodes]
@@ -753,10 +766,11 @@ def _prefixed_view(v: NodeView | None, prefix: str) -> NodeView | None:
 
 def _prefixed_event(e: Event, prefix: str) -> Event:
     """``e`` with every key under ``prefix`` (a namespace's view made a full store path)."""
+    prev = e.prev_node
     return Event(
         e.action,
-        _prefixed_view(e.node, prefix),  # type: ignore[arg-type]
-        _prefixed_view(e.prev_node, prefix),
+        _prefixed_view(e.node, prefix),
+        _prefixed_view(prev, prefix) if prev is not None else None,
         e.etcd_index,
         e.refresh,
         e.internal,
@@ -781,10 +795,15 @@ class NamespaceChanges:
 
     __slots__ = ("nodes", "removed", "ttl_live")
 
-    def __init__(self, nodes: dict[str, Node], removed: list[tuple[str, bool]], ttl_live: dict[Node, int]) -> None:
+    def __init__(
+        self, nodes: dict[str, Node], removed: list[tuple[str, bool]], ttl_live: dict[Node, int]
+    ) -> None:
         self.nodes = nodes
         self.removed = removed
         self.ttl_live = ttl_live
+
+
+_NO_NAMESPACE_CHANGES: dict[str, NamespaceChanges] = {}
 
 
 class Changes:
@@ -814,7 +833,8 @@ class Changes:
         self.index = index
         self.ttl_live = ttl_live
         self.stats = stats
-        self.namespaces: dict[str, NamespaceChanges] = {}
+        # Shared and empty unless an internal namespace changed (take_changes then sets a dict of its own).
+        self.namespaces: dict[str, NamespaceChanges] = _NO_NAMESPACE_CHANGES
 
 
 def _view_to_list(v: NodeView | None) -> list | None:
