@@ -16,6 +16,12 @@ Rules (see docs/design.md for the contract and etcd-v2.md §1.3-§2 for the beha
 - SYNC removes every node whose expiry is <= ``req.time``, earliest first, one ``expire`` event each; an
   expiring directory takes its subtree with it and watchers anywhere below get the directory's event.
 - Watchers are called synchronously during ``apply`` (see watcher.py).
+- Internal namespaces (etcd's ``/0`` cluster and ``/2`` v2 auth; the user keys, etcd's ``/1``, are this
+  store's own tree): each is a ``Store`` of its own in ``namespaces``, sharing this store's history and
+  stats, its index synchronised around every ``apply_internal``.  Its events take the next index and a
+  history slot, carry full paths and ``internal``, and reach no watcher (``InternalHub``).
+- Stats follow etcd's counting, artefacts included: some refusals count as successes (see
+  ``compare_and_delete``, ``update``, ``delete`` and docs/design.md).
 - Dirty tracking for the persistent backend (storage/backend.py): every mutation files the node it
   created or changed under its path in ``_changed`` (auto-created parent directories included), and
   every removal files the removed subtree's root in ``_removed`` and drops the subtree's paths from
