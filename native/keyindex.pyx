@@ -41,6 +41,11 @@ from libc.stdint cimport int64_t, uint8_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy
 
+
+cdef extern from "Python.h":
+    int PyUnicode_KIND(object o)
+    int PyUnicode_1BYTE_KIND
+
 # etcd treats an expiry before 2000-01-01T00:00:00Z as "no expiry" when it creates a node.
 MIN_EXPIRE_NS = 946684800 * 1_000_000_000
 
@@ -217,7 +222,7 @@ cdef bint _all_utf8(list nodes):
     """Whether no key holds a lone surrogate: then code point order is the byte order Go sorts by."""
     cdef NodeView v
     for v in nodes:
-        if not v.key.isascii():
+        if PyUnicode_KIND(v.key) != PyUnicode_1BYTE_KIND:  # Latin-1 strings cannot hold surrogates
             try:
                 v.key.encode("utf-8")
             except UnicodeEncodeError:

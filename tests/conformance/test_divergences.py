@@ -64,7 +64,9 @@ def test_stats_count_refusals_as_etcd_does(api: Api, prefix: str) -> None:
     assert api.delete(f"{prefix}/f", prevValue="nope").json()["errorCode"] == 101
     assert api.delete(f"{prefix}/dir", prevValue="x").json()["errorCode"] == 102
     assert api.request("DELETE", "/v2/keys/", query={"recursive": "true"}).json()["errorCode"] == 107
-    assert api.request("PUT", "/v2/keys/", form={"value": "x", "prevExist": "true"}).json()["errorCode"] == 107
+    assert (
+        api.request("PUT", "/v2/keys/", form={"value": "x", "prevExist": "true"}).json()["errorCode"] == 107
+    )
     assert api.request("PUT", "/v2/keys/", form={"value": "x", "prevValue": "y"}).json()["errorCode"] == 107
     assert api.put(f"{prefix}/dir", value="x", prevExist="true").json()["errorCode"] == 102
     assert delta(before, write_counters(api)) == {
@@ -130,7 +132,12 @@ def test_huge_ttl_makes_a_permanent_key(
     needs_api_change(request, target, "api/keys.py computes expirations with expiration_for_ttl")
     r = api.put(f"{prefix}/k", value="v", ttl=str(HUGE_TTL))
     assert r.status == 201
-    assert r.json()["node"] == {"key": f"{prefix}/k", "value": "v", "modifiedIndex": r.etcd_index, "createdIndex": r.etcd_index}
+    assert r.json()["node"] == {
+        "key": f"{prefix}/k",
+        "value": "v",
+        "modifiedIndex": r.etcd_index,
+        "createdIndex": r.etcd_index,
+    }
     assert "expiration" not in api.get(f"{prefix}/k").json()["node"]
 
 
@@ -172,7 +179,10 @@ def test_invalid_utf8_keys_stay_distinct(
     assert api.request("GET", f"/v2/keys{prefix}/al/%FF").json()["node"]["value"] == "A"
     assert api.request("GET", f"/v2/keys{prefix}/al/%FE").json()["node"]["value"] == "B"
     listing = api.request("GET", f"/v2/keys{prefix}/al", query={"sorted": "true"}).json()["node"]["nodes"]
-    assert [(n["key"], n["value"]) for n in listing] == [(f"{prefix}/al/\ufffd", "B"), (f"{prefix}/al/\ufffd", "A")]
+    assert [(n["key"], n["value"]) for n in listing] == [
+        (f"{prefix}/al/\ufffd", "B"),
+        (f"{prefix}/al/\ufffd", "A"),
+    ]
     # U+FFFD itself (valid UTF-8) is a third key.
     assert api.request("GET", f"/v2/keys{prefix}/al/%EF%BF%BD").status == 404
     r = api.request("DELETE", f"/v2/keys{prefix}/al/%FF")

@@ -371,3 +371,21 @@ def test_kill_9_leaves_a_consistent_applied_state(db_dir, seed):
         if i == applied:
             break
     assert state(loaded) == state(reference)
+
+
+def test_keys_differing_only_in_invalid_bytes_stay_distinct(db_dir):
+    ff = b"/al/\xff".decode("utf-8", "surrogateescape")
+    fe = b"/al/\xfe".decode("utf-8", "surrogateescape")
+    store = Store()
+    store.apply(V2Request("PUT", ff, value="A"), NOW)
+    store.apply(V2Request("PUT", fe, value="B"), NOW)
+    store.apply_internal(V2Request("PUT", "/2/users/" + ff[4:], value="C"), NOW)
+    backend = Backend.open(db_dir)
+    write_round(backend, store, 1)
+    backend.close()
+    loaded = Backend.open(db_dir).load_store()
+    assert state(loaded) == state(store)
+    assert loaded.get(ff, False, False, NOW).node.value == "A"
+    assert loaded.get(fe, False, False, NOW).node.value == "B"
+    assert loaded.get_internal("/2/users/" + ff[4:]).node.value == "C"
+    assert [e.node.key for e in loaded.history] == [ff, fe, "/2/users/" + ff[4:]]

@@ -8,7 +8,7 @@ import pytest
 
 from fastkv.v2store.request import expiration_for_ttl
 
-from .conftest import NOW, S, Driver
+from .conftest import NOW, Driver, S
 
 BIG = 99_999_999_999  # seconds: now + BIG overflows Go's UnixNano
 

@@ -42,7 +42,10 @@ def test_first_user_write_of_a_single_member_gets_index_4() -> None:
     assert store.index == 3
     event = store.apply(V2Request("PUT", "/a", value="1"), NOW)
     assert event is not None
-    assert event.to_json() == b'{"action":"set","node":{"key":"/a","value":"1","modifiedIndex":4,"createdIndex":4}}\n'
+    assert (
+        event.to_json()
+        == b'{"action":"set","node":{"key":"/a","value":"1","modifiedIndex":4,"createdIndex":4}}\n'
+    )
     # etcd's snapshot after this write: setsSuccess 3, createSuccess 1.
     assert write_stats(store) == {"setsSuccess": 3, "createSuccess": 1}
 
@@ -58,7 +61,11 @@ def test_internal_events_carry_full_paths_and_indexes() -> None:
         1,
     )
     e = internal(store, "PUT", f"/0/members/{MEMBER}/attributes", value=ATTRS)
-    assert e is not None and (e.action, e.node.key, e.node.modified_index) == ("set", f"/0/members/{MEMBER}/attributes", 2)
+    assert e is not None and (e.action, e.node.key, e.node.modified_index) == (
+        "set",
+        f"/0/members/{MEMBER}/attributes",
+        2,
+    )
     got = store.get_internal("/0/members", recursive=True, sorted=True, now_ns=NOW)
     assert got.node.key == "/0/members"
     assert got.node.nodes is not None
@@ -85,13 +92,20 @@ def test_three_member_bootstrap_and_membership_changes_take_etcds_indexes() -> N
     new = "861acc5be941ec66"
     internal(store, "PUT", f"/0/members/{new}/raftAttributes", value=RAFT_ATTRS, prev_exist=False)  # add: 9
     assert store.apply(V2Request("PUT", "/b", value="1"), NOW).etcd_index == 10  # type: ignore[union-attr]
-    internal(store, "PUT", f"/0/members/{new}/raftAttributes", value=RAFT_ATTRS, prev_exist=True)  # update: 11
+    internal(
+        store, "PUT", f"/0/members/{new}/raftAttributes", value=RAFT_ATTRS, prev_exist=True
+    )  # update: 11
     assert store.apply(V2Request("PUT", "/c", value="1"), NOW).etcd_index == 12  # type: ignore[union-attr]
     internal(store, "DELETE", f"/0/members/{new}", recursive=True)  # remove: 13
     internal(store, "PUT", f"/0/removed_members/{new}", value="", prev_exist=False)  # 14
     assert store.apply(V2Request("PUT", "/d", value="1"), NOW).etcd_index == 15  # type: ignore[union-attr]
     # etcd's counters at that point (its /v2/stats/store, gets aside).
-    assert write_stats(store) == {"setsSuccess": 8, "deleteSuccess": 1, "updateSuccess": 1, "createSuccess": 5}
+    assert write_stats(store) == {
+        "setsSuccess": 8,
+        "deleteSuccess": 1,
+        "updateSuccess": 1,
+        "createSuccess": 5,
+    }
     removed = store.get_internal("/0/removed_members", now_ns=NOW).node
     assert removed.created_index == 14 and removed.nodes is not None
     assert removed.nodes[0].key == f"/0/removed_members/{new}" and removed.nodes[0].value == ""

@@ -16,6 +16,12 @@ Rules (see docs/design.md for the contract and etcd-v2.md §1.3-§2 for the beha
 - SYNC removes every node whose expiry is <= ``req.time``, earliest first, one ``expire`` event each; an
   expiring directory takes its subtree with it and watchers anywhere below get the directory's event.
 - Watchers are called synchronously during ``apply`` (see watcher.py).
+- Internal namespaces (etcd's ``/0`` cluster and ``/2`` v2 auth; the user keys, etcd's ``/1``, are this
+  store's own tree): each is a ``Store`` of its own in ``namespaces``, sharing this store's history and
+  stats, its index synchronised around every ``apply_internal``.  Its events take the next index and a
+  history slot, carry full paths and ``internal``, and reach no watcher (``InternalHub``).
+- Stats follow etcd's counting, artefacts included: some refusals count as successes (see
+  ``compare_and_delete``, ``update``, ``delete`` and docs/design.md).
 - Dirty tracking for the persistent backend (storage/backend.py): every mutation files the node it
   created or changed under its path in ``_changed`` (auto-created parent directories included), and
   every removal files the removed subtree's root in ``_removed`` and drops the subtree's paths from
@@ -181,6 +187,7 @@ class Store:
         changes = Changes(changed, removed, events, self.index, self.ttl.live, self.stats.to_list())
         if self._ns_dirty:
             self._ns_dirty = False
+            changes.namespaces = {}
             for name, ns in self.namespaces.items():
                 if ns._changed or ns._removed:
                     changes.namespaces[name] = NamespaceChanges(ns._changed, ns._removed, ns.ttl.live)
@@ -199,8 +206,10 @@ class Store:
             self.ttl.live,
             self.stats.to_list(),
         )
-        for name, ns in self.namespaces.items():
-            changes.namespaces[name] = NamespaceChanges(_all_nodes(ns), [("/", True)], ns.ttl.live)
+        changes.namespaces = {
+            name: NamespaceChanges(_all_nodes(ns), [("/", True)], ns.ttl.live)
+            for name, ns in self.namespaces.items()
+        }
         return changes
 
     def mark_clean(self) -> None:
@@ -574,9 +583,12 @@ class Store:
             best_node: Node | None = None
             for st in stores:
                 node = st.ttl.top()
-                if node is not None and node.expire_ns <= cutoff_ns:
-                    if best_node is None or node.expire_ns < best_node.expire_ns:
-                        best, best_node = st, node
+                if (
+                    node is not None
+                    and node.expire_ns <= cutoff_ns
+                    and (best_node is None or node.expire_ns < best_node.expire_ns)
+                ):
+                    best, best_node = st, node
             if best is None or best_node is None:
                 return events
             if best is self:
@@ -747,9 +759,9 @@ class InternalHub(WatcherHub):
         raise V2Error(E.INVALID_FIELD, "internal namespaces cannot be watched", store_index)
 
 
-def _prefixed_view(v: NodeView | None, prefix: str) -> NodeView | None:
-    if v is None:
-        return None
+def _prefixed_view(v: NodeView, prefix: str) -> NodeView:
+    """``v`` (and its listed children) with keys under ``prefix``; a namespace root's key "" becomes the
+    prefix itself."""
     nodes = v.nodes
     if nodes is not None:
         nodes = [_prefixed_view(n, prefix) for n in nodes]
@@ -760,10 +772,11 @@ def _prefixed_view(v: NodeView | None, prefix: str) -> NodeView | None:
 
 def _prefixed_event(e: Event, prefix: str) -> Event:
     """``e`` with every key under ``prefix`` (a namespace's view made a full store path)."""
+    prev = e.prev_node
     return Event(
         e.action,
-        _prefixed_view(e.node, prefix),  # type: ignore[arg-type]
-        _prefixed_view(e.prev_node, prefix),
+        _prefixed_view(e.node, prefix),
+        _prefixed_view(prev, prefix) if prev is not None else None,
         e.etcd_index,
         e.refresh,
         e.internal,
@@ -796,6 +809,9 @@ class NamespaceChanges:
         self.ttl_live = ttl_live
 
 
+_NO_NAMESPACE_CHANGES: dict[str, NamespaceChanges] = {}
+
+
 class Changes:
     """What ``Store.take_changes`` hands to the backend for one apply round.
 
@@ -823,7 +839,8 @@ class Changes:
         self.index = index
         self.ttl_live = ttl_live
         self.stats = stats
-        self.namespaces: dict[str, NamespaceChanges] = {}
+        # Shared and empty unless an internal namespace changed (take_changes then sets a dict of its own).
+        self.namespaces: dict[str, NamespaceChanges] = _NO_NAMESPACE_CHANGES
 
 
 def _view_to_list(v: NodeView | None) -> list | None:
