@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn, TextIO
 
 from fastkv.cli import flags as fl
+from fastkv.cli import migrate
 from fastkv.cli.output import ls_lines, print_response_key
 from fastkv.client import Client, ClientError, ClusterError, DeadlineExceeded, NoEndpointsError, Response
 from fastkv.storage.backup import BackupError, backup
@@ -582,6 +583,7 @@ COMMANDS = [
         [fl.Flag(("in-order",), "bool", "create in-order key under directory <key>"), TTL],
         _mk,
     ),
+    Command("migrate", "take over a stopped etcd member's data dir", " ", migrate.FLAGS, migrate.action),
     Command("mkdir", "make a new directory", "<key>", [TTL], _dir_command(False)),
     Command(
         "rm",
