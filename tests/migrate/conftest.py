@@ -1,0 +1,88 @@
+"""Real etcd data dirs, made once per session (each test copies one before damaging it)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from tests.migrate.etcdhistory import EtcdAnswers, record_answers, wait_applied, write_history
+from tests.support.procs import have_etcd, start_cluster, start_server
+
+SNAPSHOT_COUNT = "25"
+
+
+@dataclass
+class EtcdDir:
+    data_dir: str  # the stopped member's --data-dir
+    name: str
+    answers: EtcdAnswers
+
+
+def _require_etcd() -> None:
+    if not have_etcd():
+        pytest.skip("etcd not installed")
+
+
+@pytest.fixture(scope="session")
+def etcd_single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdDir]:
+    _require_etcd()
+    base = str(tmp_path_factory.mktemp("etcd-single"))
+    srv = start_server("etcd", data_dir=base, name="e1", extra=["--snapshot-count", SNAPSHOT_COUNT])
+    try:
+        hidden = write_history(srv.url)
+        answers = record_answers(srv.url, hidden)
+    finally:
+        srv.stop()  # etcd re-raises SIGTERM after its clean shutdown: status -15
+    yield EtcdDir(os.path.join(base, "data"), "e1", answers)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def etcd_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[EtcdDir]]:
+    _require_etcd()
+    base = str(tmp_path_factory.mktemp("etcd-cluster"))
+    members = start_cluster("etcd", 3, base_dir=base, extra=["--snapshot-count", SNAPSHOT_COUNT])
+    try:
+        hidden = write_history(members[1].url)
+        wait_applied(members)
+        answers = [record_answers(m.url, hidden) for m in members]
+    finally:
+        for m in members:
+            m.stop()
+    yield [EtcdDir(os.path.join(m.data_dir, "data"), f"m{i}", answers[i]) for i, m in enumerate(members)]
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def etcd_v3_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A data dir written through the v3 API only."""
+    _require_etcd()
+    base = str(tmp_path_factory.mktemp("etcd-v3"))
+    srv = start_server("etcd", data_dir=base, name="e1")
+    try:
+        env = {**os.environ, "ETCDCTL_API": "3"}
+        for i in range(3):
+            subprocess.run(
+                ["etcdctl", "--endpoints", srv.url, "put", f"v3key{i}", "value"],
+                env=env,
+                check=True,
+                capture_output=True,
+                timeout=20,
+            )
+    finally:
+        srv.stop()  # etcd re-raises SIGTERM after its clean shutdown: status -15
+    yield os.path.join(base, "data")
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def etcd_copy(etcd_single: EtcdDir, tmp_path: object) -> str:
+    """A private copy of the single member's data dir, to damage."""
+    dest = os.path.join(str(tmp_path), "etcd")
+    shutil.copytree(etcd_single.data_dir, dest)
+    return dest
