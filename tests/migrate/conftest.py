@@ -86,3 +86,39 @@ def etcd_copy(etcd_single: EtcdDir, tmp_path: object) -> str:
     dest = os.path.join(str(tmp_path), "etcd")
     shutil.copytree(etcd_single.data_dir, dest)
     return dest
+
+
+@pytest.fixture(scope="session")
+def etcd_two_segments(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdDir]:
+    """A data dir whose WAL spans two segments (etcd cuts at 64 MB: ~70 writes of 1 MB)."""
+    _require_etcd()
+    base = str(tmp_path_factory.mktemp("etcd-segments"))
+    srv = start_server("etcd", data_dir=base, name="e1")
+    try:
+        fill_wal(srv.url, 70, 1 << 20)
+        hidden = write_history(srv.url, files=12)
+        answers = record_answers(srv.url, hidden)
+    finally:
+        srv.stop()
+    data = os.path.join(base, "data")
+    assert len(os.listdir(os.path.join(data, "member", "wal"))) >= 2
+    yield EtcdDir(data, "e1", answers)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def fill_wal(url: str, count: int, value_bytes: int) -> None:
+    """``count`` writes of a ``value_bytes`` value to one key, over one connection."""
+    import http.client
+    import urllib.parse
+
+    host = urllib.parse.urlsplit(url).netloc
+    conn = http.client.HTTPConnection(host, timeout=30)
+    body = urllib.parse.urlencode({"value": "x" * value_bytes})
+    try:
+        for _ in range(count):
+            conn.request("PUT", "/v2/keys/big", body, {"Content-Type": "application/x-www-form-urlencoded"})
+            r = conn.getresponse()
+            r.read()
+            assert r.status in (200, 201), r.status
+    finally:
+        conn.close()

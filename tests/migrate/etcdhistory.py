@@ -56,6 +56,7 @@ class EtcdAnswers:
 
 
 def write_history(url: str, files: int = 60) -> dict[str, str]:
+    assert files >= 12, "the history updates and deletes /k/5 to /k/11"
     """The history (see the module docstring); returns the hidden keys' paths by name."""
     keys = url + "/v2/keys"
 
