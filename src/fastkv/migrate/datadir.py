@@ -358,12 +358,13 @@ def read_data_dir(data_dir: str, now_ns: int = 0) -> EtcdState:
         failed_requests=replay.failed,
         torn_tail=wal.torn,
     )
-    v3_db = _v3_db_bytes(member_dir)
-    if state.user_key_count() == 0 and (replay.v3_entries or v3_db > EMPTY_V3_DB_MAX_BYTES):
-        raise EtcdDataError(
-            f"{data_dir}: holds v3 data ({replay.v3_entries} v3 requests in the WAL, member/snap/db "
-            f"{v3_db} bytes) and no v2 keys: fastkv serves the v2 API only, nothing to migrate"
-        )
+    if state.user_key_count() == 0:
+        v3_db = _v3_db_bytes(member_dir)
+        if etcdwal.has_v3_requests(scan) or v3_db > EMPTY_V3_DB_MAX_BYTES:
+            raise EtcdDataError(
+                f"{data_dir}: holds v3 data (v3 requests in the WAL or a {v3_db}-byte member/snap/db) and no "
+                "v2 keys: fastkv serves the v2 API only, so nothing would be migrated; refusing"
+            )
     if state.member(state.member_id) is None:
         raise EtcdDataError(
             f"{data_dir}: member {state.member_id:x} of the WAL is not in the cluster's members"

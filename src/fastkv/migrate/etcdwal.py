@@ -34,6 +34,7 @@ from .._native.crc32c import crc32c
 from .errors import EtcdDataError
 from .etcdpb import (
     CRC_TYPE,
+    ENTRY_NORMAL,
     ENTRY_TYPE,
     METADATA_TYPE,
     SNAPSHOT_TYPE,
@@ -45,6 +46,7 @@ from .etcdpb import (
     decode_entry,
     decode_hard_state,
     decode_metadata,
+    decode_normal_entry,
     decode_record,
     decode_wal_snapshot,
 )
@@ -176,6 +178,20 @@ def _scan_segment(
     return crc, None
 
 
+def has_v3_requests(wal: WalScan) -> bool:
+    """Whether any normal entry in the WAL (before the snapshot too) is a v3 request."""
+    for r in wal.records:
+        if r.type == ENTRY_TYPE:
+            e: RaftEntry = _decode(decode_entry, r)
+            if e.type == ENTRY_NORMAL and e.data:
+                try:
+                    if decode_normal_entry(e.data).v3 is not None:
+                        return True
+                except WireError:
+                    continue
+    return False
+
+
 def snapshot_markers(wal: WalScan) -> list[WalSnapshot]:
     """The snapshots the WAL records, in order."""
     return [_decode(decode_wal_snapshot, r) for r in wal.records if r.type == SNAPSHOT_TYPE]
@@ -198,6 +214,14 @@ def _decode(fn, rec: WalRecord):  # type: ignore[no-untyped-def]
 
 def read_from(wal: WalScan, start: WalSnapshot) -> WalContents:
     """The metadata, last hard state and the entries after ``start`` (etcd's ReadAll)."""
+    first = _NAME.match(wal.segments[0])
+    assert first is not None
+    if int(first.group(2), 16) > start.index:
+        # etcd's searchIndex: the segment holding the snapshot's successor must be there.
+        raise EtcdDataError(
+            f"{wal.segments[0]}: the oldest WAL segment starts after index {start.index}, where replay must "
+            "begin: the segments before it are missing"
+        )
     metadata_raw: bytes | None = None
     hs = HardState()
     entries: list[RaftEntry] = []

@@ -1,0 +1,134 @@
+"""``fastkvctl migrate``: a fastkv member starts from the result and serves etcd's tree byte for byte."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import time
+
+import pytest
+
+from fastkv.cli.main import run
+from tests.migrate.conftest import EtcdDir
+from tests.migrate.etcdhistory import http, mask_ttl
+from tests.support.procs import start_server
+
+pytestmark = [pytest.mark.etcd, pytest.mark.timeout(120)]
+
+
+def _migrate(*args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = run(["migrate", *args], stdout=out, stderr=err, env=dict(os.environ))
+    return code, out.getvalue(), err.getvalue()
+
+
+def _tree_digest(path: str) -> dict[str, str]:
+    digests = {}
+    for root, _, files in os.walk(path):
+        for name in files:
+            full = os.path.join(root, name)
+            with open(full, "rb") as f:
+                digests[os.path.relpath(full, path)] = hashlib.sha256(f.read()).hexdigest()
+    return digests
+
+
+def test_fastkv_serves_the_migrated_tree(etcd_single: EtcdDir, tmp_path: object) -> None:
+    base = str(tmp_path)
+    before = _tree_digest(etcd_single.data_dir)
+    code, out, err = _migrate(
+        "--from-etcd-data-dir", etcd_single.data_dir, "--data-dir", os.path.join(base, "data")
+    )
+    assert code == 0, err
+    assert "migrated etcd member" in out and "as 'e1'" in out
+    assert _tree_digest(etcd_single.data_dir) == before  # the etcd data dir is only read
+    assert not [n for n in os.listdir(base) if n.endswith(".migrating")]
+
+    answers = etcd_single.answers
+    srv = start_server("fastkv", data_dir=base, name="e1")
+    try:
+        status, headers, tree = http("GET", srv.url + "/v2/keys/?recursive=true&sorted=true")
+        assert status == 200
+        assert int(headers["X-Etcd-Index"]) == answers.index
+        assert headers["X-Etcd-Cluster-Id"] == answers.cluster_id
+        assert mask_ttl(tree) == mask_ttl(answers.tree)
+        for path, body in answers.hidden.items():
+            assert mask_ttl(http("GET", srv.url + "/v2/keys" + path)[2]) == mask_ttl(body)
+        members = json.loads(http("GET", srv.url + "/v2/members")[2])["members"]
+        etcd_members = json.loads(answers.members)["members"]
+        assert [(m["id"], m["name"], m["peerURLs"]) for m in members] == [
+            (m["id"], m["name"], m["peerURLs"]) for m in etcd_members
+        ]
+        # The next write takes etcd's next index: fastkv's index continues etcd's.
+        status, _, body = http("PUT", srv.url + "/v2/keys/after", {"value": "migration"})
+        assert status == 201
+        assert json.loads(body)["node"]["createdIndex"] == answers.index + 1
+        # A TTL key keeps its absolute expiration.
+        etcd_ttl = next(n for n in json.loads(answers.tree)["node"]["nodes"] if n["key"] == "/ttl")
+        fastkv_ttl = json.loads(http("GET", srv.url + "/v2/keys/ttl")[2])["node"]
+        assert fastkv_ttl["expiration"] == etcd_ttl["expiration"]
+        assert 0 < fastkv_ttl["ttl"] <= etcd_ttl["ttl"]
+    finally:
+        srv.stop()
+    # And again after a restart (the state is in the backend, not only in memory).
+    srv = start_server("fastkv", data_dir=base, name="e1")
+    try:
+        _, headers, tree = http("GET", srv.url + "/v2/keys/?recursive=true&sorted=true")
+        assert int(headers["X-Etcd-Index"]) == answers.index + 1
+        assert b'"key":"/after"' in tree
+    finally:
+        srv.stop()
+
+
+def test_refusal_writes_nothing(etcd_copy: str, tmp_path: object) -> None:
+    seg_dir = os.path.join(etcd_copy, "member", "wal")
+    seg = os.path.join(seg_dir, sorted(os.listdir(seg_dir))[0])
+    with open(seg, "r+b") as f:
+        f.seek(300)
+        b = f.read(1)
+        f.seek(300)
+        f.write(bytes([b[0] ^ 0xFF]))
+    target = os.path.join(str(tmp_path), "out")
+    code, out, err = _migrate("--from-etcd-data-dir", etcd_copy, "--data-dir", target)
+    assert code == 1 and out == ""
+    assert err.startswith("Error:  ") and err.count("\n") == 1 and "the WAL is corrupt" in err
+    assert os.listdir(str(tmp_path)) == ["etcd"]
+
+
+def test_existing_target_is_refused(etcd_single: EtcdDir, tmp_path: object) -> None:
+    target = os.path.join(str(tmp_path), "out")
+    os.makedirs(target)
+    with open(os.path.join(target, "keep"), "w") as f:
+        f.write("x")
+    code, _, err = _migrate("--from-etcd-data-dir", etcd_single.data_dir, "--data-dir", target)
+    assert code == 1 and "is not empty" in err
+    assert os.listdir(target) == ["keep"]
+
+
+def test_empty_target_and_name(etcd_single: EtcdDir, tmp_path: object) -> None:
+    target = os.path.join(str(tmp_path), "data")
+    os.makedirs(target)
+    code, out, err = _migrate(
+        "--from-etcd-data-dir", etcd_single.data_dir, "--data-dir", target, "--name", "renamed"
+    )
+    assert code == 0, err
+    assert "as 'renamed'" in out
+    srv = start_server("fastkv", data_dir=str(tmp_path), name="renamed")
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            members = json.loads(http("GET", srv.url + "/v2/members")[2])["members"]
+            if members[0]["name"] == "renamed":  # published by the member after its start
+                break
+            assert time.monotonic() < deadline, members
+            time.sleep(0.05)
+    finally:
+        srv.stop()
+    shutil.rmtree(target, ignore_errors=True)
+
+
+def test_missing_flags() -> None:
+    code, _, err = _migrate("--data-dir", "/nonexistent")
+    assert code == 1 and "--from-etcd-data-dir and --data-dir are required" in err
