@@ -6,12 +6,18 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 
-from tests.migrate.etcdhistory import EtcdAnswers, record_answers, wait_applied, write_history
-from tests.support.procs import have_etcd, start_cluster, start_server
+from tests.migrate.etcdhistory import (
+    EtcdAnswers,
+    change_members,
+    record_answers,
+    wait_applied,
+    write_history,
+)
+from tests.support.procs import free_port, have_etcd, start_cluster, start_server
 
 SNAPSHOT_COUNT = "25"
 
@@ -21,6 +27,7 @@ class EtcdDir:
     data_dir: str  # the stopped member's --data-dir
     name: str
     answers: EtcdAnswers
+    removed: list[int] = field(default_factory=list)  # member ids removed during the history
 
 
 def _require_etcd() -> None:
@@ -49,12 +56,18 @@ def etcd_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Etcd
     members = start_cluster("etcd", 3, base_dir=base, extra=["--snapshot-count", SNAPSHOT_COUNT])
     try:
         hidden = write_history(members[1].url)
+        removed = change_members(
+            members[0].url, f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+        )
         wait_applied(members)
         answers = [record_answers(m.url, hidden) for m in members]
     finally:
         for m in members:
             m.stop()
-    yield [EtcdDir(os.path.join(m.data_dir, "data"), f"m{i}", answers[i]) for i, m in enumerate(members)]
+    dirs = [EtcdDir(os.path.join(m.data_dir, "data"), f"m{i}", answers[i]) for i, m in enumerate(members)]
+    for d in dirs:
+        d.removed = [removed]
+    yield dirs
     shutil.rmtree(base, ignore_errors=True)
 
 

@@ -135,3 +135,27 @@ def wait_applied(members: list[ServerProcess], timeout: float = 15.0) -> None:
             return
         assert time.monotonic() < deadline, f"members did not converge: {seen}"
         time.sleep(0.1)
+
+
+def http_json(method: str, url: str, doc: object | None = None) -> tuple[int, bytes]:
+    data = json.dumps(doc).encode() if doc is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def change_members(url: str, peer_url: str, other_peer_url: str) -> int:
+    """Add a member that never starts, move its peer URL, remove it (three configuration changes, the
+    removal leaving a tombstone under /0/removed_members); returns its id."""
+    status, body = http_json("POST", url + "/v2/members", {"peerURLs": [peer_url]})
+    assert status == 201, body
+    member_id = json.loads(body)["id"]
+    status, body = http_json("PUT", f"{url}/v2/members/{member_id}", {"peerURLs": [other_peer_url]})
+    assert status == 204, body
+    status, body = http_json("DELETE", f"{url}/v2/members/{member_id}")
+    assert status == 204, body
+    return int(member_id, 16)

@@ -89,5 +89,6 @@ def test_three_members(etcd_cluster: list[EtcdDir]) -> None:
         assert sorted(m.name for m in state.members) == ["m0", "m1", "m2"]
         assert state.member(state.member_id).name == etcd.name  # type: ignore[union-attr]
         ids.add(state.member_id)
+        assert state.removed == etcd.removed
         _check_against_answers(etcd)
     assert len(ids) == 3
