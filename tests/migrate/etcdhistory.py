@@ -151,7 +151,13 @@ def http_json(method: str, url: str, doc: object | None = None) -> tuple[int, by
 def change_members(url: str, peer_url: str, other_peer_url: str) -> int:
     """Add a member that never starts, move its peer URL, remove it (three configuration changes, the
     removal leaving a tombstone under /0/removed_members); returns its id."""
-    status, body = http_json("POST", url + "/v2/members", {"peerURLs": [peer_url]})
+    # etcd refuses an add (500) until its peers have been connected for 5 s (strict reconfig check).
+    deadline = time.monotonic() + 30
+    while True:
+        status, body = http_json("POST", url + "/v2/members", {"peerURLs": [peer_url]})
+        if status != 500 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert status == 201, body
     member_id = json.loads(body)["id"]
     status, body = http_json("PUT", f"{url}/v2/members/{member_id}", {"peerURLs": [other_peer_url]})
