@@ -14,7 +14,7 @@ import pytest
 from fastkv.cli.main import run
 from tests.migrate.conftest import EtcdDir
 from tests.migrate.etcdhistory import http, mask_ttl
-from tests.support.procs import start_server
+from tests.support.procs import spawn_member, start_server, wait_http_ok
 
 pytestmark = [pytest.mark.etcd, pytest.mark.timeout(120)]
 
@@ -132,3 +132,45 @@ def test_empty_target_and_name(etcd_single: EtcdDir, tmp_path: object) -> None:
 def test_missing_flags() -> None:
     code, _, err = _migrate("--data-dir", "/nonexistent")
     assert code == 1 and "--from-etcd-data-dir and --data-dir are required" in err
+
+
+def test_three_member_cluster_moves_over(etcd_cluster: list[EtcdDir], tmp_path: object) -> None:
+    """Each etcd member's data dir migrated, each fastkv member started on its etcd member's URLs: the
+    cluster serves etcd's tree from every member and replicates the next write at etcd's next index."""
+    base = str(tmp_path)
+    etcd_members = {m["name"]: m for m in json.loads(etcd_cluster[0].answers.members)["members"]}
+    procs = []
+    try:
+        for etcd in etcd_cluster:
+            os.makedirs(os.path.join(base, etcd.name))
+            target = os.path.join(base, etcd.name, "data")
+            code, _, err = _migrate("--from-etcd-data-dir", etcd.data_dir, "--data-dir", target)
+            assert code == 0, err
+        for etcd in etcd_cluster:
+            me = etcd_members[etcd.name]
+            ports = (int(me["clientURLs"][0].rsplit(":", 1)[1]), int(me["peerURLs"][0].rsplit(":", 1)[1]))
+            procs.append(spawn_member("fastkv", etcd.name, base, [], ports=ports))
+        for p in procs:
+            wait_http_ok(p.url + "/health", 30, p.proc)
+        answers = etcd_cluster[0].answers
+        for p in procs:
+            status, headers, tree = http("GET", p.url + "/v2/keys/?recursive=true&sorted=true")
+            assert status == 200
+            assert int(headers["X-Etcd-Index"]) == answers.index
+            assert headers["X-Etcd-Cluster-Id"] == answers.cluster_id
+            assert mask_ttl(tree) == mask_ttl(answers.tree)
+        members = json.loads(http("GET", procs[0].url + "/v2/members")[2])["members"]
+        assert sorted((m["id"], m["name"], m["peerURLs"]) for m in members) == sorted(
+            (m["id"], m["name"], m["peerURLs"]) for m in etcd_members.values()
+        )
+        status, _, body = http("PUT", procs[2].url + "/v2/keys/after", {"value": "migration"})
+        assert status == 201
+        assert json.loads(body)["node"]["createdIndex"] == answers.index + 1
+        deadline = time.monotonic() + 10
+        for p in procs:
+            while http("GET", p.url + "/v2/keys/after")[0] != 200:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+    finally:
+        for p in procs:
+            p.stop()
