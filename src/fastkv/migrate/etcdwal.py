@@ -25,7 +25,6 @@ Everything here raises ``EtcdDataError`` with a one-line message naming the file
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -61,7 +60,12 @@ _NAME = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.wal$")
 class WalRecord:
     type: int
     data: bytes
-    where: str  # "<file>@<offset>" for messages
+    path: str
+    offset: int
+
+    @property
+    def where(self) -> str:
+        return f"{self.path} at offset {self.offset}"
 
 
 @dataclass(slots=True)
@@ -130,8 +134,9 @@ def scan(wal_dir: str) -> WalScan:
     return out
 
 
-def _bad_record(where: str, is_last: bool, problem: str, torn: bool) -> str:
+def _bad_record(path: str, offset: int, is_last: bool, problem: str, torn: bool) -> str:
     """The message for a torn tail (the caller stops reading there), or raise for corruption."""
+    where = f"{path} at offset {offset}"
     if torn and is_last:
         return f"{where}: {problem} (torn write, ignored as etcd does)"
     raise EtcdDataError(f"{where}: {problem}: the WAL is corrupt")
@@ -142,11 +147,12 @@ def _scan_segment(
 ) -> tuple[int, str | None]:
     pos = 0
     end = len(buf)
+    append = records.append
     while pos < end:
-        where = f"{path} at offset {pos}"
-        bad = functools.partial(_bad_record, where, is_last)
         if end - pos < FRAME_BYTES:
-            return crc, bad("a frame header cut short by the end of the file", True)
+            return crc, _bad_record(
+                path, pos, is_last, "a frame header cut short by the end of the file", True
+            )
         word = int.from_bytes(buf[pos : pos + FRAME_BYTES], "little")
         if word == 0:
             break  # preallocated space: the segment's data ends here
@@ -154,26 +160,43 @@ def _scan_segment(
         pad = (word >> 56) & 0x7 if word >> 63 else 0
         start = pos + FRAME_BYTES
         if start + length + pad > end:
-            return crc, bad(f"a {length}-byte record runs past the end of the file", True)
+            return crc, _bad_record(
+                path, pos, is_last, f"a {length}-byte record runs past the end of the file", True
+            )
         data = buf[start : start + length]
         try:
             rec = decode_record(data)
         except WireError as e:
-            return crc, bad(f"undecodable record ({e})", _is_torn(buf[start : start + length + pad], start))
+            return crc, _bad_record(
+                path,
+                pos,
+                is_last,
+                f"undecodable record ({e})",
+                _is_torn(buf[start : start + length + pad], start),
+            )
         if rec.type == CRC_TYPE:
             if crc != 0 and rec.crc != crc:
                 raise EtcdDataError(
-                    f"{where}: crc record {rec.crc:08x} does not continue the chain {crc:08x}: the WAL is corrupt"
+                    f"{path} at offset {pos}: crc record {rec.crc:08x} does not continue the chain "
+                    f"{crc:08x}: the WAL is corrupt"
                 )
             crc = rec.crc
         else:
             crc = crc32c(rec.data, crc)
             if crc != rec.crc:
                 torn = _is_torn(buf[start : start + length + pad], start)
-                return crc, bad(f"crc mismatch (record says {rec.crc:08x}, data gives {crc:08x})", torn)
+                return crc, _bad_record(
+                    path,
+                    pos,
+                    is_last,
+                    f"crc mismatch (record says {rec.crc:08x}, data gives {crc:08x})",
+                    torn,
+                )
             if rec.type not in (METADATA_TYPE, ENTRY_TYPE, STATE_TYPE, SNAPSHOT_TYPE):
-                raise EtcdDataError(f"{where}: unknown WAL record type {rec.type}: the WAL is corrupt")
-        records.append(WalRecord(rec.type, bytes(rec.data), where))
+                raise EtcdDataError(
+                    f"{path} at offset {pos}: unknown WAL record type {rec.type}: the WAL is corrupt"
+                )
+        append(WalRecord(rec.type, bytes(rec.data), path, pos))
         pos = start + length + pad
     return crc, None
 

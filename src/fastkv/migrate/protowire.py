@@ -25,9 +25,11 @@ class WireError(ValueError):
 
 def read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
     """(value, position after it); at most 10 bytes, as a uint64."""
+    end = len(buf)
+    if pos < end and buf[pos] < 0x80:
+        return buf[pos], pos + 1
     result = 0
     shift = 0
-    end = len(buf)
     while True:
         if pos >= end:
             raise WireError("truncated varint")

@@ -25,7 +25,7 @@ from .errors import EtcdDataError
 _TIME = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|([+-])(\d{2}):(\d{2}))$"
 )
-GO_ZERO_TIME_PREFIX = "0001-01-01T00:00:00"
+GO_ZERO_TIME = "0001-01-01T00:00:00Z"
 
 STATS_FIELDS = (
     "getsSuccess", "getsFail", "setsSuccess", "setsFail", "deleteSuccess", "deleteFail",
@@ -36,6 +36,8 @@ STATS_FIELDS = (
 
 def parse_go_time(text: str) -> int:
     """Unix nanoseconds of a Go RFC 3339 time; 0 for Go's zero time (a permanent node)."""
+    if text == GO_ZERO_TIME:
+        return 0
     m = _TIME.match(text)
     if m is None:
         raise ValueError(f"not an RFC 3339 time: {text!r}")
