@@ -174,3 +174,17 @@ def test_three_member_cluster_moves_over(etcd_cluster: list[EtcdDir], tmp_path: 
     finally:
         for p in procs:
             p.stop()
+
+
+def test_separate_wal_dir(etcd_copy: str, tmp_path: object) -> None:
+    """etcd's --wal-dir: the WAL outside the data dir."""
+    wal_dir = os.path.join(str(tmp_path), "etcd-wal")
+    shutil.move(os.path.join(etcd_copy, "member", "wal"), wal_dir)
+    target = os.path.join(str(tmp_path), "out")
+    code, _, err = _migrate("--from-etcd-data-dir", etcd_copy, "--data-dir", target)
+    assert code == 1 and "no WAL segments" in err
+    code, out, err = _migrate(
+        "--from-etcd-data-dir", etcd_copy, "--from-etcd-wal-dir", wal_dir, "--data-dir", target
+    )
+    assert code == 0, err
+    assert os.path.isdir(os.path.join(target, "member", "kv"))

@@ -166,3 +166,17 @@ def test_damage_before_the_last_segment_is_never_a_torn_tail(two_segments_copy: 
     off, length = _frames(first)[-1]
     _patch(first, off + 8, bytes(length - 8))
     assert "the WAL is corrupt" in _refused(two_segments_copy)
+
+
+def test_running_etcd_is_refused(tmp_path: object) -> None:
+    from tests.support.procs import have_etcd, start_server
+
+    if not have_etcd():
+        pytest.skip("etcd not installed")
+    srv = start_server("etcd", data_dir=str(tmp_path), name="e1")
+    try:
+        message = _refused(os.path.join(str(tmp_path), "data"))
+        assert "etcd is still running on this data dir" in message
+    finally:
+        srv.stop()
+    read_data_dir(os.path.join(str(tmp_path), "data"))  # stopped: fine

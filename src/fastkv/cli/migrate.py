@@ -1,5 +1,5 @@
-"""``fastkvctl migrate --from-etcd-data-dir D --data-dir F [--name N]``: take over a stopped etcd
-member's data dir, offline.
+"""``fastkvctl migrate --from-etcd-data-dir D [--from-etcd-wal-dir W] --data-dir F [--name N]``: take
+over a stopped etcd member's data dir, offline.
 
 Reads D without changing it (fastkv.migrate.datadir), writes F as the data dir of fastkv member N (by
 default the etcd member's own name) all or nothing (fastkv.migrate.writer), then prints what was
@@ -22,6 +22,7 @@ from fastkv.storage.wal import DEFAULT_SEGMENT_SIZE_BYTES
 
 FLAGS = [
     fl.Flag(("from-etcd-data-dir",), "string", "Path to the stopped etcd member's data dir (read only)"),
+    fl.Flag(("from-etcd-wal-dir",), "string", "Path to the etcd member's --wal-dir, if it had one"),
     fl.Flag(("data-dir",), "string", "Path to the new fastkv data dir (must not exist or be empty)"),
     fl.Flag(("name",), "string", "fastkv member name (default: the etcd member's name)"),
 ]
@@ -42,7 +43,7 @@ def migrate(flags: dict[str, Any], stdout: TextIO, stderr: TextIO) -> int:
         return 1
     started = time.monotonic()
     try:
-        state = read_data_dir(source, time.time_ns())
+        state = read_data_dir(source, time.time_ns(), flags["from-etcd-wal-dir"] or None)
         me = state.member(state.member_id)
         name = flags["name"] or (me.name if me is not None else "") or "default"
         segment = int(os.environ.get("FASTKV_WAL_SEGMENT_SIZE_BYTES", DEFAULT_SEGMENT_SIZE_BYTES))

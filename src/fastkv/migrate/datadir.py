@@ -295,11 +295,11 @@ def _v3_db_bytes(member_dir: str) -> int:
         return 0
 
 
-def read_data_dir(data_dir: str, now_ns: int = 0) -> EtcdState:
-    """Decode an etcd data dir (read-only).  ``now_ns`` only feeds the ``ttl`` of replayed events, which
-    are not kept.  Raises EtcdDataError."""
+def read_data_dir(data_dir: str, now_ns: int = 0, wal_dir: str | None = None) -> EtcdState:
+    """Decode an etcd data dir (read-only); ``wal_dir`` is etcd's ``--wal-dir`` if it had one.
+    ``now_ns`` only feeds the ``ttl`` of replayed events, which are not kept.  Raises EtcdDataError."""
     member_dir = os.path.join(data_dir, "member")
-    wal_dir = os.path.join(member_dir, "wal")
+    wal_dir = wal_dir or os.path.join(member_dir, "wal")
     snap_dir = os.path.join(member_dir, "snap")
     if not os.path.isdir(member_dir):
         raise EtcdDataError(f"{data_dir}: not an etcd data dir (no member/ directory)")

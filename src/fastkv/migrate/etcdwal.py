@@ -25,6 +25,7 @@ Everything here raises ``EtcdDataError`` with a one-line message naming the file
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 from dataclasses import dataclass, field
@@ -111,6 +112,25 @@ def _is_torn(data: memoryview, file_offset: int) -> bool:
     return False
 
 
+def check_not_locked(path: str) -> None:
+    """Refuse a WAL segment a running etcd holds: etcd locks its segments exclusively (Linux open file
+    description locks, or flock where those are missing), and reading a log that is being written
+    would migrate a moving target."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # conflicts with OFD (and POSIX) locks
+            fcntl.lockf(fd, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except OSError:
+            raise EtcdDataError(
+                f"{path} is locked: etcd is still running on this data dir; stop it first"
+            ) from None
+    finally:
+        os.close(fd)
+
+
 def scan(wal_dir: str) -> WalScan:
     segments = list_segments(wal_dir) if os.path.isdir(wal_dir) else []
     if not segments:
@@ -121,6 +141,7 @@ def scan(wal_dir: str) -> WalScan:
                 f"{os.path.join(wal_dir, name)}: WAL segment {prev_seq + 1:016x} is missing "
                 f"(after {prev_name})"
             )
+    check_not_locked(os.path.join(wal_dir, segments[-1][2]))
     out = WalScan([s[2] for s in segments], [])
     crc = 0
     last = len(segments) - 1
