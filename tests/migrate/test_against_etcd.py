@@ -64,11 +64,17 @@ def test_single_member_ttls_are_absolute(etcd_single: EtcdDir) -> None:
     assert store.has_ttl_keys()
 
 
-def test_replay_from_scratch_equals_snapshot_plus_tail(etcd_single: EtcdDir) -> None:
+@pytest.mark.parametrize("which", ["single", "m0", "m1", "m2"])
+def test_replay_from_scratch_equals_snapshot_plus_tail(which: str, request: pytest.FixtureRequest) -> None:
     """Replaying the whole WAL from an empty store (possible while etcd kept every segment) reaches
-    the same state as the newest snapshot plus the tail: the replay applies etcd's semantics."""
+    the same state as the newest snapshot plus the tail, the /0 cluster namespace included: the
+    replay applies etcd's semantics to etcd's internal paths."""
     from fastkv.migrate import datadir
 
+    if which == "single":
+        etcd_single: EtcdDir = request.getfixturevalue("etcd_single")
+    else:
+        etcd_single = request.getfixturevalue("etcd_cluster")[int(which[1])]
     scan = etcdwal.scan(etcd_single.data_dir + "/member/wal")
     wal = etcdwal.read_from(scan, etcdwal.WalSnapshot(0, 0))
     store = datadir._fresh_store()
