@@ -135,3 +135,28 @@ def fill_wal(url: str, count: int, value_bytes: int) -> None:
             assert r.status in (200, 201), r.status
     finally:
         conn.close()
+
+
+@pytest.fixture(scope="session")
+def etcd_v2_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A data dir with a v2 key, a root user and v2 auth enabled."""
+    _require_etcd()
+    base = str(tmp_path_factory.mktemp("etcd-auth"))
+    srv = start_server("etcd", data_dir=base, name="e1")
+    try:
+        from tests.migrate.etcdhistory import http
+
+        assert http("PUT", srv.url + "/v2/keys/guarded", {"value": "x"})[0] == 201
+        env = {**os.environ, "ETCDCTL_API": "2"}
+        for args in (["user", "add", "root:rootpw"], ["auth", "enable"]):
+            subprocess.run(
+                ["etcdctl", "--endpoints", srv.url, *args],
+                env=env,
+                check=True,
+                capture_output=True,
+                timeout=20,
+            )
+    finally:
+        srv.stop()
+    yield os.path.join(base, "data")
+    shutil.rmtree(base, ignore_errors=True)

@@ -188,3 +188,14 @@ def test_separate_wal_dir(etcd_copy: str, tmp_path: object) -> None:
     )
     assert code == 0, err
     assert os.path.isdir(os.path.join(target, "member", "kv"))
+
+
+def test_v2_auth_needs_drop_auth(etcd_v2_auth: str, tmp_path: object) -> None:
+    target = os.path.join(str(tmp_path), "out")
+    code, out, err = _migrate("--from-etcd-data-dir", etcd_v2_auth, "--data-dir", target)
+    assert code == 1 and "v2 auth is enabled" in err and "--drop-auth" in err
+    assert "rootpw" not in err and "$2a$" not in err
+    assert not os.path.exists(target)
+    code, out, err = _migrate("--from-etcd-data-dir", etcd_v2_auth, "--data-dir", target, "--drop-auth")
+    assert code == 0, err
+    assert "/2 auth nodes (5)" in out and "$2a$" not in out

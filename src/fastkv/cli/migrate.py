@@ -3,7 +3,8 @@ over a stopped etcd member's data dir, offline.
 
 Reads D without changing it (fastkv.migrate.datadir), writes F as the data dir of fastkv member N (by
 default the etcd member's own name) all or nothing (fastkv.migrate.writer), then prints what was
-migrated and what fastkv cannot keep yet.  Start the member with ``fastkv --name N --data-dir F`` and
+migrated and what fastkv cannot keep yet.  A data dir with etcd's v2 auth enabled is refused unless
+``--drop-auth`` says to serve its keys without it (fastkv does not enforce v2 auth yet).  Start the member with ``fastkv --name N --data-dir F`` and
 the etcd member's peer URLs.  A refusal is one ``Error:`` line on stderr and exit status 1; nothing is
 written then.
 """
@@ -25,6 +26,9 @@ FLAGS = [
     fl.Flag(("from-etcd-wal-dir",), "string", "Path to the etcd member's --wal-dir, if it had one"),
     fl.Flag(("data-dir",), "string", "Path to the new fastkv data dir (must not exist or be empty)"),
     fl.Flag(("name",), "string", "fastkv member name (default: the etcd member's name)"),
+    fl.Flag(
+        ("drop-auth",), "bool", "migrate even though etcd's v2 auth is enabled (fastkv does not enforce it)"
+    ),
 ]
 
 
@@ -44,6 +48,12 @@ def migrate(flags: dict[str, Any], stdout: TextIO, stderr: TextIO) -> int:
     started = time.monotonic()
     try:
         state = read_data_dir(source, time.time_ns(), flags["from-etcd-wal-dir"] or None)
+        if state.v2_auth_enabled and not flags["drop-auth"]:
+            raise EtcdDataError(
+                f"{source}: etcd's v2 auth is enabled (users and roles under {AUTH_PREFIX}); fastkv does not "
+                "enforce v2 auth yet, so every key would be served to everyone: refusing (--drop-auth to "
+                "migrate anyway)"
+            )
         me = state.member(state.member_id)
         name = flags["name"] or (me.name if me is not None else "") or "default"
         segment = int(os.environ.get("FASTKV_WAL_SEGMENT_SIZE_BYTES", DEFAULT_SEGMENT_SIZE_BYTES))

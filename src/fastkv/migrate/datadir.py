@@ -111,6 +111,14 @@ class EtcdState:
             return 0
         return sum(1 for _ in self.store.tree.subtree(node)) - 1
 
+    @property
+    def v2_auth_enabled(self) -> bool:
+        """etcd's v2 auth was switched on (``/2/enabled``): its users and roles guard the keys."""
+        try:
+            return self.store.tree.find(AUTH_PREFIX + "/enabled").value == "true"
+        except PathError:
+            return False
+
     def member(self, member_id: int) -> EtcdMember | None:
         return next((m for m in self.members if m.id == member_id), None)
 
