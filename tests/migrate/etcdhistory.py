@@ -53,6 +53,7 @@ class EtcdAnswers:
     user_nodes: int  # files and directories below the root, hidden ones included
     members: bytes  # GET /v2/members
     cluster_id: str  # X-Etcd-Cluster-Id
+    watches: dict[str, bytes]  # query -> body of a watch answered from etcd's event history
 
 
 def write_history(url: str, files: int = 60) -> dict[str, str]:
@@ -115,7 +116,25 @@ def record_answers(url: str, hidden: dict[str, str]) -> EtcdAnswers:
         hidden_bodies[path] = body
     _, _, members = http("GET", url + "/v2/members")
     nodes = count_nodes(json.loads(tree)["node"]) + len(hidden)
-    return EtcdAnswers(index, tree, hidden_bodies, nodes, members, headers["X-Etcd-Cluster-Id"])
+    watches = {}
+    nodes_by_key = {n["key"]: n for n in json.loads(tree)["node"]["nodes"]}
+    for query in watch_queries(nodes_by_key["/tail"]["nodes"][0]["modifiedIndex"]):
+        st, _, body = http("GET", url + "/v2/keys" + query)
+        assert st == 200, (query, body)
+        watches[query] = body
+    return EtcdAnswers(index, tree, hidden_bodies, nodes, members, headers["X-Etcd-Cluster-Id"], watches)
+
+
+def watch_queries(last_user_write: int) -> list[str]:
+    """Watches that etcd answers at once from its event history (each has a past event to find)."""
+    return [
+        "/k/7?wait=true&waitIndex=1",
+        "/short?wait=true&waitIndex=1",
+        "/d?wait=true&waitIndex=1",
+        "/k?wait=true&recursive=true&waitIndex=1",
+        f"/?wait=true&recursive=true&waitIndex={last_user_write - 2}",
+        f"/tail/1?wait=true&waitIndex={last_user_write}",
+    ]
 
 
 def count_nodes(node: dict) -> int:

@@ -130,7 +130,7 @@ def _store_from_snapshot(snap: v2json.V2Snapshot) -> Store:
         "index": snap.index,
         "nodes": snap.nodes,
         "ttl_order": [n[0] for n in ttl],
-        "history": [],
+        "history": snap.history,
         "stats": snap.stats,
     }
     return Store.recover(orjson.dumps(state))
@@ -191,6 +191,8 @@ class _Replay:
         except WireError as err:
             raise EtcdDataError(f"entry {e.index}: undecodable request ({err})") from None
         if ne.v2 is not None:
+            if ne.v2.method == "SYNC" and ne.v2.time:
+                self.now_ns = ne.v2.time
             self._put(_v2_request(ne.v2))
         elif ne.cluster_version is not None:
             self._put(V2Request("PUT", VERSION_KEY, value=ne.cluster_version))
@@ -245,6 +247,26 @@ class _Replay:
                 self._put(V2Request("PUT", f"{REMOVED_DIR}/{mid:x}", value="", prev_exist=False))
         else:
             raise EtcdDataError(f"entry {e.index}: unknown configuration change type {cc.type}")
+
+
+def _first_sync_time(entries: list[RaftEntry], commit: int) -> int:
+    """The time of the first SYNC entry (0 if none): the replay's clock until then.
+
+    etcd logs no apply times, yet the events it keeps in its watch history carry the ``ttl`` left at
+    apply time.  The leader proposes a SYNC with its clock every 500 ms while TTL keys exist, so the
+    last SYNC's time stands in for the clock (the first one's before it): a replayed event's ``ttl``
+    is then within a second of etcd's, its expiration exact."""
+    for e in entries:
+        if e.index > commit:
+            break
+        if e.type == ENTRY_NORMAL and e.data and b"SYNC" in e.data:
+            try:
+                req = decode_normal_entry(e.data).v2
+            except WireError:
+                continue
+            if req is not None and req.method == "SYNC" and req.time:
+                return req.time
+    return 0
 
 
 def _attributes_json(name: str, client_urls: list[str]) -> dict[str, Any]:
@@ -335,7 +357,7 @@ def read_data_dir(data_dir: str, now_ns: int = 0, wal_dir: str | None = None) ->
         store = _store_from_snapshot(v2json.load(snap.data, path))
     else:
         store = _fresh_store()
-    replay = _Replay(store, now_ns)
+    replay = _Replay(store, _first_sync_time(wal.entries, hs.commit) or now_ns)
     applied_index, applied_term = start.index, start.term
     replayed = 0
     for e in wal.entries:

@@ -8,8 +8,8 @@ permanent).  The root is ``/``; etcd keeps its cluster data under ``/0`` (member
 cluster version), the user's keys under ``/1`` and v2 auth under ``/2``.
 
 ``flatten`` turns it into the node list ``fastkv.v2store.store.Store.recover`` reads: parents before
-children, each ``[path, value or None for a directory, createdIndex, modifiedIndex, expire_ns]``.  The
-watcher hub's event history is not carried over (see docs/migration.md).
+children, each ``[path, value or None for a directory, createdIndex, modifiedIndex, expire_ns]``; the watcher hub's
+event history (etcd's last 1000 events) comes along, so watches can resume from an index.
 """
 
 from __future__ import annotations
@@ -53,15 +53,58 @@ def parse_go_time(text: str) -> int:
 
 
 class V2Snapshot:
-    """The parts of etcd's saved store a migration keeps."""
+    """The parts of etcd's saved store a migration keeps: ``nodes`` as above, ``history`` the event
+    history oldest first, each event as ``Store.recover`` reads it (``[action, node, prevNode,
+    etcd_index, refresh]``, a node as ``[key, value, dir, expiration_ns, ttl, modifiedIndex,
+    createdIndex]``)."""
 
-    __slots__ = ("nodes", "index", "stats", "version")
+    __slots__ = ("nodes", "index", "stats", "version", "history")
 
-    def __init__(self, nodes: list[list[Any]], index: int, stats: list[int], version: int) -> None:
+    def __init__(
+        self,
+        nodes: list[list[Any]],
+        index: int,
+        stats: list[int],
+        version: int,
+        history: list[list[Any]] | None = None,
+    ) -> None:
         self.nodes = nodes
         self.index = index
         self.stats = stats
         self.version = version
+        self.history = history or []
+
+
+def _view(node: dict[str, Any] | None) -> list[Any] | None:
+    if node is None:
+        return None
+    expiration = node.get("expiration")
+    return [
+        node["key"],
+        node.get("value"),
+        bool(node.get("dir", False)),
+        parse_go_time(expiration) if expiration else 0,
+        int(node.get("ttl", 0)),
+        int(node["modifiedIndex"]),
+        int(node["createdIndex"]),
+    ]
+
+
+def _history(hub: dict[str, Any] | None) -> list[list[Any]]:
+    """etcd's event ring (``Queue``: ``Events`` of ``Capacity`` slots, ``Size`` of them used from
+    ``Front``), oldest first.  etcd does not save an event's EtcdIndex; the node's modifiedIndex is the
+    index the event was made at."""
+    queue = ((hub or {}).get("EventHistory") or {}).get("Queue") or {}
+    slots = queue.get("Events") or []
+    size, front = int(queue.get("Size", 0)), int(queue.get("Front", 0))
+    capacity = int(queue.get("Capacity", len(slots)) or 1)
+    out = []
+    for i in range(size):
+        e = slots[(front + i) % capacity]
+        node = _view(e["node"])
+        assert node is not None
+        out.append([e["action"], node, _view(e.get("prevNode")), node[5], bool(e.get("refresh", False))])
+    return out
 
 
 def load(data: bytes, where: str) -> V2Snapshot:
@@ -73,9 +116,10 @@ def load(data: bytes, where: str) -> V2Snapshot:
         stats = [int(raw_stats.get(f, 0)) for f in STATS_FIELDS]
         nodes: list[list[Any]] = []
         _flatten(root, "/", nodes)
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise EtcdDataError(f"{where}: the v2 store in the snapshot is not etcd's JSON ({e})") from None
-    return V2Snapshot(nodes, index, stats, int(state.get("CurrentVersion", 0)))
+        history = _history(state.get("WatcherHub"))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError, AssertionError) as e:
+        raise EtcdDataError(f"{where}: the v2 store in the snapshot is not etcd's JSON ({e!r})") from None
+    return V2Snapshot(nodes, index, stats, int(state.get("CurrentVersion", 0)), history)
 
 
 def _flatten(node: dict[str, Any], path: str, out: list[list[Any]]) -> None:

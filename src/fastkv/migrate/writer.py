@@ -21,10 +21,13 @@ The membership record is the format ``fastkv.server.membership.Membership.save``
 sits below the server and must not import it): ``{"members": [{"id": hex, "name", "peerURLs",
 "clientURLs"}], "removed": [ids]}``; snapshot metadata likewise follows ``EtcdServer._maybe_snapshot``.
 
+The watch history (etcd's last 1000 events) is written with the user's events rewritten to fastkv's
+root, so a watch with a ``waitIndex`` from before the migration is answered as etcd would.
+
 Not written, because fastkv's store has no place for them yet: etcd's ``/0`` namespace beyond the
-membership (the cluster version and the member nodes' own indexes) and the ``/2`` auth namespace; the
-event history (watches from an index before the migration get 401 "event index cleared"); learner
-status (a learner becomes a voter).
+membership (the cluster version and the member nodes' own indexes) and the ``/2`` auth namespace
+(their events stay in the history as refresh events, which no watcher receives); learner status (a
+learner becomes a voter).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Any
 
 import orjson
 
-from fastkv._native.keyindex import PathError
+from fastkv._native.keyindex import Event, NodeView, PathError
 from fastkv.raft.types import HardState
 from fastkv.storage.backend import Backend
 from fastkv.storage.fileutil import fsync_dir
@@ -78,10 +81,28 @@ def fastkv_store(state: EtcdState) -> Store:
         "index": state.store.index,
         "nodes": nodes,
         "ttl_order": [t[2] for t in ttl],
-        "history": [],
+        "history": [_user_event(e) for e in state.store.history],
         "stats": state.store.stats.to_list(),
     }
     return Store.recover(orjson.dumps(snapshot))
+
+
+def _user_view(v: NodeView | None) -> list[Any] | None:
+    if v is None:
+        return None
+    key = v.key[len(KEYS_PREFIX) :] or "/"
+    return [key, v.value, v.dir, v.expiration, v.ttl, v.modified_index, v.created_index]
+
+
+def _user_event(e: Event) -> list[Any]:
+    """A history event as fastkv's root sees it.  Events of etcd's /0 and /2 namespaces keep their
+    index as refresh events (the history holds one event per index, and a refresh is never delivered
+    to a watcher), since no user key can match them."""
+    key = e.node.key
+    if key == KEYS_PREFIX or key.startswith(KEYS_PREFIX + "/"):
+        return [e.action, _user_view(e.node), _user_view(e.prev_node), e.etcd_index, e.refresh]
+    node = [key, None, e.node.dir, 0, 0, e.node.modified_index, e.node.created_index]
+    return [e.action, node, None, e.etcd_index, True]
 
 
 def membership_record(state: EtcdState) -> bytes:
