@@ -204,3 +204,12 @@ def test_v2_auth_needs_drop_auth(etcd_v2_auth: str, tmp_path: object) -> None:
     code, out, err = _migrate("--from-etcd-data-dir", etcd_v2_auth, "--data-dir", target, "--drop-auth")
     assert code == 0, err
     assert "/2 auth nodes (5)" in out and "$2a$" not in out
+
+
+def test_help() -> None:
+    code, out, _ = _migrate("--help")
+    assert code == 0 and "--from-etcd-data-dir" in out and "--drop-auth" in out
+    # Not in the application help, which is etcdctl's word for word.
+    app = io.StringIO()
+    assert run(["--help"], stdout=app, stderr=io.StringIO(), env={}) == 0
+    assert "migrate" not in app.getvalue()

@@ -583,7 +583,6 @@ COMMANDS = [
         [fl.Flag(("in-order",), "bool", "create in-order key under directory <key>"), TTL],
         _mk,
     ),
-    Command("migrate", "take over a stopped etcd member's data dir", " ", migrate.FLAGS, migrate.action),
     Command("mkdir", "make a new directory", "<key>", [TTL], _dir_command(False)),
     Command(
         "rm",
@@ -685,6 +684,12 @@ COMMANDS = [
     Command("user", "user add, grant and revoke subcommands", action=_unsupported),
     Command("role", "role add, grant and revoke subcommands", action=_unsupported),
     Command("auth", "overall auth controls", action=_unsupported),
+]
+
+
+# fastkv's own commands: left out of the help, which is etcdctl's word for word.
+EXTRA_COMMANDS = [
+    Command("migrate", "take over a stopped etcd member's data dir", " ", migrate.FLAGS, migrate.action)
 ]
 
 
@@ -836,7 +841,7 @@ def run(
             return EXIT_UNKNOWN_COMMAND
         out.write(command_help(f"{name} {topic.name}", topic) if topic else app_help(name))
         return EXIT_SUCCESS
-    cmd = _find(COMMANDS, rest[0])
+    cmd = _find(COMMANDS, rest[0]) or _find(EXTRA_COMMANDS, rest[0])
     if cmd is None:
         err.write(f"No help topic for '{rest[0]}'\n")
         return EXIT_UNKNOWN_COMMAND
