@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from fastkv.cli import flags as fl
-from fastkv.migrate.datadir import AUTH_PREFIX, CLUSTER_PREFIX, EtcdState, read_data_dir
-from fastkv.migrate.errors import EtcdDataError
-from fastkv.migrate.writer import TargetError, write_data_dir
-from fastkv.storage.wal import DEFAULT_SEGMENT_SIZE_BYTES
+
+if TYPE_CHECKING:
+    from fastkv.migrate.datadir import EtcdState
 
 FLAGS = [
     fl.Flag(("from-etcd-data-dir",), "string", "Path to the stopped etcd member's data dir (read only)"),
@@ -41,6 +40,12 @@ def _subtree_size(state: EtcdState, prefix: str) -> int:
 
 
 def migrate(flags: dict[str, Any], stdout: TextIO, stderr: TextIO) -> int:
+    # Imported here: every other fastkvctl command would pay for loading them.
+    from fastkv.migrate.datadir import AUTH_PREFIX, CLUSTER_PREFIX, read_data_dir
+    from fastkv.migrate.errors import EtcdDataError
+    from fastkv.migrate.writer import TargetError, write_data_dir
+    from fastkv.storage.wal import DEFAULT_SEGMENT_SIZE_BYTES
+
     source, target = flags["from-etcd-data-dir"], flags["data-dir"]
     if not source or not target:
         stderr.write("Error:  --from-etcd-data-dir and --data-dir are required\n")
