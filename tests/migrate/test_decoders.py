@@ -236,3 +236,43 @@ def test_go_times() -> None:
     assert parse_go_time("2026-12-03T20:46:53.7+01:00") == 1796327213700000000
     with pytest.raises(ValueError):
         parse_go_time("yesterday")
+
+
+def test_etcd35_cluster_requests_replay_as_34_writes(tmp_path: object) -> None:
+    """A 3.5-style log: the bootstrap member add, then the member's attributes and the cluster version
+    as InternalRaftRequests (3.4 wrote them as v2 PUTs), then a user write and a v3 put."""
+    import json
+
+    from fastkv.migrate.datadir import read_data_dir
+
+    member_id = 0xBDAE9BBC11DD390D
+    context = json.dumps({"id": member_id, "peerURLs": ["http://127.0.0.1:2380"], "name": "n1"}).encode()
+    conf_change = fv(1, 0) + fv(2, 0) + fv(3, member_id) + fb(4, context)
+    attrs = fv(1, 5) + fb(1301, fv(1, member_id) + fb(2, fb(1, b"n1") + fb(2, b"http://127.0.0.1:2379")))
+    version = fv(1, 6) + fb(1300, fb(1, b"3.5.0"))
+    v3_put = fb(100, fv(1, 7)) + fv(1, 7) + fb(4, fb(1, b"k") + fb(2, b"v"))
+    seg = Segment()
+    seg.add(METADATA_TYPE, fv(1, member_id) + fv(2, 0x2222))
+    seg.add(SNAPSHOT_TYPE, b"")
+    payloads = [
+        (1, conf_change),
+        (0, attrs),
+        (0, version),
+        (0, request("PUT", "/1/user", val="u")),
+        (0, v3_put),
+    ]
+    for i, (etype, payload) in enumerate(payloads, start=1):
+        seg.add(ENTRY_TYPE, fv(1, etype) + fv(2, 2) + fv(3, i) + fb(4, payload))
+    seg.add(STATE_TYPE, fv(1, 2) + fv(2, member_id) + fv(3, len(payloads)))
+    data_dir = os.path.join(str(tmp_path), "etcd")
+    write(os.path.join(data_dir, "member", "wal"), "0000000000000000-0000000000000000.wal", seg.buf)
+    state = read_data_dir(data_dir)
+    assert state.store.index == 4  # raftAttributes, attributes, version, /1/user
+    assert state.cluster_version == "3.5.0"
+    assert [(m.id, m.name, m.peer_urls, m.client_urls) for m in state.members] == [
+        (member_id, "n1", ["http://127.0.0.1:2380"], ["http://127.0.0.1:2379"])
+    ]
+    node = state.store.tree.find(f"/0/members/{member_id:x}/attributes")
+    assert node.value == '{"name":"n1","clientURLs":["http://127.0.0.1:2379"]}'
+    assert state.store.tree.find("/1/user").value == "u"
+    assert state.v3_entries == 1 and state.cluster_id == 0x2222

@@ -383,7 +383,7 @@ _V3_FIELDS = {
     1103: "auth_user_change_password", 1104: "auth_user_grant_role", 1105: "auth_user_revoke_role",
     1106: "auth_user_list", 1107: "auth_role_list", 1200: "auth_role_add", 1201: "auth_role_delete",
     1202: "auth_role_get", 1203: "auth_role_grant_permission", 1204: "auth_role_revoke_permission",
-    1302: "downgrade_info_set",
+    1013: "auth_status", 1302: "downgrade_info_set",
 }  # fmt: skip
 
 
