@@ -13,6 +13,7 @@ import pytest
 from tests.migrate.etcdhistory import (
     EtcdAnswers,
     change_members,
+    http,
     record_answers,
     wait_applied,
     write_history,
@@ -56,9 +57,13 @@ def etcd_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Etcd
     members = start_cluster("etcd", 3, base_dir=base, extra=["--snapshot-count", SNAPSHOT_COUNT])
     try:
         hidden = write_history(members[1].url)
+        # Then enough writes for a snapshot after the membership changes, so that etcd's own /0 (in
+        # that snapshot) is compared with the replay of the changes (test_replay_from_scratch_...).
         removed = change_members(
             members[0].url, f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
         )
+        for i in range(int(SNAPSHOT_COUNT) + 5):
+            assert http("PUT", f"{members[2].url}/v2/keys/late/{i}", {"value": str(i)})[0] == 201
         wait_applied(members)
         answers = [record_answers(m.url, hidden) for m in members]
     finally:
@@ -144,8 +149,6 @@ def etcd_v2_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     base = str(tmp_path_factory.mktemp("etcd-auth"))
     srv = start_server("etcd", data_dir=base, name="e1")
     try:
-        from tests.migrate.etcdhistory import http
-
         assert http("PUT", srv.url + "/v2/keys/guarded", {"value": "x"})[0] == 201
         env = {**os.environ, "ETCDCTL_API": "2"}
         for args in (["user", "add", "root:rootpw"], ["auth", "enable"]):
