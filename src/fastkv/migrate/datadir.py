@@ -28,7 +28,7 @@ only, and migrating such a dir would silently leave every v3 key behind.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -97,7 +97,6 @@ class EtcdState:
     v3_entries: int
     failed_requests: int
     torn_tail: str | None
-    notes: list[str] = field(default_factory=list)
 
     @property
     def store_index(self) -> int:

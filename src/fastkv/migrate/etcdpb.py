@@ -24,7 +24,7 @@ where gogo's does (a known field with the wrong wire type, a malformed nested v2
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .protowire import BYTES, VARINT, Buffer, WireError, as_int64, as_str, expect, fields, read_varint
 
@@ -121,7 +121,6 @@ class NormalEntry:
     cluster_version: str | None = None
     member_attributes: tuple[int, str, list[str]] | None = None
     v3: str | None = None
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 def _uint(number: int, wire: int, value: object, message: str) -> int:
@@ -417,8 +416,8 @@ def _decode_internal(data: Buffer) -> NormalEntry:
         elif n in _V3_FIELDS:
             _bytes(n, w, v, "InternalRaftRequest")
             out.v3 = _V3_FIELDS[n]
-        else:
-            out.extra[str(n)] = w
+        # Other fields (a later etcd's requests) are skipped, as gogo skips unknown fields; the entry
+        # then counts as a request fastkv does not apply.
     return out
 
 
