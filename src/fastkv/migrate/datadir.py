@@ -11,7 +11,8 @@ their rules), loads the newest usable snapshot's v2 store and replays the commit
 - configuration changes: member add (``/0/members/<id>/raftAttributes`` created), remove (the member's
   directory deleted, ``/0/removed_members/<id>`` created) and update (raftAttributes updated), each
   skipped when etcd's validation would refuse it (adding a known or removed id, removing or updating an
-  unknown one).
+  unknown one; etcd's check for peer URLs already in use is not repeated: such a change cannot have
+  been committed by a validating etcd).
 - entries after the commit index in the hard state were never committed here: they are not applied
   (etcd would keep them in its log; they may or may not be committed later) and are counted.
 
@@ -21,8 +22,8 @@ id (from the WAL metadata), and the Raft term, vote, commit and applied index.
 
 Refused (``EtcdDataError``): anything the readers refuse, a WAL whose commit index is beyond its last
 entry, an entry type etcd 3.4/3.5 never writes, and a data dir whose v2 store holds no user key while
-it has v3 data (v3 entries in the WAL or a non-empty ``member/snap/db``): fastkv serves the v2 API
-only, and migrating such a dir would silently leave every v3 key behind.
+it has v3 data (v3 requests in the WAL, or a ``member/snap/db`` larger than an unused one): fastkv
+serves the v2 API only, and migrating such a dir would silently leave every v3 key behind.
 """
 
 from __future__ import annotations
