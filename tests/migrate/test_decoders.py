@@ -276,3 +276,28 @@ def test_etcd35_cluster_requests_replay_as_34_writes(tmp_path: object) -> None:
     assert node.value == '{"name":"n1","clientURLs":["http://127.0.0.1:2379"]}'
     assert state.store.tree.find("/1/user").value == "u"
     assert state.v3_entries == 1 and state.cluster_id == 0x2222
+
+
+def test_conf_changes_etcd_would_refuse_are_skipped(tmp_path: object) -> None:
+    """Committed but refused at apply by etcd's validation: a second add of an id, an add reusing
+    another member's peer URL, a removal of an unknown id."""
+    import json
+
+    from fastkv.migrate.datadir import read_data_dir
+
+    def add(member_id: int, url: str) -> bytes:
+        ctx = json.dumps({"id": member_id, "peerURLs": [url]}).encode()
+        return fv(1, 0) + fv(2, 0) + fv(3, member_id) + fb(4, ctx)
+
+    changes = [add(1, "http://a"), add(1, "http://b"), add(2, "http://a"), fv(2, 1) + fv(3, 3)]
+    seg = Segment()
+    seg.add(METADATA_TYPE, fv(1, 1) + fv(2, 9))
+    seg.add(SNAPSHOT_TYPE, b"")
+    for i, cc in enumerate(changes, start=1):
+        seg.add(ENTRY_TYPE, fv(1, 1) + fv(2, 2) + fv(3, i) + fb(4, cc))
+    seg.add(STATE_TYPE, fv(1, 2) + fv(3, len(changes)))
+    data_dir = os.path.join(str(tmp_path), "etcd")
+    write(os.path.join(data_dir, "member", "wal"), "0000000000000000-0000000000000000.wal", seg.buf)
+    state = read_data_dir(data_dir)
+    assert [(m.id, m.peer_urls) for m in state.members] == [(1, ["http://a"])]
+    assert state.removed == [] and state.store.index == 1

@@ -11,8 +11,7 @@ their rules), loads the newest usable snapshot's v2 store and replays the commit
 - configuration changes: member add (``/0/members/<id>/raftAttributes`` created), remove (the member's
   directory deleted, ``/0/removed_members/<id>`` created) and update (raftAttributes updated), each
   skipped when etcd's validation would refuse it (adding a known or removed id, removing or updating an
-  unknown one; etcd's check for peer URLs already in use is not repeated: such a change cannot have
-  been committed by a validating etcd).
+  unknown one, or giving a member peer URLs another member has).
 - entries after the commit index in the hard state were never committed here: they are not applied
   (etcd would keep them in its log; they may or may not be committed later) and are counted.
 
@@ -236,6 +235,10 @@ class _Replay:
             if m.get("isLearner"):
                 raft_attrs["isLearner"] = True
             value = orjson.dumps(raft_attrs).decode()
+            # etcd's ValidateConfigurationChange: peer URLs another member uses refuse the change.
+            taken = {u for m in _members(self.store)[0] if m.id != mid for u in m.peer_urls}
+            if taken.intersection(peer_urls):
+                return
             if cc.type == CONF_UPDATE_NODE:
                 if self._exists(member_dir) and not removed:
                     self._put(V2Request("PUT", member_dir + "/raftAttributes", value=value, prev_exist=True))
