@@ -213,3 +213,43 @@ def test_help() -> None:
     app = io.StringIO()
     assert run(["--help"], stdout=app, stderr=io.StringIO(), env={}) == 0
     assert "migrate" not in app.getvalue()
+
+
+def test_migrated_ttl_key_expires_on_time(tmp_path: object) -> None:
+    """A TTL key migrated with a few seconds left expires in fastkv at etcd's absolute expiration."""
+    from fastkv.migrate.v2json import parse_go_time
+    from tests.support.procs import have_etcd
+
+    if not have_etcd():
+        pytest.skip("etcd not installed")
+    base = str(tmp_path)
+    os.makedirs(os.path.join(base, "etcd"))
+    etcd = start_server("etcd", data_dir=os.path.join(base, "etcd"), name="e1")
+    try:
+        status, headers, body = http("PUT", etcd.url + "/v2/keys/brief", {"value": "x", "ttl": "4"})
+        assert status == 201
+        expiration = parse_go_time(json.loads(body)["node"]["expiration"])
+        index = int(headers["X-Etcd-Index"])
+    finally:
+        etcd.stop()
+    os.makedirs(os.path.join(base, "fastkv"))
+    code, _, err = _migrate(
+        "--from-etcd-data-dir",
+        os.path.join(base, "etcd", "data"),
+        "--data-dir",
+        os.path.join(base, "fastkv", "data"),
+    )
+    assert code == 0, err
+    srv = start_server("fastkv", data_dir=os.path.join(base, "fastkv"), name="e1")
+    try:
+        assert http("GET", srv.url + "/v2/keys/brief")[0] == 200 or time.time_ns() > expiration
+        deadline = time.monotonic() + 15
+        while http("GET", srv.url + "/v2/keys/brief")[0] != 404:
+            assert time.monotonic() < deadline, "the migrated TTL key did not expire"
+            time.sleep(0.1)
+        assert time.time_ns() >= expiration
+        status, _, body = http("GET", srv.url + f"/v2/keys/brief?wait=true&waitIndex={index + 1}")
+        assert status == 200 and json.loads(body)["action"] == "expire"
+        assert json.loads(body)["node"]["modifiedIndex"] == index + 1
+    finally:
+        srv.stop()
