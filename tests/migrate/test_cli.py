@@ -203,7 +203,7 @@ def test_v2_auth_needs_drop_auth(etcd_v2_auth: str, tmp_path: object) -> None:
     assert not os.path.exists(target)
     code, out, err = _migrate("--from-etcd-data-dir", etcd_v2_auth, "--data-dir", target, "--drop-auth")
     assert code == 0, err
-    assert "/2 auth nodes (5)" in out and "$2a$" not in out
+    assert "the 5 /2 auth nodes" in out and "$2a$" not in out
 
 
 def test_help() -> None:

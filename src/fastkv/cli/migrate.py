@@ -86,10 +86,10 @@ def migrate(flags: dict[str, Any], stdout: TextIO, stderr: TextIO) -> int:
     if state.torn_tail:
         out.append(f"  torn WAL tail ignored: {state.torn_tail}")
     out.append(
-        f"  not written (no place in fastkv's store yet): {CLUSTER_PREFIX} cluster nodes "
-        f"({_subtree_size(state, CLUSTER_PREFIX)}; membership and cluster version {state.cluster_version or '-'} "
-        f"kept as fastkv membership), {AUTH_PREFIX} auth nodes ({_subtree_size(state, AUTH_PREFIX)}), "
-        "the watch event history"
+        f"  not written (no place in fastkv's store yet): the {_subtree_size(state, CLUSTER_PREFIX)} "
+        f"{CLUSTER_PREFIX} cluster nodes (the members are kept as fastkv's membership; the cluster version "
+        f"{state.cluster_version or '-'} is not), the {_subtree_size(state, AUTH_PREFIX)} {AUTH_PREFIX} "
+        "auth nodes"
     )
     if any(m.is_learner for m in state.members):
         out.append("  learners become voting members (fastkv has no learners)")
