@@ -24,7 +24,7 @@ from typing import Any, NoReturn, TextIO
 
 from fastkv.cli import auth as auth_cli
 from fastkv.cli import flags as fl
-from fastkv.cli import tlsflags
+from fastkv.cli import migrate, tlsflags
 from fastkv.cli.output import ls_lines, print_response_key
 from fastkv.client import Client, ClientError, ClusterError, DeadlineExceeded, NoEndpointsError, Response
 from fastkv.storage.backup import BackupError, backup
@@ -699,6 +699,12 @@ COMMANDS = [
 COMMANDS += auth_cli.commands(Command, Exit)
 
 
+# fastkv's own commands: left out of the help, which is etcdctl's word for word.
+EXTRA_COMMANDS = [
+    Command("migrate", "take over a stopped etcd member's data dir", " ", migrate.FLAGS, migrate.action)
+]
+
+
 # --- help texts (urfave/cli v1 templates) ---------------------------------------------------------
 
 
@@ -847,7 +853,7 @@ def run(
             return EXIT_UNKNOWN_COMMAND
         out.write(command_help(f"{name} {topic.name}", topic) if topic else app_help(name))
         return EXIT_SUCCESS
-    cmd = _find(COMMANDS, rest[0])
+    cmd = _find(COMMANDS, rest[0]) or _find(EXTRA_COMMANDS, rest[0])
     if cmd is None:
         err.write(f"No help topic for '{rest[0]}'\n")
         return EXIT_UNKNOWN_COMMAND

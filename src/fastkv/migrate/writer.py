@@ -1,0 +1,173 @@
+"""Writing a decoded etcd data dir as a fastkv member's data dir, all or nothing.
+
+The result is what a fastkv member would have on disk right after taking a snapshot at etcd's applied
+index (docs/design.md, "Storage"):
+
+- ``member/kv``: the RocksDB backend (storage/backend.py) holding the user's tree (etcd's ``/1``
+  subtree as fastkv's root ``/``) with every createdIndex, modifiedIndex and absolute expiration, the
+  store index equal to etcd's, etcd's store statistics, the membership (ids, names, peer and client
+  URLs, removed ids) and the applied index and term;
+- ``member/snap/<term>-<index>.snap`` and its ``.db`` checkpoint: a snapshot at the applied index, so
+  the member can bring a lagging peer up to date from the first moment;
+- ``member/wal``: a new WAL (storage/wal.py) whose metadata names the member (``--name``), its id and
+  the cluster id, holding the snapshot marker and the hard state (etcd's term and vote, commit = the
+  applied index) and no entries.
+
+Everything is written below ``<parent>/.<name>.migrating`` and renamed to the target at the end (after
+fsyncs), so an interrupted migration leaves no half-written data dir under the target's name; an
+existing non-empty target is refused.
+
+The membership record is the format ``fastkv.server.membership.Membership.save`` writes (this layer
+sits below the server and must not import it): ``{"members": [{"id": hex, "name", "peerURLs",
+"clientURLs"}], "removed": [ids]}``; snapshot metadata likewise follows ``EtcdServer._maybe_snapshot``.
+
+The watch history (etcd's last 1000 events) is written with the user's events rewritten to fastkv's
+root, so a watch with a ``waitIndex`` from before the migration is answered as etcd would.
+
+Not written, because fastkv's store has no place for them yet: etcd's ``/0`` namespace beyond the
+membership (the cluster version and the member nodes' own indexes) and the ``/2`` auth namespace
+(their events stay in the history as refresh events, which no watcher receives); learner status (a
+learner becomes a voter).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+import orjson
+
+from fastkv._native.keyindex import Event, NodeView, PathError
+from fastkv.raft.types import HardState
+from fastkv.storage.backend import Backend
+from fastkv.storage.fileutil import fsync_dir
+from fastkv.storage.snap import Snapshotter
+from fastkv.storage.wal import DEFAULT_SEGMENT_SIZE_BYTES, WAL
+from fastkv.v2store.store import Store
+
+from .datadir import KEYS_PREFIX, EtcdState
+from .errors import EtcdDataError
+
+TMP_SUFFIX = ".migrating"
+
+
+class TargetError(Exception):
+    """The fastkv data dir cannot be written where asked."""
+
+
+def fastkv_store(state: EtcdState) -> Store:
+    """The user's tree (etcd's /1) as a fastkv store rooted at /, with etcd's index and stats."""
+    tree = state.store.tree
+    try:
+        keys_root = tree.find(KEYS_PREFIX)
+    except PathError:
+        raise EtcdDataError(f"{state.data_dir}: the v2 store has no {KEYS_PREFIX} namespace") from None
+    cut = len(KEYS_PREFIX)
+    nodes: list[list[Any]] = []
+    ttl: list[tuple[int, int, str]] = []
+    for n in tree.subtree(keys_root):
+        path = n.path[cut:] or "/"
+        if path == "/":
+            nodes.append(["/", None, 0, 0, 0])
+            continue
+        is_dir = n.children is not None
+        nodes.append([path, None if is_dir else n.value, n.created_index, n.modified_index, n.expire_ns])
+        if n.expire_ns:
+            ttl.append((n.expire_ns, n.modified_index, path))
+    ttl.sort()
+    snapshot = {
+        "version": 1,
+        "index": state.store.index,
+        "nodes": nodes,
+        "ttl_order": [t[2] for t in ttl],
+        "history": [_user_event(e) for e in state.store.history],
+        "stats": state.store.stats.to_list(),
+    }
+    return Store.recover(orjson.dumps(snapshot))
+
+
+def _user_view(v: NodeView | None) -> list[Any] | None:
+    if v is None:
+        return None
+    key = v.key[len(KEYS_PREFIX) :] or "/"
+    return [key, v.value, v.dir, v.expiration, v.ttl, v.modified_index, v.created_index]
+
+
+def _user_event(e: Event) -> list[Any]:
+    """A history event as fastkv's root sees it.  Events of etcd's /0 and /2 namespaces keep their
+    index as refresh events (the history holds one event per index, and a refresh is never delivered
+    to a watcher), since no user key can match them."""
+    key = e.node.key
+    if key == KEYS_PREFIX or key.startswith(KEYS_PREFIX + "/"):
+        return [e.action, _user_view(e.node), _user_view(e.prev_node), e.etcd_index, e.refresh]
+    node = [key, None, e.node.dir, 0, 0, e.node.modified_index, e.node.created_index]
+    return [e.action, node, None, e.etcd_index, True]
+
+
+def membership_record(state: EtcdState) -> bytes:
+    members = [
+        {"id": f"{m.id:x}", "name": m.name, "peerURLs": m.peer_urls, "clientURLs": m.client_urls}
+        for m in sorted(state.members, key=lambda m: m.id)
+    ]
+    return orjson.dumps({"members": members, "removed": sorted(state.removed)})
+
+
+def _check_target(target: str) -> None:
+    if os.path.exists(target):
+        if not os.path.isdir(target):
+            raise TargetError(f"{target}: exists and is not a directory")
+        if os.listdir(target):
+            raise TargetError(f"{target}: exists and is not empty; refusing to write over it")
+
+
+def write_data_dir(
+    state: EtcdState, target: str, name: str, segment_size_bytes: int = DEFAULT_SEGMENT_SIZE_BYTES
+) -> Store:
+    """Write ``state`` as the data dir of fastkv member ``name`` at ``target``; returns the store written.
+    Raises TargetError (nothing written) or OSError (the temporary directory is removed)."""
+    target = os.path.abspath(target)
+    _check_target(target)
+    parent = os.path.dirname(target)
+    if not os.path.isdir(parent):
+        raise TargetError(f"{parent}: no such directory")
+    tmp = os.path.join(parent, "." + os.path.basename(target) + TMP_SUFFIX)
+    shutil.rmtree(tmp, ignore_errors=True)  # debris of an interrupted migration to the same target
+    store = fastkv_store(state)
+    try:
+        _write(state, store, tmp, name, segment_size_bytes)
+        _check_target(target)
+        if os.path.isdir(target):
+            os.rmdir(target)  # empty: checked just above
+        os.rename(tmp, target)
+        fsync_dir(parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return store
+
+
+def _write(state: EtcdState, store: Store, tmp: str, name: str, segment_size_bytes: int) -> None:
+    member_dir = os.path.join(tmp, "member")
+    os.makedirs(os.path.join(member_dir, "snap"), mode=0o700)
+    index, term = state.applied_index, state.applied_term
+    membership = membership_record(state)
+    backend = Backend.open(os.path.join(member_dir, "kv"))
+    try:
+        backend.write(backend.prepare(store.all_changes(), index, term, membership))
+        backend.flush()
+        snapshotter = Snapshotter(os.path.join(member_dir, "snap"))
+        backend.checkpoint(snapshotter.data_dir(term, index))
+    finally:
+        backend.close()
+    meta = orjson.dumps({"membership": membership.decode(), "index": index, "term": term})
+    snapshotter.save(term, index, meta)
+    metadata = orjson.dumps({"name": name, "member_id": state.member_id, "cluster_id": state.cluster_id})
+    wal = WAL.create(os.path.join(member_dir, "wal"), metadata, segment_size_bytes=segment_size_bytes)
+    try:
+        wal.save_snapshot(term, index)
+        wal.save(HardState(term=max(state.raft_term, term), vote=state.raft_vote, commit=index), [])
+    finally:
+        wal.close()
+    fsync_dir(member_dir)
+    fsync_dir(tmp)
