@@ -103,7 +103,6 @@ def test_stats_count_failures_as_etcd_does(api: Api, prefix: str) -> None:
 def test_internal_writes_take_indexes_before_the_first_user_write(
     api: Api, target: Target, prefix: str, request: pytest.FixtureRequest
 ) -> None:
-    needs_api_change(request, target, "the server issues etcd's internal writes under /0")
     members = target.cluster_size or 1
     assert api.put(f"{prefix}/k", value="v").status == 201
     # The oldest user event in the history: internal events (/0) take the indexes before it but are
@@ -129,7 +128,6 @@ def test_compare_and_delete_on_root_has_no_cause(api: Api) -> None:
 def test_huge_ttl_makes_a_permanent_key(
     api: Api, target: Target, prefix: str, request: pytest.FixtureRequest
 ) -> None:
-    needs_api_change(request, target, "api/keys.py computes expirations with expiration_for_ttl")
     r = api.put(f"{prefix}/k", value="v", ttl=str(HUGE_TTL))
     assert r.status == 201
     assert r.json()["node"] == {
@@ -144,7 +142,6 @@ def test_huge_ttl_makes_a_permanent_key(
 def test_ttl_wrapping_after_2000_is_a_deadline(
     api: Api, target: Target, prefix: str, request: pytest.FixtureRequest
 ) -> None:
-    needs_api_change(request, target, "api/keys.py computes expirations with expiration_for_ttl")
     node = api.put(f"{prefix}/k", value="v", ttl=str(WRAPPED_TTL)).json()["node"]
     assert node["ttl"] in WRAPPED_TTL_SECONDS
     assert node["expiration"][:2] == "20"
@@ -153,7 +150,6 @@ def test_ttl_wrapping_after_2000_is_a_deadline(
 def test_huge_ttl_on_update_expires_the_key(
     api: Api, target: Target, prefix: str, request: pytest.FixtureRequest
 ) -> None:
-    needs_api_change(request, target, "api/keys.py computes expirations with expiration_for_ttl")
     assert api.put(f"{prefix}/k", value="a").status == 201
     r = api.put(f"{prefix}/k", value="b", prevExist="true", ttl=str(HUGE_TTL))
     assert r.status == 200
@@ -167,7 +163,6 @@ def test_huge_ttl_on_update_expires_the_key(
 def test_invalid_utf8_keys_stay_distinct(
     api: Api, target: Target, prefix: str, request: pytest.FixtureRequest
 ) -> None:
-    needs_api_change(request, target, "the key path is decoded with surrogateescape (api/protocol.py)")
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     a = api.request("PUT", f"/v2/keys{prefix}/al/%FF", body=b"value=A", headers=form)
     b = api.request("PUT", f"/v2/keys{prefix}/al/%FE", body=b"value=B", headers=form)

@@ -25,7 +25,7 @@ from ..v2store.errors import (
     TTL_NAN,
     V2Error,
 )
-from ..v2store.request import V2Request
+from ..v2store.request import V2Request, expiration_for_ttl
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -35,7 +35,6 @@ from .._native.httpcodec import parse_bool, parse_form, parse_uint64
 # Go's net/http limit on a urlencoded body read by ParseForm.
 MAX_FORM_SIZE = 10 << 20
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
-_MAX_INT64 = (1 << 63) - 1
 
 _TSPECIALS = frozenset('()<>@,;:\\"/[]?=')
 
@@ -227,7 +226,7 @@ def parse_key_request(
     expiration = 0
     if ttl >= 0:
         # Go wraps on absurd TTLs; clamping keeps the entry encodable and the key effectively permanent.
-        expiration = min(now_ns() + ttl * 1_000_000_000, _MAX_INT64)
+        expiration = expiration_for_ttl(now_ns(), ttl)
     req = V2Request(
         method,
         path,

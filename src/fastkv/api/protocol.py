@@ -35,7 +35,7 @@ from typing import Any
 
 import httptools
 
-from .._native.httpcodec import GO_REPLACE, clean_path, unescape
+from .._native.httpcodec import clean_path, unescape
 from ..server.interface import V2Server
 from ..tls import ServerTLS
 from ..v2store.errors import RAFT_INTERNAL, V2Error
@@ -401,7 +401,9 @@ class ClientProtocol(asyncio.Protocol):
             slash = raw_path.find(b"/", scheme + 3)
             raw_path = raw_path[slash:] if slash >= 0 else b"/"
         try:
-            path = unescape(raw_path, False).decode("utf-8", GO_REPLACE)
+            # Keys are byte strings: invalid UTF-8 is kept (as lone surrogates) so that distinct
+            # keys stay distinct; JSON answers show each such byte as U+FFFD, as Go does.
+            path = unescape(raw_path, False).decode("utf-8", "surrogateescape")
         except ValueError:
             return self._reply_bad()
         method = r.method

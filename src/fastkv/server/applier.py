@@ -37,6 +37,18 @@ from .wait import Wait
 
 log = logging.getLogger("fastkv.etcdserver")
 
+# etcd's cluster namespace in the v2 store (membership, cluster version).
+CLUSTER_NAMESPACE = "0"
+MEMBERS = "/0/members"
+REMOVED_MEMBERS = "/0/removed_members"
+CLUSTER_VERSION_PATH = "/0/version"
+
+
+def _go_json(obj: Any) -> str:
+    """encoding/json of a small struct of strings and string lists, with Go's escaping of <, > and &."""
+    return orjson.dumps(obj).decode().replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
 # fastkv_apply_duration_seconds: 10 us to about 5 s.
 APPLY_BUCKETS_S = tuple(0.00001 * 2**i for i in range(20))
 
@@ -53,6 +65,8 @@ class ApplyListener(Protocol):
     def self_removed(self) -> None: ...
 
     def self_published(self) -> None: ...
+
+    def member_published(self, member_id: int) -> None: ...
 
 
 class _Replay:
@@ -72,6 +86,9 @@ class _Replay:
         pass
 
     def self_published(self) -> None:
+        pass
+
+    def member_published(self, member_id: int) -> None:
         pass
 
 
@@ -158,15 +175,22 @@ class ApplierV2:
         cc = orjson.loads(e.data)
         op = cc["op"]
         listener = self.listener
+        now = 0  # these writes carry no TTL: the time does not enter the state
         if op == "add":
             added = Member.from_dict(cc["member"])
             self.membership.add(added)
+            self._record(V2Request("PUT", f"{MEMBERS}/{added.id:x}/raftAttributes",
+                                   value=_go_json({"peerURLs": added.peer_urls}), prev_exist=False), now)  # fmt: skip
             listener.voter_added(added.id)
             listener.peers_changed()
         elif op == "remove":
             removed_id = int(cc["member_id"], 16)
             self.membership.members.pop(removed_id, None)
             self.membership.removed.add(removed_id)
+            self._record(V2Request("DELETE", f"{MEMBERS}/{removed_id:x}", dir=True, recursive=True), now)
+            self._record(
+                V2Request("PUT", f"{REMOVED_MEMBERS}/{removed_id:x}", value="", prev_exist=False), now
+            )
             listener.voter_removed(removed_id)
             listener.peers_changed()
             if removed_id == self.member_id:
@@ -175,6 +199,8 @@ class ApplierV2:
             member = self.membership.members.get(int(cc["member_id"], 16))
             if member is not None:
                 member.peer_urls = list(cc["peerURLs"])
+                self._record(V2Request("PUT", f"{MEMBERS}/{member.id:x}/raftAttributes",
+                                       value=_go_json({"peerURLs": member.peer_urls}), prev_exist=True), now)  # fmt: skip
                 listener.peers_changed()
         else:
             raise ValueError(f"unknown membership change {op!r} at index {e.index}")
@@ -200,9 +226,30 @@ class ApplierV2:
             return False
         member.name = attrs["name"]
         member.client_urls = list(attrs["clientURLs"])
+        published: dict[str, Any] = {}
+        if member.name:
+            published["name"] = member.name
+        if member.client_urls:
+            published["clientURLs"] = member.client_urls
+        self._record(V2Request("PUT", f"{MEMBERS}/{member_id:x}/attributes", value=_go_json(published)), 0)
         if member_id == self.member_id and member.client_urls == self.client_urls:
             self.listener.self_published()
+        self.listener.member_published(member_id)
         return True
+
+    def _record(self, req: V2Request, now_ns: int) -> None:
+        """One of etcd's own writes under /0 (docs/design.md, "etcd's internal writes"): it takes a
+        store index, a history slot and a stats count as on etcd, so indexes match etcd's."""
+        try:
+            self.store.apply_internal(req, now_ns)
+        except V2Error as err:
+            # The same on every member (the store is deterministic): noted, not fatal.
+            event(log, logging.WARNING, "internal write refused", path=req.path, error=str(err))
+
+    def stored_cluster_version(self) -> str:
+        """/0/version as applied (read without counting it in the stats)."""
+        node = self.store.namespaces[CLUSTER_NAMESPACE].tree.get("/version")
+        return node.value if node is not None and node.children is None else ""
 
     def restore(self, backend: Backend) -> None:
         """Take over the state a snapshot from the leader left in ``backend``; live watchers stay."""

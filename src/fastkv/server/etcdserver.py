@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from .. import ETCD_CLUSTER_VERSION
 from ..logutil import event
 from ..raft.node import LEADER, RaftNode
 from ..raft.types import ENTRY_CONF_CHANGE, ENTRY_MEMBER_ATTRIBUTES
@@ -48,7 +49,7 @@ from ..v2store.store import Store
 from ..v2store.watcher import Watcher
 from . import stats
 from .admin import MembershipAdmin
-from .applier import ApplierV2
+from .applier import CLUSTER_VERSION_PATH, ApplierV2
 from .bootstrap import StartupError, open_member
 from .config import Config
 from .interface import Done, WatchCallback
@@ -127,6 +128,7 @@ class EtcdServer:
         self._until_serving: list[Callable[[], None]] = []
         self._published = False
         self._publish_due = 0.0
+        self._version_due = 0.0
         # This member was removed from the cluster: it exits (status 0) and never comes back.
         self.removed = False
         # For /metrics: proposals that failed as etcd counts them (timed out, or refused).
@@ -194,6 +196,10 @@ class EtcdServer:
 
     def peers_changed(self) -> None:
         self._ready_loop.sync_peers()
+
+    def member_published(self, member_id: int) -> None:
+        # Ahead of any request waiting to be served: /0/version takes the index etcd gives it.
+        self._maybe_set_cluster_version()
 
     def self_published(self) -> None:
         self._published = True
@@ -296,6 +302,7 @@ class EtcdServer:
     def _maybe_publish(self) -> None:
         """Publish this member's name and client URLs through the log once a leader is known,
         retrying until the entry is applied (a proposal can be lost in a leader change)."""
+        self._maybe_set_cluster_version()
         if self._published or self.raft.lead == 0 or self._loop_ is None:
             return
         now = time.monotonic()
@@ -304,6 +311,22 @@ class EtcdServer:
         self._publish_due = now + PUBLISH_RETRY_S
         attrs = {"member_id": f"{self.member_id:x}", "name": self.name, "clientURLs": self.client_urls}
         self._ready_loop.propose_conf(0, ENTRY_MEMBER_ATTRIBUTES, orjson.dumps(attrs))
+
+    def _maybe_set_cluster_version(self) -> None:
+        """The leader writes /0/version once every member has published (etcd's version monitor
+        decides it once it knows every member's version), retrying until it is applied."""
+        if self.raft.state != LEADER or self._loop_ is None or self.fatal_error is not None:
+            return
+        if self._applier.stored_cluster_version() == ETCD_CLUSTER_VERSION:
+            return
+        if not all(m.name for m in self.membership.members.values()):
+            return
+        now = time.monotonic()
+        if now < self._version_due:
+            return
+        self._version_due = now + PUBLISH_RETRY_S
+        req = V2Request("PUT", CLUSTER_VERSION_PATH, value=ETCD_CLUSTER_VERSION, id=self._wait.next_id())
+        self._ready_loop.propose_internal(0, req.encode())
 
     async def _sync_loop(self) -> None:
         while True:

@@ -105,6 +105,9 @@ class ReadyLoop:
         # Proposals not yet in the Raft log: (request id, encoded request); id 0 = the member's own
         # (SYNC), proposed whatever happens to clients.
         self._proposals: list[tuple[int, bytes]] = []
+        # Requests on the internal namespaces queued among them, by position in _proposals (their
+        # order with the client's writes is kept: etcd's /0/version comes before writes made after it).
+        self._internal_at: set[int] = set()
         # (request id, entry type, data): configuration changes, attribute publications and requests
         # on the internal namespaces, in the order they were made.
         self._conf_proposals: list[tuple[int, int, bytes]] = []
@@ -215,6 +218,7 @@ class ReadyLoop:
             except Exception:  # noqa: BLE001 - stopping anyway
                 pass
         self._proposals.clear()
+        self._internal_at.clear()
         self._conf_proposals.clear()
         self._reads.clear()
         deadline = time.monotonic() + 5
@@ -353,8 +357,9 @@ class ReadyLoop:
         self.kick()
 
     def propose_internal(self, rid: int, data: bytes) -> None:
-        """A request on the store's internal namespaces (ENTRY_INTERNAL)."""
-        self._conf_proposals.append((rid, ENTRY_INTERNAL, data))
+        """A request on the store's internal namespaces (ENTRY_INTERNAL), in order with the writes."""
+        self._internal_at.add(len(self._proposals))
+        self._proposals.append((rid, data))
         self.kick()
 
     def propose_conf(self, rid: int, etype: int, data: bytes) -> None:
@@ -402,7 +407,18 @@ class ReadyLoop:
         if raft.state != LEADER and raft.lead == 0:
             return  # held until a leader is known (the sweep answers their clients in time)
         is_waiting = self.wait.is_waiting
-        proposals = [d for rid, d in self._proposals if rid == 0 or is_waiting(rid)]
+        internal_at = self._internal_at
+        if internal_at:
+            typed = [
+                (ENTRY_INTERNAL if i in internal_at else ENTRY_NORMAL, d)
+                for i, (rid, d) in enumerate(self._proposals)
+                if rid == 0 or is_waiting(rid)
+            ]
+            self._internal_at = set()
+            proposals = []
+        else:
+            typed = []
+            proposals = [d for rid, d in self._proposals if rid == 0 or is_waiting(rid)]
         conf = [c for c in self._conf_proposals if c[0] == 0 or is_waiting(c[0])]
         self._proposals = []
         self._conf_proposals = []
@@ -410,6 +426,8 @@ class ReadyLoop:
             try:
                 if proposals:
                     raft.propose_many(proposals)
+                for etype, data in typed:
+                    raft.propose(data, etype)
                 for i, (_, etype, data) in enumerate(conf):
                     if etype == ENTRY_CONF_CHANGE and raft.pending_conf_index > raft.log.applied:
                         # One configuration change at a time: the rest wait for it to apply.
@@ -422,6 +440,7 @@ class ReadyLoop:
                     self.wait.fail_all(V2Error(LEADER_ELECT))
             return
         entries = [Entry(0, 0, ENTRY_NORMAL, d) for d in proposals]
+        entries.extend(Entry(0, 0, etype, d) for etype, d in typed)
         entries.extend(Entry(0, 0, etype, d) for _, etype, d in conf)
         if entries:
             raft.step(Message(MSG_PROP, frm=self.member_id, entries=entries))

@@ -143,10 +143,12 @@ class Store:
         ns, prefix, inner = self._namespace_of(req.path)
         if req.method == "SYNC":
             raise V2Error(E.INVALID_FIELD, "SYNC applies to the whole store: use apply", self.index)
-        local = req.copy()
-        local.path = inner
         hub: InternalHub = ns.hub  # type: ignore[assignment]
         hub.last = None
+        if inner == "/" and req.method == "PUT" and req.dir and req.prev_exist is False:
+            return self._create_namespace_dir(ns, prefix, now_ns)
+        local = req.copy()
+        local.path = inner
         ns.index = self.index
         try:
             event = ns.apply(local, now_ns)
@@ -160,6 +162,23 @@ class Store:
             return None
         if event.action == GET:
             return _prefixed_event(event, prefix)
+        return hub.last
+
+    def _create_namespace_dir(self, ns: Store, prefix: str, now_ns: int) -> Event:
+        """etcd creates its ``/2`` directory itself (v2 auth's first write): the namespace's root
+        comes into being with that index.  Afterwards (or once the namespace holds anything) the
+        create fails as on etcd.  The index is not kept across a restart, where nothing asks again."""
+        root = ns.tree.root
+        if root.created_index or root.children:
+            self.stats.createFail += 1
+            raise V2Error(E.NODE_EXIST, prefix, self.index)
+        self.index += 1
+        root.created_index = root.modified_index = self.index
+        self.stats.createSuccess += 1
+        self._ns_dirty = True
+        hub: InternalHub = ns.hub  # type: ignore[assignment]
+        hub.add(Event(CREATE, root.repr(False, False, now_ns), None, self.index))
+        assert hub.last is not None
         return hub.last
 
     def get_internal(
