@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
 import os
 import shutil
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -51,7 +54,9 @@ def test_fastkv_serves_the_migrated_tree(etcd_single: EtcdDir, tmp_path: object)
     try:
         status, headers, tree = http("GET", srv.url + "/v2/keys/?recursive=true&sorted=true")
         assert status == 200
-        assert int(headers["X-Etcd-Index"]) == answers.index
+        # One more store write than etcd showed: the member's attributes, published on every start
+        # (etcd restarted on its own data dir does the same).
+        assert int(headers["X-Etcd-Index"]) == answers.index + 1
         assert headers["X-Etcd-Cluster-Id"] == answers.cluster_id
         assert mask_ttl(tree) == mask_ttl(answers.tree)
         for path, body in answers.hidden.items():
@@ -64,10 +69,10 @@ def test_fastkv_serves_the_migrated_tree(etcd_single: EtcdDir, tmp_path: object)
         # Watches from an index before the migration are answered from the carried-over history.
         for query, body in answers.watches.items():
             assert mask_ttl(http("GET", srv.url + "/v2/keys" + query)[2]) == mask_ttl(body), query
-        # The next write takes etcd's next index: fastkv's index continues etcd's.
+        # The next write takes the index after the publication: fastkv's index continues etcd's.
         status, _, body = http("PUT", srv.url + "/v2/keys/after", {"value": "migration"})
         assert status == 201
-        assert json.loads(body)["node"]["createdIndex"] == answers.index + 1
+        assert json.loads(body)["node"]["createdIndex"] == answers.index + 2
         # A TTL key keeps its absolute expiration.
         etcd_ttl = next(n for n in json.loads(answers.tree)["node"]["nodes"] if n["key"] == "/ttl")
         fastkv_ttl = json.loads(http("GET", srv.url + "/v2/keys/ttl")[2])["node"]
@@ -79,7 +84,7 @@ def test_fastkv_serves_the_migrated_tree(etcd_single: EtcdDir, tmp_path: object)
     srv = start_server("fastkv", data_dir=base, name="e1")
     try:
         _, headers, tree = http("GET", srv.url + "/v2/keys/?recursive=true&sorted=true")
-        assert int(headers["X-Etcd-Index"]) == answers.index + 1
+        assert int(headers["X-Etcd-Index"]) == answers.index + 3  # a publication per start, the write
         assert b'"key":"/after"' in tree
     finally:
         srv.stop()
@@ -159,7 +164,8 @@ def test_three_member_cluster_moves_over(etcd_cluster: list[EtcdDir], tmp_path: 
         for p in procs:
             status, headers, tree = http("GET", p.url + "/v2/keys/?recursive=true&sorted=true")
             assert status == 200
-            assert int(headers["X-Etcd-Index"]) == answers.index
+            # Each of the three members published its attributes on start, as etcd's do.
+            assert int(headers["X-Etcd-Index"]) == answers.index + 3
             assert headers["X-Etcd-Cluster-Id"] == answers.cluster_id
             assert mask_ttl(tree) == mask_ttl(answers.tree)
             for query, body in answers.watches.items():
@@ -170,7 +176,7 @@ def test_three_member_cluster_moves_over(etcd_cluster: list[EtcdDir], tmp_path: 
         )
         status, _, body = http("PUT", procs[2].url + "/v2/keys/after", {"value": "migration"})
         assert status == 201
-        assert json.loads(body)["node"]["createdIndex"] == answers.index + 1
+        assert json.loads(body)["node"]["createdIndex"] == answers.index + 4
         deadline = time.monotonic() + 10
         for p in procs:
             while http("GET", p.url + "/v2/keys/after")[0] != 200:
@@ -195,20 +201,30 @@ def test_separate_wal_dir(etcd_copy: str, tmp_path: object) -> None:
     assert os.path.isdir(os.path.join(target, "member", "kv"))
 
 
-def test_v2_auth_needs_drop_auth(etcd_v2_auth: str, tmp_path: object) -> None:
-    target = os.path.join(str(tmp_path), "out")
-    code, out, err = _migrate("--from-etcd-data-dir", etcd_v2_auth, "--data-dir", target)
-    assert code == 1 and "v2 auth is enabled" in err and "--drop-auth" in err
-    assert "rootpw" not in err and "$2a$" not in err
-    assert not os.path.exists(target)
-    code, out, err = _migrate("--from-etcd-data-dir", etcd_v2_auth, "--data-dir", target, "--drop-auth")
+def test_v2_auth_comes_along(etcd_v2_auth: str, tmp_path: object) -> None:
+    """etcd's users, roles and enabled flag are migrated: fastkv enforces them from its first start."""
+    base = os.path.join(str(tmp_path), "fk")
+    os.makedirs(base)
+    code, out, err = _migrate("--from-etcd-data-dir", etcd_v2_auth, "--data-dir", os.path.join(base, "data"))
     assert code == 0, err
-    assert "the 5 /2 auth nodes" in out and "$2a$" not in out
+    assert "v2 auth enabled" in out and "rootpw" not in out and "$2a$" not in out
+    srv = start_server("fastkv", data_dir=base, name="e1")
+    try:
+        assert json.loads(http("GET", srv.url + "/v2/auth/enable")[2]) == {"enabled": True}
+        req = urllib.request.Request(srv.url + "/v2/auth/users")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=10)
+        assert refused.value.code == 401
+        req.add_header("Authorization", "Basic " + base64.b64encode(b"root:rootpw").decode())
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert [u["user"] for u in json.loads(r.read())["users"]] == ["root"]
+    finally:
+        srv.stop()
 
 
 def test_help() -> None:
     code, out, _ = _migrate("--help")
-    assert code == 0 and "--from-etcd-data-dir" in out and "--drop-auth" in out
+    assert code == 0 and "--from-etcd-data-dir" in out
     # Not in the application help, which is etcdctl's word for word.
     app = io.StringIO()
     assert run(["--help"], stdout=app, stderr=io.StringIO(), env={}) == 0
@@ -248,8 +264,9 @@ def test_migrated_ttl_key_expires_on_time(tmp_path: object) -> None:
             assert time.monotonic() < deadline, "the migrated TTL key did not expire"
             time.sleep(0.1)
         assert time.time_ns() >= expiration
-        status, _, body = http("GET", srv.url + f"/v2/keys/brief?wait=true&waitIndex={index + 1}")
+        status, _, body = http("GET", srv.url + f"/v2/keys/brief?wait=true&waitIndex={index + 2}")
         assert status == 200 and json.loads(body)["action"] == "expire"
-        assert json.loads(body)["node"]["modifiedIndex"] == index + 1
+        # After the member's attributes, published on start (index + 1).
+        assert json.loads(body)["node"]["modifiedIndex"] == index + 2
     finally:
         srv.stop()

@@ -381,3 +381,38 @@ def test_run_a_cluster_with_tls(tmp_path) -> None:
     finally:
         for m in members:
             m.kill9()
+
+
+@runbook("turn on authentication")
+def test_turn_on_authentication(cluster: list[ServerProcess]) -> None:
+    eps = endpoints(cluster)
+    root, app = "root:r00t-Secret", "app-user:app-Secret"
+
+    def ok(*args: str) -> str:
+        rc, out, err = ctl("fastkvctl", eps, *args)
+        assert rc == 0, (args, out, err)
+        return out
+
+    # Step 1.
+    assert ok("user", "add", root) == "User root created\n"
+    assert ok("role", "add", "app") == "Role app created\n"
+    ok("role", "grant", "app", "--path", "/app/*", "--readwrite")
+    assert ok("user", "add", app) == "User app-user created\n"
+    ok("user", "grant", "app-user", "--roles", "app")
+    # Step 2.
+    assert ok("auth", "enable") == "Authentication Enabled\n"
+    ok("-u", root, "role", "revoke", "guest", "--path", "/*", "--readwrite")
+    # Step 3, on every member.
+    for m in cluster:
+        rc, _, err = ctl("fastkvctl", m.url, "set", "/app/feature", "on")
+        assert rc == 4 and "The request requires user authentication" in err, err
+        rc, out, err = ctl("fastkvctl", m.url, "-u", app, "set", "/app/feature", "on")
+        assert rc == 0 and out == "on\n", err
+        rc, _, err = ctl("fastkvctl", m.url, "-u", app, "set", "/other", "x")
+        assert rc == 4 and "The request requires user authentication" in err, err
+    # The state is replicated data: it is there after every member restarted.
+    for m in cluster:
+        m.restart()
+    rc, out, err = ctl("fastkvctl", cluster[1].url, "-u", app, "get", "/app/feature")
+    assert rc == 0 and out == "on\n", err
+    assert ok("-u", root, "auth", "disable") == "Authentication Disabled\n"

@@ -3,9 +3,9 @@ over a stopped etcd member's data dir, offline.
 
 Reads D without changing it (fastkv.migrate.datadir), writes F as the data dir of fastkv member N (by
 default the etcd member's own name) all or nothing (fastkv.migrate.writer), then prints what was
-migrated and what fastkv cannot keep yet.  A data dir with etcd's v2 auth enabled is refused unless
-``--drop-auth`` says to serve its keys without it (fastkv does not enforce v2 auth yet).  Start the member with ``fastkv --name N --data-dir F`` and
-the etcd member's peer URLs.  A refusal is one ``Error:`` line on stderr and exit status 1; nothing is
+migrated.  etcd's /0 (cluster) and /2 (v2 auth: users, roles, the enabled flag) come along as the
+store's internal namespaces, so indexes and auth carry over.  Start the member with
+``fastkv --name N --data-dir F`` and the etcd member's peer URLs.  A refusal is one ``Error:`` line on stderr and exit status 1; nothing is
 written then.
 """
 
@@ -25,9 +25,6 @@ FLAGS = [
     fl.Flag(("from-etcd-wal-dir",), "string", "Path to the etcd member's --wal-dir, if it had one"),
     fl.Flag(("data-dir",), "string", "Path to the new fastkv data dir (must not exist or be empty)"),
     fl.Flag(("name",), "string", "fastkv member name (default: the etcd member's name)"),
-    fl.Flag(
-        ("drop-auth",), "bool", "migrate even though etcd's v2 auth is enabled (fastkv does not enforce it)"
-    ),
 ]
 
 
@@ -53,12 +50,6 @@ def migrate(flags: dict[str, Any], stdout: TextIO, stderr: TextIO) -> int:
     started = time.monotonic()
     try:
         state = read_data_dir(source, time.time_ns(), flags["from-etcd-wal-dir"] or None)
-        if state.v2_auth_enabled and not flags["drop-auth"]:
-            raise EtcdDataError(
-                f"{source}: etcd's v2 auth is enabled (users and roles under {AUTH_PREFIX}); fastkv does not "
-                "enforce v2 auth yet, so every key would be served to everyone: refusing (--drop-auth to "
-                "migrate anyway)"
-            )
         me = state.member(state.member_id)
         name = flags["name"] or (me.name if me is not None else "") or "default"
         segment = int(os.environ.get("FASTKV_WAL_SEGMENT_SIZE_BYTES", DEFAULT_SEGMENT_SIZE_BYTES))
@@ -86,10 +77,9 @@ def migrate(flags: dict[str, Any], stdout: TextIO, stderr: TextIO) -> int:
     if state.torn_tail:
         out.append(f"  torn WAL tail ignored: {state.torn_tail}")
     out.append(
-        f"  not written (no place in fastkv's store yet): the {_subtree_size(state, CLUSTER_PREFIX)} "
-        f"{CLUSTER_PREFIX} cluster nodes (the members are kept as fastkv's membership; the cluster version "
-        f"{state.cluster_version or '-'} is not), the {_subtree_size(state, AUTH_PREFIX)} {AUTH_PREFIX} "
-        "auth nodes"
+        f"  internal namespaces: {_subtree_size(state, CLUSTER_PREFIX)} {CLUSTER_PREFIX} cluster nodes "
+        f"(cluster version {state.cluster_version or '-'}), {_subtree_size(state, AUTH_PREFIX)} "
+        f"{AUTH_PREFIX} auth nodes (v2 auth {'enabled' if state.v2_auth_enabled else 'disabled'})"
     )
     if any(m.is_learner for m in state.members):
         out.append("  learners become voting members (fastkv has no learners)")

@@ -44,7 +44,7 @@ from fastkv.storage.backend import Backend
 from fastkv.storage.fileutil import fsync_dir
 from fastkv.storage.snap import Snapshotter
 from fastkv.storage.wal import DEFAULT_SEGMENT_SIZE_BYTES, WAL
-from fastkv.v2store.store import Store
+from fastkv.v2store.store import INTERNAL_NAMESPACES, Store
 
 from .datadir import KEYS_PREFIX, EtcdState
 from .errors import EtcdDataError
@@ -57,34 +57,51 @@ class TargetError(Exception):
 
 
 def fastkv_store(state: EtcdState) -> Store:
-    """The user's tree (etcd's /1) as a fastkv store rooted at /, with etcd's index and stats."""
+    """etcd's v2 store as fastkv keeps it: the user's tree (etcd's /1) rooted at /, etcd's /0 (cluster)
+    and /2 (v2 auth) as the store's internal namespaces, with etcd's index, history and stats."""
     tree = state.store.tree
+    user = _subtree(tree, KEYS_PREFIX, keep_root_indexes=False)
+    if user is None:
+        raise EtcdDataError(f"{state.data_dir}: the v2 store has no {KEYS_PREFIX} namespace")
+    namespaces = {}
+    for name in INTERNAL_NAMESPACES:
+        sub = _subtree(tree, "/" + name, keep_root_indexes=True)
+        if sub is not None:
+            namespaces[name] = sub
+    snapshot = {
+        "version": 1,
+        "index": state.store.index,
+        **user,
+        "namespaces": namespaces,
+        "history": [_event(e) for e in state.store.history],
+        "stats": state.store.stats.to_list(),
+    }
+    return Store.from_state(snapshot)
+
+
+def _subtree(tree: Any, prefix: str, keep_root_indexes: bool) -> dict[str, Any] | None:
+    """The nodes under ``prefix`` with paths relative to it, in Store.save's form; None if absent."""
     try:
-        keys_root = tree.find(KEYS_PREFIX)
+        top = tree.find(prefix)
     except PathError:
-        raise EtcdDataError(f"{state.data_dir}: the v2 store has no {KEYS_PREFIX} namespace") from None
-    cut = len(KEYS_PREFIX)
+        return None
+    cut = len(prefix)
     nodes: list[list[Any]] = []
     ttl: list[tuple[int, int, str]] = []
-    for n in tree.subtree(keys_root):
+    for n in tree.subtree(top):
         path = n.path[cut:] or "/"
         if path == "/":
-            nodes.append(["/", None, 0, 0, 0])
+            if keep_root_indexes:
+                nodes.append(["/", None, n.created_index, n.modified_index, 0])
+            else:
+                nodes.append(["/", None, 0, 0, 0])
             continue
         is_dir = n.children is not None
         nodes.append([path, None if is_dir else n.value, n.created_index, n.modified_index, n.expire_ns])
         if n.expire_ns:
             ttl.append((n.expire_ns, n.modified_index, path))
     ttl.sort()
-    snapshot = {
-        "version": 1,
-        "index": state.store.index,
-        "nodes": nodes,
-        "ttl_order": [t[2] for t in ttl],
-        "history": [_user_event(e) for e in state.store.history],
-        "stats": state.store.stats.to_list(),
-    }
-    return Store.recover(orjson.dumps(snapshot))
+    return {"nodes": nodes, "ttl_order": [t[2] for t in ttl]}
 
 
 def _user_view(v: NodeView | None) -> list[Any] | None:
@@ -94,15 +111,19 @@ def _user_view(v: NodeView | None) -> list[Any] | None:
     return [key, v.value, v.dir, v.expiration, v.ttl, v.modified_index, v.created_index]
 
 
-def _user_event(e: Event) -> list[Any]:
-    """A history event as fastkv's root sees it.  Events of etcd's /0 and /2 namespaces keep their
-    index as refresh events (the history holds one event per index, and a refresh is never delivered
-    to a watcher), since no user key can match them."""
+def _full_view(v: NodeView | None) -> list[Any] | None:
+    if v is None:
+        return None
+    return [v.key, v.value, v.dir, v.expiration, v.ttl, v.modified_index, v.created_index]
+
+
+def _event(e: Event) -> list[Any]:
+    """A history event as fastkv keeps it: user events with keys relative to /1, the events of etcd's
+    /0 and /2 namespaces as internal events (they keep their index's slot; no watcher sees them)."""
     key = e.node.key
     if key == KEYS_PREFIX or key.startswith(KEYS_PREFIX + "/"):
-        return [e.action, _user_view(e.node), _user_view(e.prev_node), e.etcd_index, e.refresh]
-    node = [key, None, e.node.dir, 0, 0, e.node.modified_index, e.node.created_index]
-    return [e.action, node, None, e.etcd_index, True]
+        return [e.action, _user_view(e.node), _user_view(e.prev_node), e.etcd_index, e.refresh, False]
+    return [e.action, _full_view(e.node), _full_view(e.prev_node), e.etcd_index, e.refresh, True]
 
 
 def membership_record(state: EtcdState) -> bytes:

@@ -713,6 +713,15 @@ class Store:
         return [e[2] for e in entries]
 
     @classmethod
+    def from_state(cls, state: dict) -> Store:
+        """``recover`` from the decoded form of ``save`` (another system's data, say, put into it)."""
+        try:
+            data = orjson.dumps(state)
+        except orjson.JSONEncodeError:
+            data = orjson.dumps(_escape_strings(state))
+        return cls.recover(data)
+
+    @classmethod
     def recover(cls, data: bytes) -> Store:
         state = orjson.loads(data)
         if b'{"u8":' in data:
