@@ -111,15 +111,15 @@ def test_auth_survives_restart_snapshot_and_backup(tmp_path) -> None:
         for m in members:
             wait_http_ok(m.url + "/health", 30, m.proc)
         _check_enforced(members[0].url, "after-kill")
-        # A backup started alone with --force-new-cluster keeps the auth state.
+        # A backup (of a stopped member) started alone with --force-new-cluster keeps the auth state.
         backup_dir = str(tmp_path / "backup")
         data_dir = members[0].argv[members[0].argv.index("--data-dir") + 1]
+        for m in members:
+            m.kill9()
         rc, _, err = ctl(
             "fastkvctl", members[0].url, "backup", "--data-dir", data_dir, "--backup-dir", backup_dir
         )
         assert rc == 0, err
-        for m in members:
-            m.kill9()
         cport, pport = free_port(), free_port()
         url, peer = f"http://127.0.0.1:{cport}", f"http://127.0.0.1:{pport}"
         argv = fastkv_argv() + [
