@@ -105,6 +105,7 @@ class Runner:
         urls: dict[str, str] | None = None,
         note: str = "",
         log: Callable[[str], None] | None = None,
+        ca_file: str | None = None,
     ) -> None:
         self.scenarios = scenarios
         self.systems = systems
@@ -114,13 +115,17 @@ class Runner:
         self.urls = urls or {}
         self.note = note
         self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+        self.ca_file = ca_file
+        # Names this invocation in every JSON it writes, so the report can tell which results were
+        # measured together (a TLS or auth scenario is compared with its plain twin of the same run).
+        self.run_id = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + f"-{os.getpid()}"
 
     def runs_for(self, sc: Scenario) -> int:
         return min(self.runs, sc.max_runs) if sc.max_runs else self.runs
 
     def one(self, sc: Scenario, kind: str) -> RunResult:
         if kind in self.urls:
-            dep = servers.external(kind, self.urls[kind])
+            dep = servers.external(kind, self.urls[kind], self.ca_file)
         else:
             try:
                 dep = start_for(sc, kind)
@@ -215,6 +220,7 @@ class Runner:
             "duration_s": self.duration_s if sc.kind in ("wrk", "paced") else None,
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "note": self.note,
+            "run_id": self.run_id,
             "command": shlex.join([os.path.basename(sys.argv[0]) or "fastkv-bench", *sys.argv[1:]])
             if sys.argv[0].endswith("fastkv-bench")
             else shlex.join(["python", "-m", "fastkv.bench", *sys.argv[1:]]),
