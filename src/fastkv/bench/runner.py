@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 from fastkv.bench import servers
-from fastkv.bench.scenarios import RunResult, Scenario, measure, start_for, summarize
+from fastkv.bench.scenarios import RunResult, Scenario, measure, start_for, summarize, variant_base
 
 DEFAULT_OUT = os.path.join("bench", "results")
 
@@ -186,7 +186,20 @@ class Runner:
             v = doc["systems"][s]["median"].get(sc.metric)
             parts.append(f"{s} {v:,.2f}" if v is not None else f"{s} -")
         ratio = doc["ratios"].get(sc.metric)
-        return f"median {sc.metric}: " + ", ".join(parts) + (f"; fastkv/etcd {ratio:.2f}" if ratio else "")
+        text = f"median {sc.metric}: " + ", ".join(parts) + (f"; fastkv/etcd {ratio:.2f}" if ratio else "")
+        vb = variant_base(sc.name)
+        base_path = os.path.join(self.out_dir, f"{vb[1]}.json") if vb else ""
+        if vb and os.path.exists(base_path):
+            with open(base_path) as f:
+                base = json.load(f)
+            if base.get("run_id") == self.run_id:
+                ons = []
+                for s in self.systems:
+                    on = doc["systems"][s]["median"].get(sc.metric)
+                    off = base["systems"].get(s, {}).get("median", {}).get(sc.metric)
+                    ons.append(f"{s} {on / off:.2f}" if on is not None and off else f"{s} -")
+                text += f"; {vb[0]} on/off ({vb[1]} of this run): " + ", ".join(ons)
+        return text
 
     def write(
         self, sc: Scenario, per_system: dict[str, list[RunResult]], machine: dict[str, object], n: int
