@@ -18,7 +18,16 @@ import pytest
 from fastkv.bench import cli, report, servers, wrk
 from fastkv.bench.certs import TLSFiles
 from fastkv.bench.runner import Runner
-from fastkv.bench.scenarios import DEFAULT, GROUPS, SECURITY, RunResult, expand, resolve, variant_base
+from fastkv.bench.scenarios import (
+    DEFAULT,
+    GROUPS,
+    SECURITY,
+    RunResult,
+    duration_for,
+    expand,
+    resolve,
+    variant_base,
+)
 
 FILES = TLSFiles("/run/x/ca.pem", "/run/x/server.pem", "/run/x/server-key.pem")
 
@@ -34,6 +43,8 @@ def test_security_scenarios() -> None:
         assert (s.keyspace, s.preload, s.value_bytes) == (plain.keyspace, plain.preload, plain.value_bytes)
         assert s.title.startswith(plain.title + ", ")
     assert tls_put.tls and not tls_put.auth and auth_get.auth and not auth_get.tls
+    assert (tls_put.min_duration_s, auth_put.min_duration_s) == (0, 10)
+    assert (duration_for(tls_get, 5), duration_for(auth_get, 5), duration_for(auth_get, 12)) == (5, 10, 12)
     assert not any(s.tls or s.auth for s in DEFAULT)  # --all unchanged
 
 

@@ -19,7 +19,15 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 from fastkv.bench import servers
-from fastkv.bench.scenarios import RunResult, Scenario, measure, start_for, summarize, variant_base
+from fastkv.bench.scenarios import (
+    RunResult,
+    Scenario,
+    duration_for,
+    measure,
+    start_for,
+    summarize,
+    variant_base,
+)
 
 DEFAULT_OUT = os.path.join("bench", "results")
 
@@ -91,7 +99,8 @@ def _estimate_s(sc: Scenario, duration_s: float) -> float:
         return sc.keys / 25_000 + 5
     if sc.kind == "watch":
         return 2 + sc.watchers * (sc.rounds + 1) / 15_000
-    return 2 + 2 * sc.members + sc.warmup_s + duration_s + sc.preload / 20_000
+    extra = 3.0 if sc.auth else 0.0  # auth set-up and the wait for the server to settle
+    return 2 + 2 * sc.members + sc.warmup_s + duration_for(sc, duration_s) + sc.preload / 20_000 + extra
 
 
 class Runner:
@@ -230,7 +239,7 @@ class Runner:
             "higher_is_better": sc.higher_is_better,
             "params": sc.params(),
             "runs": n,
-            "duration_s": self.duration_s if sc.kind in ("wrk", "paced") else None,
+            "duration_s": duration_for(sc, self.duration_s) if sc.kind in ("wrk", "paced") else None,
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "note": self.note,
             "run_id": self.run_id,

@@ -45,6 +45,7 @@ class Scenario:
     warmup_s: float = 1.0
     tls: bool = False  # https client URLs, the same generated certificate for both systems
     auth: bool = False  # v2 auth enabled, every request as user bench with Basic credentials
+    min_duration_s: float = 0  # a measurement lasts at least this long, whatever --duration says
 
     def params(self) -> dict[str, object]:
         return {k: v for k, v in asdict(self).items() if k not in ("name", "title", "kind")}
@@ -71,6 +72,10 @@ def _closed(name: str, mode: str, connections: int, members: int = 1, target: st
     )
 
 
+# etcd checks a bcrypt hash (about 55 ms of CPU here) on every authenticated request, so at 64
+# connections its answers come in waves seconds apart; 10 s holds a few of them.
+AUTH_MIN_DURATION_S = 10.0
+
 VARIANTS = {
     "tls": "over TLS (https, server certificate only)",
     "auth": "with v2 auth on (Basic auth as user bench)",
@@ -93,6 +98,7 @@ def _secure(variant: str, mode: str, connections: int) -> Scenario:
         title=f"{base.title}, {VARIANTS[variant]}",
         tls=variant == "tls",
         auth=variant == "auth",
+        min_duration_s=AUTH_MIN_DURATION_S if variant == "auth" else 0,
     )
 
 
@@ -377,8 +383,14 @@ def _measure_memory(sc: Scenario, dep: servers.Deployment, url: str, res: RunRes
     }
 
 
+def duration_for(sc: Scenario, duration_s: float) -> float:
+    """The measurement's length: ``--duration``, or the scenario's minimum when that is longer."""
+    return max(duration_s, sc.min_duration_s)
+
+
 def measure(sc: Scenario, dep: servers.Deployment, duration_s: float) -> RunResult:
     """One run on a running deployment.  Never raises: a failure is a run with ``error`` set."""
+    duration_s = duration_for(sc, duration_s)
     res = RunResult(dep.kind, servers=dep.commands())
     try:
         url = _target_url(sc, dep)
