@@ -375,7 +375,7 @@ def test_report_security_table(tmp_path) -> None:
         "| 1.50 | 1.33 | 0.89 | yes |"
     )
     row = next(ln for ln in text.splitlines() if ln.startswith("| `auth-put-64` | `put-64`"))
-    assert "| 20,000 -> 40 | 0.00 |" in row and "| 1.50 | 675.00 |" in row
+    assert "| 20,000 -> 40 | 0.0020 |" in row and "| 1.50 | 675.00 |" in row
     # The summary table lists the variants after the default suite, like any scenario.
     names = [d["scenario"] for d in report.load(str(tmp_path))]
     assert names == ["put-64", "tls-put-64", "auth-put-64"]
@@ -393,3 +393,15 @@ def test_security_groups_only_reference_known_scenarios() -> None:
     for members in GROUPS.values():
         for sc in members:
             assert resolve(sc.name) == sc
+
+
+def test_ratio_text() -> None:
+    assert [report.ratio_text(v) for v in (None, 0.0, 1.234, 0.1, 0.0951, 0.0123, 0.00093)] == [
+        "-",
+        "0.00",
+        "1.23",
+        "0.10",
+        "0.095",
+        "0.012",
+        "0.00093",
+    ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 from typing import Any
 
@@ -160,8 +161,16 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
-def _r(v: float | None) -> str:
-    return f"{v:.2f}" if v is not None else "-"
+def ratio_text(v: float | None) -> str:
+    """A ratio with two decimals, or two significant digits below 0.1 (auth on etcd: 0.00090)."""
+    if v is None:
+        return "-"
+    if v <= 0 or v >= 0.1:
+        return f"{v:.2f}"
+    return f"{v:.{1 - math.floor(math.log10(v))}f}"
+
+
+_r = ratio_text
 
 
 def variant_rows(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 from fastkv.bench import servers
+from fastkv.bench.report import ratio_text
 from fastkv.bench.scenarios import (
     RunResult,
     Scenario,
@@ -206,7 +207,7 @@ class Runner:
                 for s in self.systems:
                     on = doc["systems"][s]["median"].get(sc.metric)
                     off = base["systems"].get(s, {}).get("median", {}).get(sc.metric)
-                    ons.append(f"{s} {on / off:.2f}" if on is not None and off else f"{s} -")
+                    ons.append(f"{s} {ratio_text(on / off if on is not None and off else None)}")
                 text += f"; {vb[0]} on/off ({vb[1]} of this run): " + ", ".join(ons)
         return text
 
