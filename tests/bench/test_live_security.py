@@ -12,7 +12,8 @@ from dataclasses import replace
 
 import pytest
 
-from fastkv.bench import wrk
+from fastkv.bench import servers, wrk
+from fastkv.bench.cli import main
 from fastkv.bench.runner import Runner
 from fastkv.bench.scenarios import resolve, with_overrides
 
@@ -66,3 +67,27 @@ def test_one_second_run(scenario: str, system: str, tmp_path) -> None:
         assert run["commands"][0].startswith(f"{wrk.AUTH_ENV}='<Basic credentials of the bench user>' wrk ")
         # No credentials in the results: Basic headers of bench and root start with these.
         assert "YmVuY2g6" not in text and "cm9vdDo" not in text
+
+
+def test_tls_scenario_against_an_https_endpoint_started_elsewhere(tmp_path) -> None:
+    """--fastkv-url https://... with --ca-file: nothing is started, the tool verifies the server with
+    that CA; without it the certificate is not trusted and the run fails at once, naming why."""
+    dep = servers.start("fastkv", tls=True)
+    try:
+        assert dep.tls is not None and dep.url.startswith("https://127.0.0.1:")
+        out = tmp_path / "results"
+        argv = ["run", "-s", "tls-put-8", "--runs", "1", "--duration", "1", "--systems", "fastkv",
+                "--fastkv-url", dep.url, "--out", str(out), "--no-report"]  # fmt: skip
+        assert main([*argv, "--ca-file", dep.tls.ca_file]) == 0
+        run = json.loads((out / "tls-put-8.json").read_text())["systems"]["fastkv"]["runs"][0]
+        assert run["error"] is None, run
+        assert run["servers"] == [f"(external endpoint {dep.url})"] and run["metrics"]["requests"] > 0
+        assert main(argv) == 0
+        run = json.loads((out / "tls-put-8.json").read_text())["systems"]["fastkv"]["runs"][0]
+        assert "certificate verify failed" in run["error"]
+        # A plain scenario against the https endpoint: the tool's own check refuses at once too.
+        assert main([*argv[:2], "put-8", *argv[3:]]) == 0
+        run = json.loads((out / "put-8.json").read_text())["systems"]["fastkv"]["runs"][0]
+        assert "certificate verify failed" in run["error"]
+    finally:
+        dep.stop()

@@ -292,6 +292,8 @@ def leader_url(dep: Deployment, timeout: float = READY_TIMEOUT_S) -> str:
                 if urls:
                     return str(urls[0]).rstrip("/")
                 last = status
+            except ssl.SSLCertVerificationError:
+                raise
             except (OSError, ValueError) as e:
                 last = e
         time.sleep(0.05)
@@ -308,6 +310,8 @@ def wait_write_ok(url: str, timeout: float = READY_TIMEOUT_S, context: ssl.SSLCo
             if status in (200, 201):
                 return
             last = status
+        except ssl.SSLCertVerificationError:
+            raise  # waiting does not make the certificate trusted
         except OSError as e:
             last = e
         time.sleep(0.05)
