@@ -3,6 +3,7 @@
 python -m fastkv.bench run --scenario put-1 --scenario put-64 --runs 3 --duration 5
 python -m fastkv.bench run --all --systems fastkv,etcd
 python -m fastkv.bench run --scenario get-64 --fastkv-url http://127.0.0.1:2379
+python -m fastkv.bench run -s security --runs 5 --duration 5   # TLS and auth against their plain twins
 python -m fastkv.bench report
 python -m fastkv.bench list
 """
@@ -14,7 +15,7 @@ import sys
 
 from fastkv.bench import report, wrk
 from fastkv.bench.runner import DEFAULT_OUT, Runner
-from fastkv.bench.scenarios import DEFAULT, Scenario, resolve, with_overrides
+from fastkv.bench.scenarios import DEFAULT, GROUPS, SECURITY, Scenario, expand, with_overrides
 from fastkv.bench.servers import SYSTEMS
 
 
@@ -46,7 +47,11 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run scenarios, write bench/results/<scenario>.json and REPORT.md")
     pick = run.add_mutually_exclusive_group(required=True)
     pick.add_argument(
-        "--scenario", "-s", action="append", metavar="NAME", help="scenario to run (repeatable)"
+        "--scenario",
+        "-s",
+        action="append",
+        metavar="NAME",
+        help=f"scenario or group ({', '.join(GROUPS)}) to run (repeatable)",
     )
     pick.add_argument("--all", action="store_true", help="every default scenario (see `list`)")
     run.add_argument("--runs", type=_positive_int, default=3, help="runs per system (default 3)")
@@ -58,6 +63,7 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--fastkv-url", help="target this fastkv endpoint instead of starting one")
     run.add_argument("--etcd-url", help="target this etcd endpoint instead of starting one")
+    run.add_argument("--ca-file", help="CA certificate that verifies https endpoints given with --*-url")
     run.add_argument("--value-bytes", type=_positive_int, help="value size for every scenario (default 100)")
     run.add_argument("--keyspace", type=_positive_int, help="keys the requests spread over")
     run.add_argument("--out", default=DEFAULT_OUT, help=f"results directory (default {DEFAULT_OUT})")
@@ -66,7 +72,7 @@ def parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rebuild REPORT.md and the plots from the JSON")
     rep.add_argument("--out", default=DEFAULT_OUT, help=f"results directory (default {DEFAULT_OUT})")
     rep.add_argument("--no-plots", action="store_true", help="tables only")
-    sub.add_parser("list", help="list the default scenarios")
+    sub.add_parser("list", help="list the default scenarios and the named groups")
     return ap
 
 
@@ -77,9 +83,10 @@ def scenarios_from(args: argparse.Namespace) -> list[Scenario]:
         chosen = []
         for name in args.scenario:
             try:
-                chosen.append(resolve(name))
+                found = expand(name)
             except ValueError as e:
                 raise SystemExit(f"fastkv-bench: {e}") from None
+            chosen += [sc for sc in found if sc.name not in {c.name for c in chosen}]
     return [with_overrides(sc, args.value_bytes, args.keyspace) for sc in chosen]
 
 
@@ -88,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "list":
         for sc in DEFAULT:
             print(f"{sc.name:<26} {sc.title}")
+        print("\nnot in --all:")
+        for sc in SECURITY:
+            print(f"{sc.name:<26} {sc.title}")
+        for group, members in GROUPS.items():
+            print(f"\ngroup {group} (-s {group}): {' '.join(sc.name for sc in members)}")
         return 0
     if args.command == "report":
         print(report.build(args.out, plot=not args.no_plots))
@@ -97,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         print("fastkv-bench: wrk is required for these scenarios (apt-get install wrk)", file=sys.stderr)
         return 2
     urls = {k: u for k, u in (("fastkv", args.fastkv_url), ("etcd", args.etcd_url)) if u}
-    runner = Runner(scenarios, args.systems, args.runs, args.duration, args.out, urls, args.note)
+    runner = Runner(
+        scenarios, args.systems, args.runs, args.duration, args.out, urls, args.note, ca_file=args.ca_file
+    )
     written = runner.run()
     for path in written:
         print(path)

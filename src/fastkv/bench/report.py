@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 from typing import Any
 
-from fastkv.bench.scenarios import DEFAULT
+from fastkv.bench.scenarios import DEFAULT, SECURITY, variant_base
 
-ORDER = {s.name: i for i, s in enumerate(DEFAULT)}
+ORDER = {s.name: i for i, s in enumerate(DEFAULT + SECURITY)}
 UNITS = {"rps": "req/s", "fanout_ms": "ms", "p99_ms": "ms", "rss_mib": "MiB"}
 LABELS = {
     "rps": "throughput",
@@ -126,6 +127,8 @@ def detail(doc: dict[str, Any]) -> list[str]:
                     notes.append("leader changed")
                 if r.get("detail", {}).get("note"):
                     notes.append(str(r["detail"]["note"]))
+                if r.get("detail", {}).get("tls"):
+                    notes.append(str(r["detail"]["tls"]))
                 per_run.append(
                     f"run {i + 1}: {_num(v, doc['metric'])}" + (f" ({'; '.join(notes)})" if notes else "")
                 )
@@ -151,6 +154,79 @@ def detail(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+# -- TLS and auth against their plain twins ----------------------------------------------------
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def ratio_text(v: float | None) -> str:
+    """A ratio with two decimals, or two significant digits below 0.1 (auth on etcd: 0.00090)."""
+    if v is None:
+        return "-"
+    if v <= 0 or v >= 0.1:
+        return f"{v:.2f}"
+    return f"{v:.{1 - math.floor(math.log10(v))}f}"
+
+
+_r = ratio_text
+
+
+def variant_rows(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per ``tls-``/``auth-`` scenario whose plain twin is in ``docs``: the medians of the
+    headline metric with and without, each system's variant/plain ratio, fastkv/etcd for both and how
+    much TLS or auth moved it, and whether both were measured by the same invocation."""
+    by_name = {d["scenario"]: d for d in docs}
+    rows = []
+    for d in docs:
+        vb = variant_base(d["scenario"])
+        if vb is None or vb[1] not in by_name:
+            continue
+        variant, base_name = vb
+        base = by_name[base_name]
+        m = d["metric"]
+        row: dict[str, Any] = {"scenario": d["scenario"], "base": base_name, "variant": variant, "metric": m}
+        for s in ("fastkv", "etcd"):
+            on, off = _median(d, s, m), _median(base, s, m)
+            row[s] = (off, on, _ratio(on, off))
+        plain = _ratio(row["fastkv"][0], row["etcd"][0])
+        secured = _ratio(row["fastkv"][1], row["etcd"][1])
+        row["fastkv_etcd"] = (plain, secured, _ratio(secured, plain))
+        row["same_run"] = bool(d.get("run_id")) and d.get("run_id") == base.get("run_id")
+        rows.append(row)
+    return rows
+
+
+def variant_table(docs: list[dict[str, Any]]) -> list[str]:
+    rows = variant_rows(docs)
+    if not rows:
+        return []
+    out = [
+        "## TLS and auth against plain",
+        "",
+        "Each `tls-`/`auth-` scenario against its plain twin (the name without the prefix).  Medians of the "
+        "headline metric, plain -> with TLS or auth; `on/off` is the variant over the plain figure for the "
+        "same system; `fastkv/etcd` is the ratio of the two systems without and with it, and `moved` how much "
+        "TLS or auth changed that ratio (1.00: not at all).",
+        "",
+        "| scenario | against | metric | fastkv plain -> on | fastkv on/off | etcd plain -> on | etcd on/off "
+        "| fastkv/etcd plain | fastkv/etcd on | moved | same run |",
+        "|" + "---|" * 11,
+    ]
+    for r in rows:
+        m = r["metric"]
+        cells = [f"`{r['scenario']}`", f"`{r['base']}`", f"{LABELS.get(m, m)} ({UNITS.get(m, '')})"]
+        for s in ("fastkv", "etcd"):
+            off, on, ratio = r[s]
+            cells += [f"{_num(off, m)} -> {_num(on, m)}", _r(ratio)]
+        plain, secured, moved = r["fastkv_etcd"]
+        cells += [_r(plain), _r(secured), _r(moved), "yes" if r["same_run"] else "no (separate invocations)"]
+        out.append("| " + " | ".join(cells) + " |")
+    out.append("")
+    return out
+
+
 # -- plots ---------------------------------------------------------------------------------------
 
 
@@ -162,6 +238,10 @@ def _family(doc: dict[str, Any]) -> str | None:
     what = {"put": "PUT", "get": "GET", "qget": "quorum GET"}[p["mode"]]
     if p["members"] > 1:
         what += f", {p['members']} members, to {p['target']}"
+    if p.get("tls"):
+        what += ", TLS"
+    if p.get("auth"):
+        what += ", auth"
     return what
 
 
@@ -331,6 +411,20 @@ METHOD = """\
   writes per second takes several snapshots; the figure is the p99.
 - `memory-*`: VmRSS of the server after writing the keys once each (100 B values) with wrk, 1 s after
   the last write.
+- `tls-*` (group `security`): the closed-loop scenario with https client URLs; both systems get the
+  same certificate (EC P-256, signed by a CA generated for the run into its temporary directory) through
+  `--cert-file`/`--key-file`, server-side TLS only (wrk cannot present a client certificate, so neither
+  asks for one).  wrk does not verify the certificate; the tool's own requests do.  Connections are
+  kept alive, so each of the 64 pays one handshake per wrk run.  The runs record the protocol and cipher
+  a client with this machine's OpenSSL defaults negotiates with each server.
+- `auth-*` (group `security`): v2 auth turned on through the HTTP API after the preload (root user, a
+  role `bench` with read and write on `/bench*` and `/bench/*`, user `bench` holding it, auth enabled,
+  the guest role stripped of its permissions so a request without credentials is refused), checked
+  (no credentials: 401; bench in `/bench`: accepted; bench outside: 401), then every wrk request carries
+  `Authorization: Basic` for `bench` (the credentials reach kv.lua through the environment, never the
+  command line).  After the warm-up the tool waits until the server is idle, as requests queued
+  behind password checks would otherwise run into the measurement.  The report compares each with its
+  plain twin from the same run.
 """
 
 
@@ -367,6 +461,10 @@ def build(results_dir: str, plot: bool = True) -> str:
                   "below 1 when lower is better."]  # fmt: skip
     else:
         lines.append(f"No scenario results in {results_dir}.")
+    if docs:
+        vt = variant_table(docs)
+        if vt:
+            lines += [""] + vt[:-1]
     lines += ["", "## Plots", ""]
     if pngs:
         lines += [f"![{p[:-4]}](plots/{p})" for p in pngs]

@@ -19,7 +19,16 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 from fastkv.bench import servers
-from fastkv.bench.scenarios import RunResult, Scenario, measure, start_for, summarize
+from fastkv.bench.report import ratio_text
+from fastkv.bench.scenarios import (
+    RunResult,
+    Scenario,
+    duration_for,
+    measure,
+    start_for,
+    summarize,
+    variant_base,
+)
 
 DEFAULT_OUT = os.path.join("bench", "results")
 
@@ -91,7 +100,8 @@ def _estimate_s(sc: Scenario, duration_s: float) -> float:
         return sc.keys / 25_000 + 5
     if sc.kind == "watch":
         return 2 + sc.watchers * (sc.rounds + 1) / 15_000
-    return 2 + 2 * sc.members + sc.warmup_s + duration_s + sc.preload / 20_000
+    extra = 3.0 if sc.auth else 0.0  # auth set-up and the wait for the server to settle
+    return 2 + 2 * sc.members + sc.warmup_s + duration_for(sc, duration_s) + sc.preload / 20_000 + extra
 
 
 class Runner:
@@ -105,6 +115,7 @@ class Runner:
         urls: dict[str, str] | None = None,
         note: str = "",
         log: Callable[[str], None] | None = None,
+        ca_file: str | None = None,
     ) -> None:
         self.scenarios = scenarios
         self.systems = systems
@@ -114,13 +125,17 @@ class Runner:
         self.urls = urls or {}
         self.note = note
         self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+        self.ca_file = ca_file
+        # Names this invocation in every JSON it writes, so the report can tell which results were
+        # measured together (a TLS or auth scenario is compared with its plain twin of the same run).
+        self.run_id = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + f"-{os.getpid()}"
 
     def runs_for(self, sc: Scenario) -> int:
         return min(self.runs, sc.max_runs) if sc.max_runs else self.runs
 
     def one(self, sc: Scenario, kind: str) -> RunResult:
         if kind in self.urls:
-            dep = servers.external(kind, self.urls[kind])
+            dep = servers.external(kind, self.urls[kind], self.ca_file)
         else:
             try:
                 dep = start_for(sc, kind)
@@ -181,7 +196,20 @@ class Runner:
             v = doc["systems"][s]["median"].get(sc.metric)
             parts.append(f"{s} {v:,.2f}" if v is not None else f"{s} -")
         ratio = doc["ratios"].get(sc.metric)
-        return f"median {sc.metric}: " + ", ".join(parts) + (f"; fastkv/etcd {ratio:.2f}" if ratio else "")
+        text = f"median {sc.metric}: " + ", ".join(parts) + (f"; fastkv/etcd {ratio:.2f}" if ratio else "")
+        vb = variant_base(sc.name)
+        base_path = os.path.join(self.out_dir, f"{vb[1]}.json") if vb else ""
+        if vb and os.path.exists(base_path):
+            with open(base_path) as f:
+                base = json.load(f)
+            if base.get("run_id") == self.run_id:
+                ons = []
+                for s in self.systems:
+                    on = doc["systems"][s]["median"].get(sc.metric)
+                    off = base["systems"].get(s, {}).get("median", {}).get(sc.metric)
+                    ons.append(f"{s} {ratio_text(on / off if on is not None and off else None)}")
+                text += f"; {vb[0]} on/off ({vb[1]} of this run): " + ", ".join(ons)
+        return text
 
     def write(
         self, sc: Scenario, per_system: dict[str, list[RunResult]], machine: dict[str, object], n: int
@@ -212,9 +240,10 @@ class Runner:
             "higher_is_better": sc.higher_is_better,
             "params": sc.params(),
             "runs": n,
-            "duration_s": self.duration_s if sc.kind in ("wrk", "paced") else None,
+            "duration_s": duration_for(sc, self.duration_s) if sc.kind in ("wrk", "paced") else None,
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "note": self.note,
+            "run_id": self.run_id,
             "command": shlex.join([os.path.basename(sys.argv[0]) or "fastkv-bench", *sys.argv[1:]])
             if sys.argv[0].endswith("fastkv-bench")
             else shlex.join(["python", "-m", "fastkv.bench", *sys.argv[1:]]),

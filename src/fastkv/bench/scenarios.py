@@ -2,7 +2,13 @@
 
 Names with a number at the end take it as the connection count (``put-128``, ``get-16``,
 ``cluster-put-follower-32``), the watcher count (``watch-2000``) or the rate (``put-paced-8000``),
-so any point can be measured by naming it; ``DEFAULT`` lists the suite that ``--all`` runs.
+so any point can be measured by naming it; ``DEFAULT`` lists the suite that ``--all`` runs and
+``GROUPS`` the named sets (``security``: the TLS and auth scenarios with their plain twins).
+
+``tls-<put|get|qget>-N`` is the closed-loop scenario over https, both systems started with the same
+generated certificate; ``auth-<put|get|qget>-N`` the same with v2 auth enabled and every request sent
+as user ``bench`` (Basic auth).  Their plain twin is the name without the prefix: the report compares
+each with its twin measured in the same run.
 """
 
 from __future__ import annotations
@@ -37,6 +43,9 @@ class Scenario:
     server_flags: tuple[str, ...] = ()
     max_runs: int = 0  # 0: as many as --runs
     warmup_s: float = 1.0
+    tls: bool = False  # https client URLs, the same generated certificate for both systems
+    auth: bool = False  # v2 auth enabled, every request as user bench with Basic credentials
+    min_duration_s: float = 0  # a measurement lasts at least this long, whatever --duration says
 
     def params(self) -> dict[str, object]:
         return {k: v for k, v in asdict(self).items() if k not in ("name", "title", "kind")}
@@ -60,6 +69,36 @@ def _closed(name: str, mode: str, connections: int, members: int = 1, target: st
         connections=connections,
         keyspace=10_000 if mode != "put" else 100_000,
         preload=10_000 if mode != "put" else 0,
+    )
+
+
+# etcd checks a bcrypt hash (about 55 ms of CPU here) on every authenticated request, so at 64
+# connections its answers come in waves seconds apart; 10 s holds a few of them.
+AUTH_MIN_DURATION_S = 10.0
+
+VARIANTS = {
+    "tls": "over TLS (https, server certificate only)",
+    "auth": "with v2 auth on (Basic auth as user bench)",
+}
+
+
+def variant_base(name: str) -> tuple[str, str] | None:
+    """(variant, plain twin's name) of a ``tls-``/``auth-`` scenario name, else None."""
+    prefix, sep, rest = name.partition("-")
+    if sep and prefix in VARIANTS:
+        return prefix, rest
+    return None
+
+
+def _secure(variant: str, mode: str, connections: int) -> Scenario:
+    base = _closed(f"{mode}-{connections}", mode, connections)
+    return replace(
+        base,
+        name=f"{variant}-{base.name}",
+        title=f"{base.title}, {VARIANTS[variant]}",
+        tls=variant == "tls",
+        auth=variant == "auth",
+        min_duration_s=AUTH_MIN_DURATION_S if variant == "auth" else 0,
     )
 
 
@@ -125,13 +164,27 @@ DEFAULT: list[Scenario] = [
     _snapshots(64),
     MEMORY,
 ]
-BY_NAME = {s.name: s for s in DEFAULT}
+SECURITY: list[Scenario] = [
+    _secure("tls", "put", 64),
+    _secure("tls", "get", 64),
+    _secure("auth", "put", 64),
+    _secure("auth", "get", 64),
+]
+BY_NAME = {s.name: s for s in DEFAULT + SECURITY}
+# Named sets for -s: each variant with its plain twin, so the comparison is from the same run.
+GROUPS: dict[str, list[Scenario]] = {
+    "security": [BY_NAME["put-64"], BY_NAME["get-64"], *SECURITY],
+}
 
 _PATTERNS: list[tuple[re.Pattern[str], Callable[[re.Match[str]], Scenario]]] = [
     (re.compile(r"(put|get|qget)-(\d+)"), lambda m: _closed(m.group(0), m.group(1), int(m.group(2)))),
     (
         re.compile(r"cluster-put-(leader|follower)-(\d+)"),
         lambda m: _closed(m.group(0), "put", int(m.group(2)), 3, m.group(1)),
+    ),
+    (
+        re.compile(r"(tls|auth)-(put|get|qget)-(\d+)"),
+        lambda m: _secure(m.group(1), m.group(2), int(m.group(3))),
     ),
     (re.compile(r"watch-(\d+)"), lambda m: _watch(int(m.group(1)))),
     (
@@ -161,9 +214,17 @@ def resolve(name: str) -> Scenario:
             return make(m)
     known = ", ".join(BY_NAME)
     raise ValueError(
-        f"unknown scenario {name!r}; known: {known}; patterns: put-N, get-N, qget-N, "
-        "cluster-put-leader-N, cluster-put-follower-N, watch-N, put-paced-N[k], put-snapshots-N, memory-N(k|m)"
+        f"unknown scenario {name!r}; known: {known}; groups: {', '.join(GROUPS)}; patterns: put-N, get-N, "
+        "qget-N, tls-put-N, tls-get-N, tls-qget-N, auth-put-N, auth-get-N, auth-qget-N, cluster-put-leader-N, "
+        "cluster-put-follower-N, watch-N, put-paced-N[k], put-snapshots-N, memory-N(k|m)"
     )
+
+
+def expand(name: str) -> list[Scenario]:
+    """The scenarios a ``-s`` name stands for: a group's members, or the one scenario."""
+    if name in GROUPS:
+        return list(GROUPS[name])
+    return [resolve(name)]
 
 
 def with_overrides(sc: Scenario, value_bytes: int | None, keyspace: int | None) -> Scenario:
@@ -221,12 +282,24 @@ def _measure_wrk(sc: Scenario, dep: servers.Deployment, url: str, duration_s: fl
     if sc.preload:
         t = wrk.fill(url, sc.preload, sc.value_bytes, "bench")
         res.detail["preload_s"] = round(t, 2)
+    authorization = None
+    if sc.auth:
+        # After the preload: it is set-up, and etcd checks a bcrypt hash per authenticated request.
+        t0 = time.monotonic()
+        authorization = servers.enable_auth(dep, url)
+        res.detail["auth_setup_s"] = round(time.monotonic() - t0, 2)
     leader = servers.leader_url(dep) if sc.members > 1 else None
     if sc.warmup_s:
-        wrk.run(url, "kv.lua", sc.connections, sc.warmup_s, args)
+        wrk.run(url, "kv.lua", sc.connections, sc.warmup_s, args, authorization)
+    if sc.auth and not dep.external:
+        # Requests still queued when the warm-up's wrk exits (password checks take milliseconds on
+        # etcd) would otherwise be served during the measurement.
+        res.detail["settle_s"] = round(servers.settle(dep.pids()), 2)
     snaps_before = _snapshots_logged(dep)
-    r = wrk.run(url, "kv.lua", sc.connections, duration_s, args)
+    r = wrk.run(url, "kv.lua", sc.connections, duration_s, args, authorization)
     res.commands.append(r.command)
+    if not r["requests"]:
+        raise RuntimeError(f"no request was answered within the {duration_s:g} s run")
     res.metrics = {
         "rps": r["rps"],
         "p50_ms": _ms(r["p50_us"]),
@@ -310,14 +383,26 @@ def _measure_memory(sc: Scenario, dep: servers.Deployment, url: str, res: RunRes
     }
 
 
+def duration_for(sc: Scenario, duration_s: float) -> float:
+    """The measurement's length: ``--duration``, or the scenario's minimum when that is longer."""
+    return max(duration_s, sc.min_duration_s)
+
+
 def measure(sc: Scenario, dep: servers.Deployment, duration_s: float) -> RunResult:
     """One run on a running deployment.  Never raises: a failure is a run with ``error`` set."""
+    duration_s = duration_for(sc, duration_s)
     res = RunResult(dep.kind, servers=dep.commands())
     try:
         url = _target_url(sc, dep)
         res.detail["url"] = url
+        if sc.tls:
+            if not url.startswith("https://"):
+                raise RuntimeError(f"{sc.name} measures TLS and needs an https endpoint; {url} is not one")
+            res.detail["tls"] = servers.tls_session(url, servers.tls_context(dep.ca_file))
+        if sc.auth and dep.external:
+            raise RuntimeError(f"{sc.name} turns auth on itself and needs a server this tool starts")
         if sc.members > 1 or dep.external:
-            servers.wait_write_ok(url)
+            servers.wait_write_ok(url, context=dep.context())
         if sc.kind == "wrk":
             _measure_wrk(sc, dep, url, duration_s, res)
         elif sc.kind == "paced":
@@ -352,4 +437,4 @@ def summarize(runs: list[RunResult]) -> dict[str, dict[str, float]]:
 
 
 def start_for(sc: Scenario, kind: str) -> servers.Deployment:
-    return servers.start(kind, size=sc.members, extra=list(sc.server_flags))
+    return servers.start(kind, size=sc.members, extra=list(sc.server_flags), tls=sc.tls)

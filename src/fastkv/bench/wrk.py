@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 
+AUTH_ENV = "FASTKV_BENCH_AUTHORIZATION"  # kv.lua sends its value as the Authorization header
+
 RESULT_RE = re.compile(r"^RESULT (.*)$", re.M)
 HIST_RE = re.compile(r"^HIST ?(.*)$", re.M)
 
@@ -93,11 +95,23 @@ class WrkResult:
         return self.values[name]
 
 
-def run(url: str, script: str, connections: int, duration_s: float, args: list[str]) -> WrkResult:
-    """Run wrk once and parse what the script printed."""
+def run(
+    url: str,
+    script: str,
+    connections: int,
+    duration_s: float,
+    args: list[str],
+    authorization: str | None = None,
+) -> WrkResult:
+    """Run wrk once and parse what the script printed.  ``authorization`` goes to the script through
+    the environment (``FASTKV_BENCH_AUTHORIZATION``), so credentials stay out of the command line;
+    the recorded command names the variable, not its value."""
     argv = wrk_argv(url, script, connections, duration_s, args)
+    env = None
+    if authorization:
+        env = {**os.environ, AUTH_ENV: authorization}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 60)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 60, env=env)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -106,7 +120,10 @@ def run(url: str, script: str, connections: int, duration_s: float, args: list[s
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     values["client_cpu_cores"] = cpu / (values["duration_us"] / 1e6) if values["duration_us"] else 0.0
     values["client_us_per_request"] = cpu * 1e6 / values["requests"] if values["requests"] else 0.0
-    return WrkResult(values, parse_hist(proc.stdout), shlex.join(argv))
+    command = shlex.join(argv)
+    if authorization:
+        command = f"{AUTH_ENV}='<Basic credentials of the bench user>' {command}"
+    return WrkResult(values, parse_hist(proc.stdout), command)
 
 
 def fill(url: str, total: int, value_bytes: int = 100, prefix: str = "bench", connections: int = 64) -> float:

@@ -2,9 +2,12 @@
 -- Arguments (after --): mode (put | get | qget), value bytes, key space.
 -- PUT sends a form body value=<value bytes of 'v'>; qget adds quorum=true to every GET.
 -- Any answer but 200/201 is counted (non2xx) and printed, so a figure with errors is visible as such.
+-- When the environment variable FASTKV_BENCH_AUTHORIZATION is set, every request carries its value
+-- as the Authorization header (v2 auth; kept out of the command line, which is recorded).
 local counter = 0
 local threads = {}
 local headers = { ["Content-Type"] = "application/x-www-form-urlencoded" }
+local get_headers = {}
 
 function setup(thread)
   thread:set("tid", counter)
@@ -20,6 +23,11 @@ function init(args)
   if mode == "qget" then
     suffix = "?quorum=true"
   end
+  local authorization = os.getenv("FASTKV_BENCH_AUTHORIZATION")
+  if authorization and authorization ~= "" then
+    headers["Authorization"] = authorization
+    get_headers["Authorization"] = authorization
+  end
   math.randomseed(tid * 7919 + 17)
   errors = 0
 end
@@ -29,7 +37,7 @@ function request()
   if mode == "put" then
     return wrk.format("PUT", path, headers, body)
   end
-  return wrk.format("GET", path .. suffix)
+  return wrk.format("GET", path .. suffix, get_headers)
 end
 
 function response(status, hdrs, resp_body)
