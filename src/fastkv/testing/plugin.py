@@ -75,6 +75,10 @@ def launcher_options(config: pytest.Config) -> dict[str, Any]:
     }
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    launcher_options(config)  # a bad option is a usage error at startup, not one error per test
+
+
 @pytest.fixture
 def fastkv_launcher(request: pytest.FixtureRequest) -> Iterator[Launcher]:
     """Starts members and clusters for this test; everything is killed and removed afterwards."""
