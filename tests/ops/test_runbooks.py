@@ -257,8 +257,15 @@ def _force_new_cluster_and_grow(
     wait_http_ok(url + "/health", 20, proc)
     assert "force new cluster" in restored.log()
     check_all_acked([restored], expect)
-    members = members_of(url)
-    assert len(members) == 1 and members[0]["peerURLs"] == [peer] and members[0]["clientURLs"] == [url]
+
+    # /health needs only a leader; the member publishes its new client URL through the log after
+    # that, so the list shows the old member's URL until that entry is applied (seconds under load).
+    def alone_with_new_urls() -> bool:
+        members = members_of(url)
+        assert len(members) == 1 and members[0]["peerURLs"] == [peer], members
+        return members[0]["clientURLs"] == [url]
+
+    until("the restored member alone in the list with its new client URL", alone_with_new_urls)
     # Restart without the flag: still the same one-member cluster with the same data.
     assert restored.stop() == 0
     relaunch(restored, argv)

@@ -1,17 +1,16 @@
 """Start real servers (fastkv or etcd) on 127.0.0.1 for tests, with bounded waits.
 
-Ports are picked at random below 32768 (the kernel's ephemeral range starts there, so a
-fixed port above it could collide with an outgoing connection) and checked by binding.
+Ports come from fastkv.testing.free_port: at random below 32768 (the kernel's ephemeral range
+starts there, so a fixed port above it could collide with an outgoing connection), checked by
+binding, never twice in one process.
 """
 
 from __future__ import annotations
 
 import atexit
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,7 +18,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 
-_rng = random.Random(os.getpid() ^ int(time.time() * 1000))
+from fastkv.testing.ports import free_port as _free_port
 
 # Data dirs made here (no directory given): removed when the test process exits.
 _made_dirs: list[str] = []
@@ -37,26 +36,11 @@ def _make_dir(prefix: str) -> str:
     return d
 
 
-# Ports already handed out by this process: a port is only bound later, by the server, so two
-# calls in a row must not return the same one.
-_handed_out: set[int] = set()
-
-
 def free_port() -> int:
-    """A TCP port in [20000, 32000) that is free on 127.0.0.1 right now and was not handed out
-    before by this process."""
-    for _ in range(200):
-        port = _rng.randrange(20000, 32000)
-        if port in _handed_out:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            _handed_out.add(port)
-            return port
-    raise RuntimeError("no free port found")
+    """A TCP port below 32768 that is free on 127.0.0.1 right now and was not handed out before by
+    this process: fastkv.testing's, so these helpers and the pytest plugin's fixtures draw from one
+    set of handed-out ports."""
+    return _free_port()
 
 
 def have_etcd() -> bool:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TextIO
 
+import fastkv
 from fastkv.cli import auth as auth_cli
 from fastkv.cli import flags as fl
 from fastkv.cli import migrate, tlsflags
@@ -841,7 +842,9 @@ def run(
         err.write(f"{e}\n")
         return EXIT_BAD_ARGS
     if gflags["version"]:
-        out.write(f"{name} version: {VERSION}\nAPI version: 2\n")
+        # etcdctl's two lines first (the etcdctl release whose behaviour this copies), so scripts
+        # that parse them keep working; then fastkv's own release.
+        out.write(f"{name} version: {VERSION}\nAPI version: 2\nfastkv version: {fastkv.__version__}\n")
         return EXIT_SUCCESS
     if gflags["help"] or not rest:
         out.write(app_help(name))
