@@ -47,8 +47,8 @@ test-cluster: $(STAMP) etcd-bin
 	FASTKV_TARGET=etcd-cluster $(BIN)/pytest -q tests/conformance
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)

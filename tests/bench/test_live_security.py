@@ -23,13 +23,6 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd is not installed"),
 ]
 
-FASTKV_AUTH = pytest.mark.xfail(
-    reason="fastkv refuses the first auth write: PUT /v2/auth/users/root answers 400 "
-    '{"errorCode":107,"message":"Root is read only","cause":"/"} (the auth store creates /2, the root of '
-    "its own namespace)",
-    strict=False,
-)
-
 
 @pytest.mark.parametrize(
     ("scenario", "system"),
@@ -38,9 +31,9 @@ FASTKV_AUTH = pytest.mark.xfail(
         ("tls-put-64", "etcd"),
         ("tls-get-64", "fastkv"),
         ("tls-get-64", "etcd"),
-        pytest.param("auth-put-4", "fastkv", marks=FASTKV_AUTH),
+        ("auth-put-4", "fastkv"),
         ("auth-put-4", "etcd"),
-        pytest.param("auth-get-4", "fastkv", marks=FASTKV_AUTH),
+        ("auth-get-4", "fastkv"),
         ("auth-get-4", "etcd"),
     ],
 )

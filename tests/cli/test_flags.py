@@ -6,6 +6,7 @@ import io
 
 import pytest
 
+import fastkv
 from fastkv.cli import flags as fl
 from fastkv.cli.main import COMMANDS, command_help, run
 
@@ -95,7 +96,11 @@ def _run(argv: list[str]) -> tuple[int, str, str]:
 
 
 def test_run_usage_errors_without_server() -> None:
-    assert _run(["--version"]) == (0, "etcdctl version: 3.4.23\nAPI version: 2\n", "")
+    assert _run(["--version"]) == (
+        0,
+        f"etcdctl version: 3.4.23\nAPI version: 2\nfastkv version: {fastkv.__version__}\n",
+        "",
+    )
     assert _run(["nope"]) == (3, "", "No help topic for 'nope'\n")
     code, out, err = _run(["get", "--bogus", "/k"])
     assert code == 1 and out.startswith("Incorrect Usage: flag provided but not defined: -bogus\n\nNAME:")

@@ -71,7 +71,7 @@ def test_a_failing_test_reports_the_member_logs_and_leaves_nothing_behind(pytest
 def test_binary_and_args_options(pytester: pytest.Pytester) -> None:
     marker = pytester.path / "wrapper-ran"
     wrapper = pytester.path / "my-fastkv"
-    wrapper.write_text(f'#!/bin/sh\ntouch {marker}\nexec {sys.executable} -m fastkv.server.main "$@"\n')
+    wrapper.write_text(f'#!/bin/sh\ntouch {marker}\nexec {sys.executable} -m fastkv.cmd.server "$@"\n')
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
     result, record = run_user_test(
         pytester, "member", "pass", "--fastkv-binary", str(wrapper), "--fastkv-args=--snapshot-count 77"

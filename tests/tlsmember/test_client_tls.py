@@ -264,5 +264,7 @@ def test_tls_flags_with_http_urls_are_ignored_with_etcds_warnings(tmp_path: Path
     text = log_path.read_text()
     # etcd 3.4's zap lines (the default logger), one per http client URL.
     assert "scheme is HTTP while key and cert files are present; ignoring key and cert files" in text
-    assert "scheme is HTTP while --client-cert-auth is enabled; ignoring client cert auth for this URL" in text
+    assert (
+        "scheme is HTTP while --client-cert-auth is enabled; ignoring client cert auth for this URL" in text
+    )
     assert f'"client-url":"{url}"' in text

@@ -35,7 +35,7 @@ _ADDRESS_IN_USE = "address already in use"
 
 def default_command() -> list[str]:
     """The fastkv installed next to this module, run by the current interpreter."""
-    return [sys.executable, "-m", "fastkv.server.main"]
+    return [sys.executable, "-m", "fastkv.cmd.server"]
 
 
 def member_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -135,7 +135,7 @@ class Cluster:
 class Launcher:
     """Starts members and clusters under ``base_dir`` (a new temporary directory by default).
 
-    ``command``: the fastkv to run (default: ``python -m fastkv.server.main`` of this interpreter);
+    ``command``: the fastkv to run (default: ``python -m fastkv.cmd.server`` of this interpreter);
     ``extra_args``: flags every member gets after the launcher's own (so they win);
     ``start_timeout``: seconds a member or cluster may take to become ready;
     ``port``: where ports come from (``free_port``)."""

@@ -10,7 +10,7 @@ test ends, whether it passed or not):
   (``fastkv_launcher.cluster(5, extra_args=["--snapshot-count", "100"])``).
 
 Options (command line, or the ini key in brackets): ``--fastkv-binary`` [fastkv_binary], the command
-that runs fastkv (default: this interpreter's ``-m fastkv.server.main``); ``--fastkv-args``
+that runs fastkv (default: this interpreter's ``-m fastkv.cmd.server``); ``--fastkv-args``
 [fastkv_args], flags added to every member; ``--fastkv-start-timeout`` [fastkv_start_timeout],
 seconds a member or cluster may take to become ready (default 30).  When a test fails, the tail of
 each of its members' logs is added to the report.
@@ -36,7 +36,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--fastkv-binary",
         dest="fastkv_binary",
         default=None,
-        help="command that runs fastkv, e.g. /usr/local/bin/fastkv (default: this Python's -m fastkv.server.main)",
+        help="command that runs fastkv, e.g. /usr/local/bin/fastkv (default: this Python's -m fastkv.cmd.server)",
     )
     group.addoption("--fastkv-args", dest="fastkv_args", default=None, help="flags added to every member")
     group.addoption(
