@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-etcd test-cluster lint typecheck bench clean wheel venv
+.PHONY: run test test-etcd test-cluster lint typecheck bench clean wheel venv fuzz
 
 $(STAMP): pyproject.toml setup.py $(wildcard native/*.pyx native/*.pxd)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,14 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+# Coverage-guided fuzzing (atheris), one target after another at low priority: FUZZ_SECONDS each (the
+# bounded slice in `make test` replays the seeds only). Finds go to /tmp/fastkv-fuzz/<target>/; keep
+# the new coverage as seeds with `python -m tests.fuzz.run <target> --merge`.
+FUZZ_TARGETS ?= http form wal frame
+FUZZ_SECONDS ?= 600
+fuzz: $(STAMP)
+	for t in $(FUZZ_TARGETS); do nice $(PY) -m tests.fuzz.run $$t -max_total_time=$(FUZZ_SECONDS) -max_len=4096 || exit 1; done
 
 bench: $(STAMP) etcd-bin
 	$(PY) -m pip install -q -e ".[bench]"

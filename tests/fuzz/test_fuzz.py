@@ -1,0 +1,84 @@
+"""The bounded slice of the fuzz targets that every test run executes: each seed of
+tests/fuzz/corpus/<target>/ replayed, then hypothesis inputs (seeds with random edits, and plain random
+bytes) with a fixed example budget and a fixed random seed.  The long, coverage-guided campaigns run
+the same target functions under atheris (``make fuzz``; docs/design.md, "Fuzzing")."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.fuzz.targets import SEEDS, TARGETS
+
+# Examples per target and strategy: all targets together stay well under a minute on one core.
+EXAMPLES = {"http": 150, "form": 400, "wal": 300, "frame": 300}
+
+
+def _seeds(target: str) -> list[tuple[str, bytes]]:
+    d = os.path.join(SEEDS, target)
+    out = []
+    for name in sorted(os.listdir(d)):
+        with open(os.path.join(d, name), "rb") as f:
+            out.append((name, f.read()))
+    return out
+
+
+SEED_CASES = [(t, name, data) for t in TARGETS for name, data in _seeds(t)]
+
+
+def test_every_target_has_seeds() -> None:
+    for target in TARGETS:
+        assert len(_seeds(target)) >= 5, target
+
+
+@pytest.mark.parametrize(("target", "name", "data"), SEED_CASES, ids=[f"{t}-{n}" for t, n, _ in SEED_CASES])
+def test_seed_replays_cleanly(target: str, name: str, data: bytes) -> None:
+    TARGETS[target](data)
+
+
+@st.composite
+def edited_seed(draw: st.DrawFn, target: str) -> bytes:
+    """A seed of the target with a few random edits: replaced, flipped, inserted or deleted bytes."""
+    seeds = _seeds(target)
+    data = bytearray(draw(st.sampled_from(seeds))[1])
+    for _ in range(draw(st.integers(1, 4))):
+        op = draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate"]))
+        pos = draw(st.integers(0, len(data)))
+        if op == "flip" and pos < len(data):
+            data[pos] ^= 1 << draw(st.integers(0, 7))
+        elif op == "set" and pos < len(data):
+            data[pos] = draw(st.integers(0, 255))
+        elif op == "insert":
+            data[pos:pos] = draw(st.binary(min_size=1, max_size=8))
+        elif op == "delete":
+            del data[pos : pos + draw(st.integers(1, 8))]
+        else:
+            del data[pos:]
+    return bytes(data)
+
+
+def _property(target: str) -> Callable[[], None]:
+    run = TARGETS[target]
+
+    @settings(
+        max_examples=EXAMPLES[target],
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(st.one_of(edited_seed(target), st.binary(max_size=512)))
+    def check(data: bytes) -> None:
+        run(data)
+
+    return check
+
+
+test_http_property = _property("http")
+test_form_property = _property("form")
+test_wal_property = _property("wal")
+test_frame_property = _property("frame")
