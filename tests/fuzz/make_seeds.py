@@ -123,6 +123,20 @@ def wal_seeds() -> dict[str, bytes]:
         + b"\x08\x00\x00\x00\x01\x00\x00\x00"
         + b"\xab" * 40,
         "overwrite": bytes([3]) + struct.pack("<HH", 0, 100) + bytes([16]) + b"\x00" * 16,
+        # Sealed records after the last one: the next entry, a hard state, a snapshot marker.
+        "sealed-next": bytes([4])
+        + struct.pack("<H", 8)
+        + bytes([0, 0, 4, 2, 7])
+        + b"next"
+        + bytes([1, 0, 4, 1, 34])
+        + bytes([3, 0, 4, 200]),
+        # An entry whose index is 2**63 past the log's first index: once wrapped to a negative position,
+        # cutting entries off the log's end instead of being an index gap.
+        "sealed-huge-index": bytes([4])
+        + struct.pack("<H", 8)
+        + bytes([0, 1, 18])
+        + struct.pack("<QQB", 4, (1 << 63) + 5, 0)
+        + b"x",
     }
 
 

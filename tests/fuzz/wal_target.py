@@ -8,17 +8,22 @@ copy of that log in a scratch directory:
 - mode 0, flips: up to four (segment, offset, xor mask) bit flips;
 - mode 1, truncation: one segment cut at an offset;
 - mode 2, arbitrary tail: one segment's bytes from an offset replaced by the rest of the input;
-- mode 3, overwrite: a run of input bytes written over one segment at an offset.
+- mode 3, overwrite: a run of input bytes written over one segment at an offset;
+- mode 4, sealed records: the last segment cut after one of its records, then records made from the
+  input (entries with rewritten or skipped indexes, hard states, crc, snapshot and metadata records,
+  payloads of any length) with correct chained crcs, so the checks behind the crcs are reached.
 
 Invariants:
 - ``read_all`` returns or raises ``WALCorruptError`` (naming the file), nothing else;
+- what it returns is exactly what the records before the first bad record hold (replayed by the twin),
+  and a bad record is accepted as a torn tail only in the last segment;
 - a flip or a truncation never makes a wrong record accepted: what is read back is the whole log or what
   the log held after one of the records of its last segment (a torn tail cut off), never anything else;
 - a change inside the data of any segment is detected: the whole log is never read back after one;
 - truncating the last segment anywhere is a torn tail (the records before the cut, nothing else) unless
   the cut loses the only metadata record; truncating an earlier segment is always corruption;
-- arbitrary bytes: the compiled decoder and its pure-Python twin (tests/twins/walcodec.py) stop at the
-  same offset with the same status and the same records;
+- the compiled decoder and its pure-Python twin (tests/twins/walcodec.py) stop at the same offset with
+  the same status and the same records, segment after segment;
 - a repaired log opens again to the same state without a repair, and takes an append that is read back.
 """
 
@@ -26,12 +31,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 import tempfile
-from typing import Any
 
 from fastkv._native import walcodec
 from fastkv.raft.types import Entry, HardState
-from fastkv.storage.wal import WAL, WALCorruptError
+from fastkv.storage.wal import _TEARABLE, WAL, WALCorruptError
 from tests.fuzz.reader import Reader
 from tests.twins import walcodec as twin
 
@@ -143,16 +148,61 @@ def _get_log() -> _Log:
     return _log
 
 
-def _replay_both(buf: bytes) -> None:
-    results: list[Any] = []
-    for codec in (walcodec, twin):
-        dec = codec.Decoder(Entry, HardState, 1)
-        stop = dec.decode(buf, 0)
-        results.append(
-            (stop, dec.record_end, [tuple(e) for e in dec.entries], dec.hard_state, dec.metadata, dec.crc)
-        )
-    if results[0] != results[1]:
-        raise FuzzFailure(f"walcodec and its twin disagree: {results[0]!r} != {results[1]!r}")
+def _replay_both(segments: list[bytes]) -> tuple[State | None, int, int]:
+    """Replays the segments in order with the compiled decoder and its twin, which must agree; returns
+    the state when they stop (None without metadata), the status and the index of the segment."""
+    decoders = [walcodec.Decoder(Entry, HardState, 1), twin.Decoder(Entry, HardState, 1)]
+    status = walcodec.END
+    i = 0
+    for i, buf in enumerate(segments):
+        stops = [dec.decode(buf, 0) for dec in decoders]
+        views = [
+            (stop, d.record_end, list(d.entries), d.hard_state, d.metadata, d.snapshot, d.crc)
+            for stop, d in zip(stops, decoders, strict=True)
+        ]
+        if views[0] != views[1]:
+            raise FuzzFailure(f"walcodec and its twin disagree in segment {i}: {views[0]!r} != {views[1]!r}")
+        status = stops[0][1]
+        if status != walcodec.END:
+            break
+    dec = decoders[1]
+    if dec.metadata is None:
+        return None, status, i
+    return (dec.metadata, dec.hard_state or HardState(0, 0, 0), list(dec.entries)), status, i
+
+
+def _sealed_tail(log: _Log, r: Reader) -> bytes:
+    """The last segment cut after one of its records, then records built from the input with correct
+    crcs chained to what precedes them (so the checks behind the crcs are reached)."""
+    cuts = sorted(log.prefix_states)
+    cut = cuts[r.below(len(cuts))]
+    dec = walcodec.Decoder(Entry, HardState, 1)
+    for buf in [*log.segments[:-1], log.segments[-1][:cut]]:
+        dec.decode(buf, 0)
+    crc = dec.crc
+    out = bytearray(log.segments[-1][:cut])
+    index = dec.last_index
+    while r.left:
+        rtype = 1 + r.byte() % 5
+        if r.bool():
+            payload = r.chunk(64)  # any payload, of any length
+        elif rtype == walcodec.ENTRY_RECORD:
+            index = max(0, index + (r.byte() % 5) - 3)  # often the next index, sometimes a rewrite or a gap
+            term = r.byte() % 8
+            payload = struct.pack("<QQB", term, index, r.byte() % 3) + r.chunk(24)
+        elif rtype == walcodec.STATE_RECORD:
+            payload = struct.pack(
+                "<QQQ", r.byte() % 8, r.byte() % 4, index - r.byte() % 3 if index > 2 else 0
+            )
+        elif rtype == walcodec.CRC_RECORD:
+            payload = struct.pack("<I", crc if r.bool() else r.uint(4))
+        elif rtype == walcodec.SNAPSHOT_RECORD:
+            payload = struct.pack("<QQ", r.byte() % 8, r.byte())
+        else:
+            payload = METADATA if r.bool() else r.chunk(32)
+        record, crc = twin.frame(rtype, payload, crc)
+        out += record
+    return bytes(out)
 
 
 def _after_repair(wal_dir: str, state: State) -> None:
@@ -174,17 +224,16 @@ def _after_repair(wal_dir: str, state: State) -> None:
 def wal(data: bytes) -> None:
     log = _get_log()
     r = Reader(data)
-    mode = r.byte() % 4
+    mode = r.byte() % 5
     segments = [bytearray(s) for s in log.segments]
     last = len(segments) - 1
     cut: tuple[int, int] | None = None  # (segment, offset) of a truncation
-    arbitrary: bytes | None = None
+    arbitrary = mode >= 2  # new bytes, not only damage to the pristine log
     if mode == 0:
         for _ in range(1 + r.byte() % 4):
             seg = r.below(len(segments))
             pos = r.below(len(segments[seg]))
-            mask = r.byte() or 1
-            segments[seg][pos] ^= mask
+            segments[seg][pos] ^= r.byte() or 1
     elif mode == 1:
         seg = r.below(len(segments))
         at = r.below(len(segments[seg]) + 1)
@@ -194,15 +243,14 @@ def wal(data: bytes) -> None:
         seg = r.below(len(segments))
         at = r.below(len(segments[seg]) + 1)
         segments[seg][at:] = r.rest()
-        arbitrary = bytes(segments[seg])
-    else:
+    elif mode == 3:
         seg = r.below(len(segments))
         pos = r.below(len(segments[seg]))
         patch = r.chunk()
         segments[seg][pos : pos + len(patch)] = patch
-        arbitrary = bytes(segments[seg])
-    if arbitrary is not None:
-        _replay_both(arbitrary)
+    else:
+        segments[last] = bytearray(_sealed_tail(log, r))
+    model, status, stop_seg = _replay_both([bytes(s) for s in segments])
     # Did a byte inside some segment's records change (flips may cancel out)?
     touched_data = any(
         bytes(seg[:end]) != pristine[:end]
@@ -220,17 +268,17 @@ def wal(data: bytes) -> None:
             if prefix is not None:
                 raise FuzzFailure(f"truncating the last segment at {cut[1]} is not a torn tail: {e}") from e
         return
-    if arbitrary is not None:
-        if repaired is not None:
-            _after_repair(wal_dir, state)
-        return
-    if state == log.full:
-        if touched_data:
-            raise FuzzFailure("a change inside the records went undetected")
-        if cut is not None and cut[0] != last and cut[1] < len(log.segments[cut[0]]):
-            raise FuzzFailure("a truncated earlier segment went undetected")
-    elif state not in log.prefix_states.values():
-        raise FuzzFailure(f"a damaged log read back as a state it never held: {state!r}")
+    # Accepted: exactly the records before the first bad one, which only a torn last segment may hold.
+    if state != model:
+        raise FuzzFailure(f"read back {state!r}, but the records before the first bad one hold {model!r}")
+    if status != walcodec.END and (stop_seg != last or status not in _TEARABLE):
+        raise FuzzFailure(f"accepted a log whose segment {stop_seg} stops with status {status}")
+    if not arbitrary:
+        if state == log.full:
+            if touched_data:
+                raise FuzzFailure("a change inside the records went undetected")
+        elif state not in log.prefix_states.values():
+            raise FuzzFailure(f"a damaged log read back as a state it never held: {state!r}")
     if cut is not None:
         if cut[0] != last:
             if cut[1] < len(log.segments[cut[0]]):
