@@ -49,7 +49,8 @@ typecheck: $(STAMP)
 FUZZ_TARGETS ?= http form wal frame
 FUZZ_SECONDS ?= 600
 fuzz: $(STAMP)
-	for t in $(FUZZ_TARGETS); do nice $(PY) -m tests.fuzz.run $$t -max_total_time=$(FUZZ_SECONDS) -max_len=4096 || exit 1; done
+	status=0; for t in $(FUZZ_TARGETS); do nice $(PY) -m tests.fuzz.run $$t -max_total_time=$(FUZZ_SECONDS) \
+	  -max_len=4096 -timeout=10 -print_final_stats=1 || status=1; done; exit $$status
 
 bench: $(STAMP) etcd-bin
 	$(PY) -m pip install -q -e ".[bench]"

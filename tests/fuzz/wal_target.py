@@ -29,6 +29,7 @@ Invariants:
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import struct
@@ -71,7 +72,9 @@ def _write_log(wal_dir: str) -> None:
 
 def _scratch_root() -> str:
     base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    return tempfile.mkdtemp(prefix="fastkv-fuzz-wal-", dir=base)
+    root = tempfile.mkdtemp(prefix="fastkv-fuzz-wal-", dir=base)
+    atexit.register(shutil.rmtree, root, True)
+    return root
 
 
 def _read(wal_dir: str) -> tuple[State, str | None]:
