@@ -19,6 +19,13 @@ import sys
 
 import atheris
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _read_text(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
 
 def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1].startswith("-"):
@@ -39,15 +46,22 @@ def main() -> None:
     work_corpus = os.path.join(work, "corpus")
     os.makedirs(work_corpus, exist_ok=True)
     os.makedirs(seeds, exist_ok=True)
+    # libFuzzer starts argv[0] again for -merge, -fork and -jobs: make it a script that runs this target.
+    again = os.path.join(work, "run-again.sh")
+    script = f'#!/bin/sh\ncd "{ROOT}" && exec "{sys.executable}" -m tests.fuzz.run {target_name} "$@"\n'
+    if not os.path.exists(again) or _read_text(again) != script:
+        with open(again, "w") as f:
+            f.write(script)
+        os.chmod(again, 0o755)
     paths = [o for o in options if not o.startswith("-")]
     flags = [o for o in options if o.startswith("-")]
     flags.append(f"-artifact_prefix={work}/")
     if merge:
-        argv = [sys.argv[0], "-merge=1", *flags, seeds, work_corpus]
+        argv = [again, "-merge=1", *flags, seeds, work_corpus]
     elif paths:
-        argv = [sys.argv[0], *flags, *paths]  # run the given files or directories
+        argv = [again, *flags, *paths]  # run the given files or directories
     else:
-        argv = [sys.argv[0], *flags, work_corpus, seeds]
+        argv = [again, *flags, work_corpus, seeds]
 
     def one_input(data: bytes) -> None:
         target(data)
