@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastkv._native.httpcodec import parse_form
+from tests.fuzz import http_target
 from tests.fuzz.form_target import check_parse_form
 from tests.fuzz.targets import SEEDS, TARGETS
 
@@ -104,3 +105,22 @@ def test_form_round_trips_urllib_encoding(pairs: list[tuple[str, str]], quote: C
         expected.setdefault(k, v)
     assert form == expected
     check_parse_form(encoded)
+
+
+# The two read-boundary differences the http target tolerates (see its _known_difference): these fail
+# until api/protocol.py is fixed, and then fail as XPASS, so the tolerance gets removed with the fix.
+_FORM_HEAD = b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 7\r\n\r\n"
+
+
+@pytest.mark.xfail(
+    strict=True, reason="api/protocol.py stops parsing at a bad version's head, before its body"
+)
+def test_bad_version_with_a_body_is_answered_whatever_the_reads() -> None:
+    head = b"PUT /v2/keys/a HTTP/2.0\r\nHost: x\r\n" + _FORM_HEAD
+    assert http_target._run([head, b"value=1"]) == http_target._run([head + b"value=1"])
+
+
+@pytest.mark.xfail(strict=True, reason="api/protocol.py checks the first line's length before parsing a read")
+def test_long_unparsable_first_line_gets_one_answer_whatever_the_reads() -> None:
+    line = b"FET /v2/keys/" + b"k" * 4100 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert http_target._run([line[:3], line[3:]]) == http_target._run([line])
