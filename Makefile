@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-test
 WHEEL_TOOLS := $(VENV)/.installed-wheel-tools
 SOURCES := pyproject.toml setup.py src/fastkv/__init__.py $(wildcard native/*.pyx native/*.pxd)
 
-.PHONY: run test test-etcd test-cluster lint typecheck bench clean wheel venv
+.PHONY: run test test-etcd test-cluster lint typecheck bench clean wheel venv fuzz
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,15 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+# Coverage-guided fuzzing (atheris), one target after another at low priority: FUZZ_SECONDS each (the
+# bounded slice in `make test` replays the seeds only). Finds go to /tmp/fastkv-fuzz/<target>/; keep
+# the new coverage as seeds with `python -m tests.fuzz.run <target> --merge`.
+FUZZ_TARGETS ?= http form wal frame
+FUZZ_SECONDS ?= 600
+fuzz: $(STAMP)
+	status=0; for t in $(FUZZ_TARGETS); do nice $(PY) -m tests.fuzz.run $$t -max_total_time=$(FUZZ_SECONDS) \
+	  -max_len=4096 -timeout=10 -print_final_stats=1 || status=1; done; exit $$status
 
 bench: $(STAMP) etcd-bin
 	$(PY) -m pip install -q -e ".[bench]"

@@ -434,10 +434,12 @@ cdef class Decoder:
                 term = get_u64(payload)
                 index = get_u64(payload + 8)
                 if index >= self.first_index:
-                    pos = <Py_ssize_t>(index - self.first_index)
                     n = len(self.entries)
-                    if pos > n:
+                    # Compared unsigned: an index 2**63 past first_index must not wrap to a
+                    # negative position (that would cut entries off the end of the log).
+                    if index - self.first_index > <uint64_t>n:
                         return offset, S_INDEX_GAP
+                    pos = <Py_ssize_t>(index - self.first_index)
                     data = PyBytes_FromStringAndSize(<const char*>payload + _ENTRY_FIXED, length - _ENTRY_FIXED)
                     if pos < n:
                         # A new leader replaced this suffix (Raft paper §5.3).

@@ -19,7 +19,9 @@ Rules and invariants:
   that follow, before the body crc could complain.  Any flipped bit of a frame is detected.
 - A frame longer than ``max_frame_bytes`` is refused as soon as its header is read, before
   any of it is buffered; so is a streamed snapshot declared larger than ``max_snapshot_bytes``.
-- pickle is never used: the envelope is JSON of ints, bools and lists; bytes travel raw.
+- pickle is never used: the envelope is JSON of ints, bools, strings and lists; bytes travel raw.
+  The decoder checks every envelope field's type (ids, terms, indexes, lengths: ints in
+  [0, 2**64); flags: bools), so a frame it yields is well typed whatever its sender put in it.
 - Entries travel as WAL entry records (the walcodec C encoder: term u64, index u64, type
   u8, data, each record 8-byte aligned with its own crc), so a MsgApp of 64 entries
   encodes in a few microseconds.  The receiver replays them with the WAL decoder when
@@ -90,6 +92,13 @@ _ENTRY = struct.Struct("<QQB")  # walcodec entry payload prefix: term, index, ty
 DEFAULT_MAX_FRAME_BYTES = 64 << 20
 DEFAULT_MAX_SNAPSHOT_BYTES = 8 << 30
 DEFAULT_SNAPSHOT_CHUNK_BYTES = 256 << 10
+
+
+_U64_END = 1 << 64
+
+
+def _is_u64(v: object) -> bool:
+    return type(v) is int and 0 <= v < _U64_END
 
 
 class FrameError(ValueError):
@@ -407,17 +416,25 @@ class Decoder:
                 raise FrameError(f"unexpected payload in a {FRAME_NAMES.get(ftype, ftype)} frame")
             if ftype == FRAME_HELLO:
                 version, cluster_id, frm, to, stream = fields
+                if not (_is_u64(version) and _is_u64(cluster_id) and _is_u64(frm) and _is_u64(to)):
+                    raise FrameError("malformed hello frame: ids must be unsigned 64-bit integers")
+                if type(stream) is not str:
+                    raise FrameError("malformed hello frame: the stream is not a string")
                 return Hello(cluster_id, frm, to, stream, version)
             if ftype == FRAME_HELLO_REPLY:
                 status, reason, frm = fields
+                if not (_is_u64(status) and _is_u64(frm) and type(reason) is str):
+                    raise FrameError("malformed hello-reply frame")
                 return HelloReply(status, reason, frm)
             if ftype == FRAME_SNAP_ACK:
                 ok, reason = fields
+                if type(ok) is not bool or type(reason) is not str:
+                    raise FrameError("malformed snapshot-ack frame")
                 return SnapAck(ok, reason)
-            if ftype == FRAME_PING:
-                return Ping(fields)
-            if ftype == FRAME_PONG:
-                return Pong(fields)
+            if ftype in (FRAME_PING, FRAME_PONG):
+                if not _is_u64(fields):
+                    raise FrameError(f"malformed {FRAME_NAMES[ftype]} frame")
+                return Ping(fields) if ftype == FRAME_PING else Pong(fields)
         except (orjson.JSONDecodeError, TypeError, ValueError) as e:
             if isinstance(e, FrameError):
                 raise
@@ -460,10 +477,24 @@ def _decode_message(env: memoryview, payload: memoryview, inline_snapshot: bool)
         ents_len,
         snap_env,
     ) = orjson.loads(env)
+    for v in (mtype, to, frm, term, log_term, index, commit, reject_hint, ctx_len, n_entries, ents_len):
+        if type(v) is not int or v < 0 or v >= _U64_END:
+            raise FrameError("malformed message frame: a field is not an unsigned 64-bit integer")
+    if type(reject) is not bool:
+        raise FrameError("malformed message frame: reject is not a bool")
+    data_len = 0
+    if snap_env is not None:
+        if type(snap_env) is not list or len(snap_env) != 4:
+            raise FrameError("malformed snapshot metadata")
+        s_index, s_term, voters, data_len = snap_env
+        if not (_is_u64(s_index) and _is_u64(s_term) and _is_u64(data_len)):
+            raise FrameError("malformed snapshot metadata")
+        if type(voters) is not list or not all(_is_u64(v) for v in voters):
+            raise FrameError("malformed snapshot metadata: voters")
     end = ctx_len + ents_len
     if snap_env is not None and inline_snapshot:
-        end += snap_env[3]
-    if end != len(payload) or ctx_len < 0 or ents_len < 0:
+        end += data_len
+    if end != len(payload):
         raise FrameError("message payload length disagrees with its envelope")
     context = bytes(payload[:ctx_len]) if ctx_len else b""
     if n_entries:
@@ -473,14 +504,10 @@ def _decode_message(env: memoryview, payload: memoryview, inline_snapshot: bool)
     else:
         entries = []
     snapshot = None
-    data_len = 0
     if snap_env is not None:
-        s_index, s_term, voters, data_len = snap_env
-        if type(voters) is not list or data_len < 0:
-            raise FrameError("malformed snapshot metadata")
         data = bytes(payload[ctx_len + ents_len :]) if inline_snapshot and data_len else b""
         snapshot = Snapshot(SnapshotMeta(s_index, s_term, voters), data)
     m = Message(
-        mtype, to, frm, term, log_term, index, entries, commit, bool(reject), reject_hint, context, snapshot
+        mtype, to, frm, term, log_term, index, entries, commit, reject, reject_hint, context, snapshot
     )
     return m, data_len
