@@ -18,7 +18,7 @@ from __future__ import annotations
 import urllib.parse
 
 from fastkv._native.httpcodec import GO_REPLACE, clean_path, parse_form
-from fastkv.api.keys import _MAX_INT64, FORM_MEDIA_TYPE, build_form, media_type, parse_key_request
+from fastkv.api.keys import FORM_MEDIA_TYPE, build_form, media_type, parse_key_request
 from fastkv.v2store.errors import (
     INDEX_NAN,
     INVALID_FIELD,
@@ -133,7 +133,8 @@ def form(data: bytes) -> None:
         raise FuzzFailure(f"request path {req.path!r} from key {key!r}")
     if clock_calls and not fields.get("ttl"):
         raise FuzzFailure("the clock was read without a ttl")
-    if not 0 <= req.expiration <= _MAX_INT64:
+    # Go's int64 nanoseconds: a TTL too large for Go's time wraps as it does there (expiration_for_ttl).
+    if not -(1 << 63) <= req.expiration < 1 << 63:
         raise FuzzFailure(f"expiration {req.expiration} does not fit an int64")
     if req.wait and method != "GET":
         raise FuzzFailure(f"wait accepted on {method}")

@@ -26,6 +26,7 @@ from typing import Any
 
 from fastkv.api.protocol import ClientProtocol
 from fastkv.server import metrics
+from fastkv.server.admin import MemberNotFound
 from tests.api.fake import FakeServer
 
 # Statuses fastkv may answer on the client port (etcd's set for these endpoints).
@@ -44,19 +45,19 @@ class FuzzFailure(AssertionError):
 class FuzzServer(FakeServer):
     """FakeServer with the member calls a fuzzed request can reach answered like a real member."""
 
-    def update_member(self, member_id: int, peer_urls: list[str]) -> None:
+    def update_member(self, member_id: int, peer_urls: list[str]) -> asyncio.Future[Any]:
         for m in self.member_list:
             if m.id == member_id:
                 m.peer_urls = peer_urls
-                return
-        raise KeyError(member_id)
+                return self._future()
+        raise MemberNotFound(member_id)
 
-    def remove_member(self, member_id: int) -> Any:
+    def remove_member(self, member_id: int) -> asyncio.Future[Any]:
         for m in self.member_list:
             if m.id == member_id:
                 self.member_list.remove(m)
-                return None
-        raise KeyError(member_id)
+                return self._future()
+        raise MemberNotFound(member_id)
 
 
 class FakeTransport(asyncio.Transport):
