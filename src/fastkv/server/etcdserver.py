@@ -506,6 +506,10 @@ class _StoreAuthBackend:
 
     def __init__(self, server: EtcdServer) -> None:
         self._server = server
+        # peek's answers while the store's internal namespaces stay as they are (every request with
+        # auth on peeks the enabled flag, its user and its roles).
+        self._peeked: dict[str, tuple[int, str] | None] = {}
+        self._peeked_version = 0
 
     async def do(self, req: V2Request) -> Event:
         event = await self._server.propose_internal(req)
@@ -518,8 +522,16 @@ class _StoreAuthBackend:
     def peek(self, path: str) -> tuple[int, str] | None:
         """(modifiedIndex, value) of the file at ``path`` (/2/...), or None: a key index lookup, no
         stats, no event (it runs on every authenticated request)."""
-        ns = self._server.store.namespaces[AUTH_NAMESPACE]
-        node = ns.tree.get(path[2:] or "/")
-        if node is None or node.children is not None:
-            return None
-        return node.modified_index, node.value
+        store = self._server.store
+        if store.internal_version != self._peeked_version:
+            self._peeked.clear()
+            self._peeked_version = store.internal_version
+        try:
+            return self._peeked[path]
+        except KeyError:
+            pass
+        node = store.namespaces[AUTH_NAMESPACE].tree.get(path[2:] or "/")
+        found = None if node is None or node.children is not None else (node.modified_index, node.value)
+        if len(self._peeked) < 4096:
+            self._peeked[path] = found
+        return found

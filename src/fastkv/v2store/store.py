@@ -32,6 +32,8 @@ Rules (see docs/design.md for the contract and etcd-v2.md §1.3-§2 for the beha
 
 from __future__ import annotations
 
+import itertools
+
 import orjson
 
 from fastkv._native.keyindex import (
@@ -65,6 +67,7 @@ from fastkv.v2store.watcher import Callback, Watcher, WatcherHub
 HISTORY_CAPACITY = 1000
 # etcd's store tree: /0 cluster (members, version), /1 the user keys (this store's own tree), /2 v2 auth.
 USER_NAMESPACE = "1"
+_INTERNAL_VERSIONS = itertools.count(1)
 INTERNAL_NAMESPACES = ("0", "2")
 # Error codes whose cause is a node path (made absolute for internal namespaces).
 _PATH_CAUSES = frozenset((E.KEY_NOT_FOUND, E.NOT_FILE, E.NOT_DIR, E.NODE_EXIST, E.DIR_NOT_EMPTY))
@@ -94,6 +97,7 @@ class Store:
         "_removed",
         "_taken_index",
         "_ns_dirty",
+        "internal_version",
     )
 
     def __init__(self, namespaces: tuple[str, ...] = INTERNAL_NAMESPACES) -> None:
@@ -112,6 +116,9 @@ class Store:
         for name in namespaces:
             self._add_namespace(name)
         self._ns_dirty = False  # an internal namespace changed since the last take_changes
+        # Changes whenever anything in an internal namespace does; unique across Store objects, so a
+        # reader may memoize internal reads by it (v2 auth's per-request checks do).
+        self.internal_version = next(_INTERNAL_VERSIONS)
 
     def _add_namespace(self, name: str) -> Store:
         if not name or "/" in name or name == USER_NAMESPACE:
@@ -158,6 +165,7 @@ class Store:
             if ns.index != self.index:
                 self.index = ns.index
                 self._ns_dirty = True
+                self.internal_version = next(_INTERNAL_VERSIONS)
         if event is None:
             return None
         if event.action == GET:
@@ -176,6 +184,7 @@ class Store:
         root.created_index = root.modified_index = self.index
         self.stats.createSuccess += 1
         self._ns_dirty = True
+        self.internal_version = next(_INTERNAL_VERSIONS)
         hub: InternalHub = ns.hub  # type: ignore[assignment]
         hub.add(Event(CREATE, root.repr(False, False, now_ns), None, self.index))
         assert hub.last is not None
