@@ -112,9 +112,6 @@ def test_form_round_trips_urllib_encoding(pairs: list[tuple[str, str]], quote: C
 _FORM_HEAD = b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 7\r\n\r\n"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="api/protocol.py stops parsing at a bad version's head, before its body"
-)
 def test_bad_version_with_a_body_is_answered_whatever_the_reads() -> None:
     head = b"PUT /v2/keys/a HTTP/2.0\r\nHost: x\r\n" + _FORM_HEAD
     assert http_target._run([head, b"value=1"]) == http_target._run([head + b"value=1"])
@@ -126,9 +123,6 @@ def test_long_unparsable_first_line_gets_one_answer_whatever_the_reads() -> None
     assert http_target._run([line[:3], line[3:]]) == http_target._run([line])
 
 
-@pytest.mark.xfail(
-    strict=True, reason="api/protocol.py marks an Upgrade request close only while it is queued"
-)
 def test_upgrade_answer_says_close_whatever_the_reads() -> None:
     put = b"PUT /v2/keys/a HTTP/1.1\r\nHost: x\r\n" + _FORM_HEAD + b"value=1"
     upgrade = (

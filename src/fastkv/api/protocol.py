@@ -170,6 +170,8 @@ class ClientProtocol(asyncio.Protocol):
         # Bytes of the connection's first line seen so far, -1 once its line end has arrived.
         self._first_line = 0
         self._broken = False
+        # The message being parsed was answered at its head (a bad version): its body is dropped.
+        self._discarding = False
         # Handling state.
         self._queue: collections.deque[_Request] = collections.deque()
         self._current: _Request | None = None
@@ -273,14 +275,26 @@ class ClientProtocol(asyncio.Protocol):
         url_parts = self._url_parts
         r.target = url_parts[0] if len(url_parts) == 1 else b"".join(url_parts)
         url_parts.clear()
+        if parser.should_upgrade():
+            # Whatever follows the head is not HTTP we understand: this is the last answer.
+            r.keep_alive = False
         if version not in _HTTP_VERSIONS:
+            # Answered now, as Go answers at the request line, whether or not a body follows; nothing
+            # after it is read (the rest of this read included).
             r.bad = _BAD_REQUEST
-            self._broken = True  # nothing after it is read
-        elif r.http11 and not self._has_host:
+            self._broken = True
+            self._discarding = True
+            self._reading = _Request()
+            self._has_host = False
+            self._submit(r)
+            return
+        if r.http11 and not self._has_host:
             r.bad = _NO_HOST
         self._has_host = False
 
     def on_body(self, body: bytes) -> None:
+        if self._discarding:
+            return
         size = self._body_size + len(body)
         self._body_size = size
         if size <= MAX_FORM_SIZE + 1:
@@ -291,6 +305,9 @@ class ClientProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._in_body = False
+        if self._discarding:
+            self._body_parts.clear()
+            return
         r = self._reading
         parts = self._body_parts
         if parts:
