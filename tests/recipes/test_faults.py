@@ -9,6 +9,8 @@ Each test prints one ``FAULTS`` summary line with what it counted.  What is chec
   overlap; the critical sections the fence accepted never overlap either (in store indexes);
 - election: the same for terms, and an observer never sees one leader follow another without a vacancy;
 - queue: every item put is taken exactly once;
+- pub/sub: a resumable watcher's copy of a subtree ends equal to the store's after its member is killed
+  and after its reader stalled past the 1000-event history (it lists again);
 - discovery: a killed or paused instance is gone within its TTL plus one election timeout, plus the
   expiry tick (the leader expires keys every 500 ms) and a scheduling allowance for a busy machine.
 """
@@ -29,6 +31,7 @@ import pytest
 
 from fastkv.client import Client, ClientError
 from fastkv.recipes import discovery, election, queue
+from fastkv.recipes.watch import ResumableWatcher, Resync
 from tests.support.clusterutil import TIMING, member_by_id, wait_one_leader
 from tests.support.procs import ServerProcess, have_etcd, start_cluster
 
@@ -386,3 +389,84 @@ def test_dead_instance_leaves_discovery(cluster: list[ServerProcess], tmp_path: 
         f"removals_of_the_live_instance={removals.count(f'i{w.procs[2].pid}') - 1}"
     )
     assert gone_killed <= bound and gone_paused <= bound
+
+
+def test_watcher_resumes_across_leader_kill_and_a_stalled_reader(cluster: list[ServerProcess]) -> None:
+    """Pub/sub: a ResumableWatcher keeps an exact copy of a subtree while the member it reads from (the
+    leader) is killed, and while its reader stalls long enough for etcd's 1000-event history to move
+    past it (error 401: it lists again).  Its copy always ends equal to the store's."""
+    urls = endpoints(cluster)
+    leader = member_by_id(cluster, wait_one_leader(cluster))
+    order = [leader.url] + [u for u in urls if u != leader.url]  # the watcher reads from the leader
+    state: dict[str, str] = {}
+    kinds = {"resync": 0, "event": 0}
+    stalled = threading.Event()
+    resume = threading.Event()
+    watcher = None
+
+    def follow() -> None:
+        nonlocal watcher
+
+        with Client(order) as c:
+            watcher = ResumableWatcher(c, "/cfg", poll_timeout=1.0)
+            for item in watcher:
+                if isinstance(item, Resync):
+                    kinds["resync"] += 1
+                    state.clear()
+                    state.update({k: n.value or "" for k, n in item.leaves().items()})
+                else:
+                    kinds["event"] += 1
+                    node = item.node
+                    if node is None or node.dir:
+                        continue
+                    if item.action in ("delete", "compareAndDelete", "expire"):
+                        state.pop(node.key, None)
+                    else:
+                        state[node.key] = node.value or ""
+                if stalled.is_set():
+                    resume.wait(60)
+                    stalled.clear()
+
+    t = threading.Thread(target=follow, daemon=True)
+    t.start()
+
+    def write(c: Client, i: int) -> None:
+        for _attempt in range(50):
+            try:
+                c.set(f"/cfg/k{i % 40}", f"v{i}")
+                return
+            except ClientError:
+                time.sleep(0.1)
+        raise AssertionError(f"write {i} never acknowledged")
+
+    try:
+        with Client(urls) as c:
+            for i in range(50):
+                write(c, i)
+            until("the watcher caught up", lambda: state.get("/cfg/k9") == "v49", 20)
+            _, failover = kill_leader(cluster)
+            live = [m.url for m in cluster if m.proc.poll() is None]
+            with Client(live) as c2:
+                for i in range(50, 100):
+                    write(c2, i)
+                until("the watcher follows after the kill", lambda: state.get("/cfg/k19") == "v99", 30)
+                stalled.set()
+                until("the reader stalls", lambda: kinds["event"] > 0 and stalled.is_set(), 10)
+                for i in range(100, 1300):  # more than the 1000 events etcd's history keeps
+                    write(c2, i)
+                resume.set()
+                until("the watcher relisted and caught up", lambda: state.get("/cfg/k19") == "v1299", 40)
+                final = {
+                    n.key: n.value or "" for n in c2.get("/cfg", recursive=True).node.leaves() if not n.dir
+                }
+        assert state == final
+        assert kinds["resync"] >= 2, kinds  # the first listing, and the one after error 401
+    finally:
+        if watcher is not None:
+            watcher.stop()
+        resume.set()
+        t.join(10)
+    print(
+        f"\nFAULTS watch: events={kinds['event']} listings={kinds['resync']} keys={len(state)} "
+        f"leader_failover={failover:.2f}s state_equal=True"
+    )
