@@ -7,6 +7,7 @@ process of the machine (CLOCK_MONOTONIC), so the test can compare them across wo
 
 Roles:
 - ``lock``: acquire the mutex, run a fenced critical section, release; record the hold.
+- ``semaphore``: acquire a slot of a semaphore of SEMAPHORE_LIMIT, work a little, release; record the hold.
 - ``leader``: campaign, act as leader for a while (fenced like the lock), resign; record the term.
 - ``consumer``: take queue items and record each.
 - ``instance``: register a service instance and keep it alive.
@@ -29,6 +30,8 @@ from typing import Any
 
 from fastkv.client import Client, ClientError, CompareFailed, KeyNotFound, NodeExists
 from fastkv.recipes import discovery, election, lock, queue
+
+SEMAPHORE_LIMIT = 2
 
 
 class Recorder:
@@ -101,6 +104,24 @@ def run_lock(c: Client, a: argparse.Namespace, rec: Recorder) -> None:
             pass
 
 
+def run_semaphore(c: Client, a: argparse.Namespace, rec: Recorder) -> None:
+    while not os.path.exists(a.stop):
+        sem = lock.Semaphore(c, a.name, SEMAPHORE_LIMIT, ttl=a.ttl, poll=0.5)
+        try:
+            token = sem.acquire(timeout=5)
+        except lock.LockTimeout:
+            continue
+        acquired = time.monotonic()
+        time.sleep(random.uniform(0.05, 0.3))  # the work; SIGSTOP may land here
+        assert sem.lease is not None
+        end = min(time.monotonic(), sem.lease.valid_until)
+        rec(kind="hold", token=token, acquired=acquired, end=end)
+        try:
+            sem.release()
+        except ClientError:
+            pass
+
+
 def run_leader(c: Client, a: argparse.Namespace, rec: Recorder) -> None:
     fence = f"/fence/{a.name}"
     e = election.Election(c, a.name, ttl=a.ttl, poll=0.5)
@@ -150,7 +171,7 @@ def run_instance(c: Client, a: argparse.Namespace, rec: Recorder) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("role", choices=["lock", "leader", "consumer", "instance"])
+    p.add_argument("role", choices=["lock", "semaphore", "leader", "consumer", "instance"])
     p.add_argument("--endpoints", required=True)
     p.add_argument("--name", required=True)
     p.add_argument("--out", required=True)
@@ -159,9 +180,14 @@ def main() -> None:
     a = p.parse_args()
     rec = Recorder(a.out)
     with Client(a.endpoints.split(","), timeout=2.0) as c:
-        {"lock": run_lock, "leader": run_leader, "consumer": run_consumer, "instance": run_instance}[a.role](
-            c, a, rec
-        )
+        roles = {
+            "lock": run_lock,
+            "semaphore": run_semaphore,
+            "leader": run_leader,
+            "consumer": run_consumer,
+            "instance": run_instance,
+        }
+        roles[a.role](c, a, rec)
     rec(kind="exit")
     sys.exit(0)
 

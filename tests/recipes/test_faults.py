@@ -9,6 +9,7 @@ Each test prints one ``FAULTS`` summary line with what it counted.  What is chec
   overlap; the critical sections the fence accepted never overlap either (in store indexes);
 - election: the same for terms, and an observer never sees one leader follow another without a vacancy;
 - queue: every item put is taken exactly once;
+- semaphore: never more live holds than its limit; counter: no acknowledged add lost or doubled;
 - pub/sub: a resumable watcher's copy of a subtree ends equal to the store's after its member is killed
   and after its reader stalled past the 1000-event history (it lists again);
 - discovery: a killed or paused instance is gone within its TTL plus one election timeout, plus the
@@ -29,9 +30,10 @@ from pathlib import Path
 
 import pytest
 
-from fastkv.client import Client, ClientError
-from fastkv.recipes import discovery, election, queue
+from fastkv.client import Client, ClientError, OutcomeUnknown
+from fastkv.recipes import coordination, discovery, election, queue
 from fastkv.recipes.watch import ResumableWatcher, Resync
+from tests.recipes.fault_worker import SEMAPHORE_LIMIT
 from tests.support.clusterutil import TIMING, member_by_id, wait_one_leader
 from tests.support.procs import ServerProcess, have_etcd, start_cluster
 
@@ -469,4 +471,87 @@ def test_watcher_resumes_across_leader_kill_and_a_stalled_reader(cluster: list[S
     print(
         f"\nFAULTS watch: events={kinds['event']} listings={kinds['resync']} keys={len(state)} "
         f"leader_failover={failover:.2f}s state_equal=True"
+    )
+
+
+def test_semaphore_under_leader_kill_and_paused_holder(cluster: list[ServerProcess], tmp_path: Path) -> None:
+    """Never more than the semaphore's limit of live holds at once (leases as monotonic-clock intervals,
+    from acquisition to the earlier of release and lease expiry), through a leader kill and a holder
+    paused past its TTL."""
+    urls = endpoints(cluster)
+    w = Workers(tmp_path, "semaphore", "faultsem", urls, 4)
+    try:
+        until("6 holds", lambda: len(w.records("hold")) >= 6, 30)
+        _, failover = kill_leader(cluster)
+        before = len(w.records("hold"))
+        until("4 holds after the leader kill", lambda: len(w.records("hold")) >= before + 4, 30)
+        pid = w.records("hold")[-1]["pid"]
+        os.kill(pid, signal.SIGSTOP)
+        paused_at = time.monotonic()
+        until("paused past the TTL", lambda: time.monotonic() > paused_at + TTL + 1, TTL + 5)
+        os.kill(pid, signal.SIGCONT)
+        before = len(w.records("hold"))
+        until("4 more holds", lambda: len(w.records("hold")) >= before + 4, 30)
+    finally:
+        w.finish()
+    holds = w.records("hold")
+    assert holds, w.errors()
+    edges = sorted([(r["acquired"], 1) for r in holds] + [(r["end"], -1) for r in holds])
+    most = live = 0
+    for _, step in edges:
+        live += step
+        most = max(most, live)
+    assert most <= SEMAPHORE_LIMIT, f"{most} holds at once"
+    print(
+        f"\nFAULTS semaphore: holds={len(holds)} holders={len({r['pid'] for r in holds})} "
+        f"limit={SEMAPHORE_LIMIT} most_at_once={most} leader_failover={failover:.2f}s ttl={TTL}s"
+    )
+
+
+def test_counter_adds_through_a_leader_kill(cluster: list[ServerProcess]) -> None:
+    """Coordination: four clients add to one compare-and-swap counter while the leader is killed; the
+    final value is exactly the acknowledged adds plus those whose outcome was unknown and did land
+    (never a lost or doubled acknowledged add), and each value handed back is unique."""
+    urls = endpoints(cluster)
+    acked: list[int] = []
+    unknown = 0
+    lock_ = threading.Lock()
+    stop = threading.Event()
+
+    def adder() -> None:
+        nonlocal unknown
+        with Client(urls, timeout=2.0) as c:
+            counter = coordination.Counter(c, "/counters/faults")
+            while not stop.is_set():
+                try:
+                    got = counter.add(1)
+                except OutcomeUnknown:
+                    with lock_:
+                        unknown += 1
+                    continue
+                except ClientError:
+                    time.sleep(0.05)
+                    continue
+                with lock_:
+                    acked.append(got.value)
+
+    threads = [threading.Thread(target=adder, daemon=True) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        until("50 adds", lambda: len(acked) >= 50, 30)
+        _, failover = kill_leader(cluster)
+        before = len(acked)
+        until("50 adds after the kill", lambda: len(acked) >= before + 50, 30)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(20)
+    with Client([m.url for m in cluster if m.proc.poll() is None]) as c:
+        final = coordination.Counter(c, "/counters/faults").value()
+    assert len(set(acked)) == len(acked), "two adds handed back the same value"
+    assert len(acked) <= final <= len(acked) + unknown, (len(acked), unknown, final)
+    print(
+        f"\nFAULTS counter: acknowledged_adds={len(acked)} unknown_outcomes={unknown} final={final} "
+        f"leader_failover={failover:.2f}s"
     )
