@@ -10,6 +10,7 @@ Each test prints one ``FAULTS`` summary line with what it counted.  What is chec
 - election: the same for terms, and an observer never sees one leader follow another without a vacancy;
 - queue: every item put is taken exactly once;
 - semaphore: never more live holds than its limit; counter: no acknowledged add lost or doubled;
+  double barrier: nobody leaves a round before all entered it;
 - pub/sub: a resumable watcher's copy of a subtree ends equal to the store's after its member is killed
   and after its reader stalled past the 1000-event history (it lists again);
 - discovery: a killed or paused instance is gone within its TTL plus one election timeout, plus the
@@ -555,3 +556,44 @@ def test_counter_adds_through_a_leader_kill(cluster: list[ServerProcess]) -> Non
         f"\nFAULTS counter: acknowledged_adds={len(acked)} unknown_outcomes={unknown} final={final} "
         f"leader_failover={failover:.2f}s"
     )
+
+
+def test_double_barrier_rounds_through_a_leader_kill(cluster: list[ServerProcess]) -> None:
+    """Coordination: three participants go through double-barrier rounds (all enter, then all leave)
+    while the leader is killed; no participant leaves a round before every one of them entered it."""
+    urls = endpoints(cluster)
+    rounds = 6
+    log: list[tuple[int, str, int]] = []
+    lk = threading.Lock()
+    errors: list[str] = []
+
+    def participant(i: int) -> None:
+        with Client(urls, timeout=2.0) as c:
+            for r in range(rounds):
+                b = coordination.DoubleBarrier(c, f"faultbarrier-{r}", 3, ttl=10, poll=0.5)
+                if not b.enter(timeout=30):
+                    errors.append(f"{i} could not enter round {r}")
+                    return
+                with lk:
+                    log.append((r, "enter", i))
+                time.sleep(0.1)
+                if not b.leave(timeout=30):
+                    errors.append(f"{i} could not leave round {r}")
+                    return
+                with lk:
+                    log.append((r, "leave", i))
+
+    threads = [threading.Thread(target=participant, args=(i,), daemon=True) for i in range(3)]
+    for t in threads:
+        t.start()
+    until("a round done", lambda: sum(1 for e in log if e[1] == "leave") >= 3, 30)
+    _, failover = kill_leader(cluster)
+    for t in threads:
+        t.join(90)
+    assert not errors, errors
+    for r in range(rounds):
+        entered = [k for k, e in enumerate(log) if e[0] == r and e[1] == "enter"]
+        left = [k for k, e in enumerate(log) if e[0] == r and e[1] == "leave"]
+        assert len(entered) == 3 and len(left) == 3, (r, log)
+        assert max(entered) < min(left), f"round {r}: someone left before all entered"
+    print(f"\nFAULTS barrier: rounds={rounds} participants=3 leader_failover={failover:.2f}s")
