@@ -45,6 +45,7 @@ class Node:
         self.snap_status: list[tuple[int, bool]] = []
         self.rejected: list[tuple[int, int, str]] = []
         self.removed: set[int] = set()
+        self.handed_back: list[Message] = []
         options: dict[str, Any] = {
             "rng": random.Random(member_id),
             "backoff_base_s": 0.01,
@@ -61,6 +62,7 @@ class Node:
             on_snapshot_status=lambda peer, ok: self.snap_status.append((peer, ok)),
             is_removed=self.removed.__contains__,
             on_rejected=lambda peer, status, reason: self.rejected.append((peer, status, reason)),
+            on_dropped_proposal=self.handed_back.append,
             **options,
         )
         self.port = 0

@@ -12,6 +12,7 @@ from fastkv.raft.messages import (
     MSG_APP,
     MSG_APP_RESP,
     MSG_HEARTBEAT,
+    MSG_PROP,
     MSG_SNAP,
     Message,
     Snapshot,
@@ -145,6 +146,45 @@ def test_peer_restart_reconnects(loop_kind: str) -> None:
             await until(lambda: len(b2.got) == 1)
             assert b2.got[0].term == 3
             await b2.t.stop()
+        finally:
+            await stop_all([a, b])
+
+    run(loop_kind, scenario)
+
+
+def test_proposals_dropped_unsent_are_handed_back(loop_kind: str) -> None:
+    """A forwarded proposal the transport drops before writing it comes back to the sender (the
+    leader never saw it); one written to the socket does not, even if the peer then goes away."""
+
+    def prop(k: int) -> Message:
+        return Message(MSG_PROP, to=2, frm=1, entries=[Entry(0, 0, 0, b"p%d" % k)])
+
+    async def scenario() -> None:
+        a = await Node(1, max_queued_messages=2).start()
+        b = await Node(2).start()
+        a.t.add_peer(2, [b.url])
+        b.t.add_peer(1, [a.url])
+        try:
+            # Queue full: the third and fourth are dropped at once and handed back, heartbeats are not.
+            a.t.send([prop(0), prop(1), prop(2), Message(MSG_HEARTBEAT, to=2, frm=1), prop(3)])
+            assert [m.entries[0].data for m in a.handed_back] == [b"p2", b"p3"]
+            await until(lambda: len(b.got) == 2, what="the queued two")
+            assert [m.entries[0].data for m in b.got] == [b"p0", b"p1"]
+            # Written ones are never handed back when the peer then goes away ...
+            await b.t.stop()
+            await until(lambda: not a.t.is_active(2), what="connection lost")
+            assert len(a.handed_back) == 2
+            # ... and while the peer is down, every proposal comes back.
+            a.t.send([prop(4)])
+            await until(lambda: len(a.handed_back) == 3, what="dropped while down")
+            assert a.handed_back[-1].entries[0].data == b"p4"
+            # Removing the peer hands back what was still queued for it.
+            c = await Node(3).start()
+            a.t.add_peer(3, [c.url])
+            a.t.send([Message(MSG_PROP, to=3, frm=1, entries=[Entry(0, 0, 0, b"q")])])
+            a.t.remove_peer(3)
+            assert a.handed_back[-1].entries[0].data == b"q"
+            await c.t.stop()
         finally:
             await stop_all([a, b])
 

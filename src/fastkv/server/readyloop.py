@@ -22,7 +22,10 @@ Rules:
   the WAL write that makes the Ready durable; then apply, then advance.
 - A follower forwards proposals to the leader (MsgProp).  With no leader known, proposals are held
   and forwarded once one is, but only those whose client still waits: a request answered (timed
-  out) is never proposed afterwards.
+  out) is never proposed afterwards.  A forward the transport dropped before writing any byte of
+  it (the leader unreachable, the connection lost with it queued) is handed back and forwarded
+  again, to whoever leads by then, while its client waits; one written to a socket may have
+  arrived and is never sent twice.
 - A follower behind the leader's compacted log receives the newest snapshot (the RocksDB
   checkpoint as an archive) and swaps it in for its applied state on the writer thread.
 """
@@ -53,6 +56,7 @@ from ..storage.snap import Snapshotter, archive_dir, restore_archive
 from ..storage.wal import WAL
 from ..transport.transport import STATUS_GONE, Transport, parse_peer_url
 from ..v2store.errors import LEADER_ELECT, RAFT_INTERNAL, V2Error
+from ..v2store.request import V2Request
 from .applier import ApplierV2
 from .bootstrap import OLD_SUFFIX, OpenedMember, StartupError
 from .config import Config
@@ -71,6 +75,18 @@ def _snapshot_catch_up_entries() -> int:
     """Entries kept after a snapshot so slow followers can catch up from the log: 5000 like
     etcd's; FASTKV_SNAPSHOT_CATCH_UP_ENTRIES overrides it (tests exercise compaction)."""
     return int(os.environ.get("FASTKV_SNAPSHOT_CATCH_UP_ENTRIES", 5000))
+
+
+def _request_id(e: Entry) -> int:
+    """The request id an entry carries (0: none, or the member's own request)."""
+    try:
+        if e.type in (ENTRY_NORMAL, ENTRY_INTERNAL):
+            return V2Request.peek_id(e.data)
+        if e.type == ENTRY_CONF_CHANGE:
+            return int(orjson.loads(e.data).get("request_id", 0))
+    except (ValueError, TypeError, AttributeError, orjson.JSONDecodeError):
+        pass
+    return 0
 
 
 class ReadyLoop:
@@ -111,6 +127,9 @@ class ReadyLoop:
         # (request id, entry type, data): configuration changes, attribute publications and requests
         # on the internal namespaces, in the order they were made.
         self._conf_proposals: list[tuple[int, int, bytes]] = []
+        # Forwarded entries the transport dropped unsent, with their request ids: forwarded again
+        # once the leader's connection is up, while their client waits.
+        self._unsent: list[tuple[int, Entry]] = []
         # Quorum reads (ReadIndex, Raft thesis §6.4): request ids not yet handed to Raft, and
         # confirmed reads waiting for the store to apply up to their read index.
         self._reads: list[int] = []
@@ -184,6 +203,7 @@ class ReadyLoop:
             on_snapshot_status=self.raft.report_snapshot,
             is_removed=lambda mid: mid in self.applier.membership.removed,
             on_rejected=self._on_peer_rejected,
+            on_dropped_proposal=self._on_dropped_proposal,
             cluster_info=self._cluster_info,
             rng=random.Random(self.member_id ^ time.time_ns() ^ 0x5EED),
             server_tls=tls.peer if tls is not None else None,
@@ -218,6 +238,7 @@ class ReadyLoop:
             except Exception:  # noqa: BLE001 - stopping anyway
                 pass
         self._proposals.clear()
+        self._unsent.clear()
         self._internal_at.clear()
         self._conf_proposals.clear()
         self._reads.clear()
@@ -336,8 +357,51 @@ class ReadyLoop:
                 except Exception as e:  # noqa: BLE001 - any WAL failure is fatal
                     self.fail(f"WAL write failed: {e}")
         self.raft.tick()
+        if self._unsent:
+            self._retry_unsent()
         self._on_leader_change()
         self.kick()
+
+    # -- forwards lost before they left ---------------------------------------------------
+
+    def _on_dropped_proposal(self, m: Message) -> None:
+        """The transport dropped a forward unsent.  Entries of this member's waiting clients are
+        kept for _retry_unsent; the member's own (request id 0: SYNC, attribute publication) are
+        made again by their own timers."""
+        is_waiting = self.wait.is_waiting
+        for e in m.entries:
+            rid = _request_id(e)
+            if rid and is_waiting(rid) and len(self._unsent) < MAX_HELD_PROPOSALS:
+                self._unsent.append((rid, e))
+
+    def _retry_unsent(self) -> None:
+        """Forward the dropped entries again, once a leader is known and reachable (or this member
+        leads), keeping only those whose client still waits."""
+        raft = self.raft
+        lead = raft.lead
+        if lead == 0:
+            return
+        is_waiting = self.wait.is_waiting
+        unsent = [(rid, e) for rid, e in self._unsent if is_waiting(rid)]
+        if raft.state != LEADER:
+            t = self.transport
+            if t is None or not t.is_active(lead):
+                self._unsent = unsent
+                return
+        self._unsent = []
+        if not unsent:
+            return
+        entries = [Entry(0, 0, e.type, e.data) for _, e in unsent]
+        if raft.state == LEADER:
+            try:
+                for e in entries:
+                    raft.propose(e.data, e.type)
+            except NotLeaderError:
+                self._unsent = unsent
+                return
+        else:
+            raft.step(Message(MSG_PROP, frm=self.member_id, entries=entries))
+        event(log, logging.INFO, "forwarded proposals again", count=len(entries), leader=f"{lead:x}")
 
     # -- proposing -----------------------------------------------------------------------
 

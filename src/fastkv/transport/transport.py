@@ -27,7 +27,11 @@ Shape (etcd's rafthttp, on frames instead of HTTP):
 
 Callbacks run on the loop, synchronously: ``on_message(m)`` for every message received,
 ``on_unreachable(peer_id)`` (the server calls raft.report_unreachable), ``on_snapshot_status``,
-``is_removed(member_id)``, ``on_rejected(peer_id, status, reason)``.
+``is_removed(member_id)``, ``on_rejected(peer_id, status, reason)``, and
+``on_dropped_proposal(m)`` for a MsgProp dropped before any byte of it was written to a socket
+(the peer unreachable, its queue full or its connection lost with the message still queued): the
+leader never saw it, so the Ready loop may forward it again while its client waits.  A MsgProp
+already written may or may not have arrived and is never handed back.
 
 Non-goals: TLS (https peer URLs are refused), etcd wire compatibility (rafthttp speaks
 protobuf over HTTP; fastkv members talk only to fastkv members).
@@ -53,6 +57,7 @@ from fastkv.raft.messages import (
     MSG_CHECK_QUORUM,
     MSG_HUP,
     MSG_NAMES,
+    MSG_PROP,
     MSG_SNAP,
     MSG_SNAP_STATUS,
     MSG_UNREACHABLE,
@@ -514,6 +519,7 @@ class _Peer:
         "conn",
         "dialing",
         "queue",
+        "queued_props",
         "queued_dirty",
         "attempt",
         "task",
@@ -535,6 +541,8 @@ class _Peer:
         self.conn: _Dialer | None = None  # the message connection, once its handshake passed
         self.dialing = False
         self.queue: list[bytes] = []
+        # The MsgProps among the queued frames: handed back if the queue is dropped unwritten.
+        self.queued_props: list[Message] = []
         self.queued_dirty = False
         self.attempt = 0
         self.task: asyncio.Task[None] | None = None
@@ -569,6 +577,7 @@ class Transport:
         on_snapshot_status: Callable[[int, bool], None] | None = None,
         is_removed: Callable[[int], bool] | None = None,
         on_rejected: Callable[[int, int, str], None] | None = None,
+        on_dropped_proposal: Callable[[Message], None] | None = None,
         cluster_info: Callable[[], str] | None = None,
         rng: random.Random | None = None,
         clock_ns: Callable[[], int] = time.monotonic_ns,
@@ -603,6 +612,7 @@ class Transport:
         self.on_snapshot_status = on_snapshot_status
         self.is_removed = is_removed
         self.on_rejected = on_rejected
+        self.on_dropped_proposal = on_dropped_proposal
         self.cluster_info = cluster_info
         self.rng = rng if rng is not None else random.Random()
         self.clock_ns = clock_ns
@@ -744,7 +754,7 @@ class Transport:
             task.cancel()
         if peer.conn is not None:
             peer.conn.close()
-        peer.queue.clear()
+        self._drop_queue(peer)
         return tasks
 
     # -- state -------------------------------------------------------------------------------
@@ -795,8 +805,12 @@ class Transport:
             if (conn is None and not peer.dialing) or len(peer.queue) >= self.max_queued_messages:
                 peer.dropped += 1
                 self._report_unreachable(peer)
+                if m.type == MSG_PROP:
+                    self._hand_back([m])
                 continue
             peer.queue.append(codec.encode_message(m))
+            if m.type == MSG_PROP:
+                peer.queued_props.append(m)
             if not peer.queued_dirty:
                 peer.queued_dirty = True
                 self._dirty.append(peer)
@@ -835,6 +849,7 @@ class Transport:
             peer.sent_bytes += len(data)
             conn.write(data)
             queue.clear()
+            peer.queued_props.clear()
             # Congestion is over: the next drop is news again.
             peer.reported = False
 
@@ -970,6 +985,19 @@ class Transport:
     def _drop_queue(self, peer: _Peer) -> None:
         peer.dropped += len(peer.queue)
         peer.queue.clear()
+        if peer.queued_props:
+            props, peer.queued_props = peer.queued_props, []
+            self._hand_back(props)
+
+    def _hand_back(self, props: list[Message]) -> None:
+        """Proposals that never left this member, back to the Ready loop (see on_dropped_proposal)."""
+        if self.on_dropped_proposal is None:
+            return
+        for m in props:
+            try:
+                self.on_dropped_proposal(m)
+            except Exception:
+                log.exception("on_dropped_proposal failed")
 
     def _rejected(self, peer: _Peer, e: _Rejected) -> None:
         # Said once per kind of refusal: redials repeat it every backoff_max_s.
