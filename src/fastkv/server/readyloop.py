@@ -139,6 +139,8 @@ class ReadyLoop:
         self.fatal: str | None = None
         self._snapshot_index = opened.snapshot_index
         self._snapshot_running = False
+        # A snapshot is owed (asked for while one was running): taken when the running one is done.
+        self._snapshot_pending = False
         self.transport: Transport | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
         self._last_lead = 0
@@ -690,6 +692,7 @@ class ReadyLoop:
             return
         if not force and applied - self._snapshot_index < self.cfg.snapshot_count:
             return
+        self._snapshot_pending = False
         assert self._loop is not None
         meta = orjson.dumps(
             {"membership": applier.membership.save().decode(), "index": applied, "term": term}
@@ -714,7 +717,7 @@ class ReadyLoop:
             if exc is not None:
                 self.fail(f"snapshot at index {applied} failed: {exc}")
                 return
-            self._snapshot_index = applied
+            self._snapshot_index = max(self._snapshot_index, applied)
             compact_to = min(applied - _snapshot_catch_up_entries(), self.raft.log.applied)
             if compact_to > self.raft.log.offset:
                 self.raft.log.compact(compact_to)
@@ -722,6 +725,8 @@ class ReadyLoop:
             if self.cfg.max_snapshots > 0:
                 self._writer.submit(self.snapshotter.purge, self.cfg.max_snapshots)
             event(log, logging.INFO, "saved snapshot", **{"snapshot-index": applied, "snapshot-term": term})
+            if self._snapshot_pending:
+                self._maybe_snapshot(force=True)
 
         loop = self._loop
         fut = self._writer.submit(write_snapshot)
@@ -787,6 +792,10 @@ class ReadyLoop:
                 log, logging.INFO, "installed the leader's snapshot",
                 **{"snapshot-index": meta.index, "snapshot-term": meta.term},
             )  # fmt: skip
+            # The installed state becomes this member's newest snapshot too: its WAL has nothing
+            # between its previous snapshot and this one, so a backup or a restart must start here.
+            self._snapshot_pending = True
+            self._maybe_snapshot(force=True)
             self._handle_ready(rd)
 
         fut = self._writer.submit(install)
