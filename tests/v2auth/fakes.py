@@ -33,6 +33,10 @@ class StoreBackend:
             return None
         return node.modified_index, node.value
 
+    def version(self) -> int:
+        # Every write moves the store's index: coarser than needed, never stale.
+        return self.store.index
+
     @property
     def index(self) -> int:
         return self.store.index

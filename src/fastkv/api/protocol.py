@@ -38,6 +38,7 @@ import httptools
 from .._native.httpcodec import clean_path, unescape
 from ..server.interface import V2Server
 from ..tls import ServerTLS
+from ..v2auth.access import KeysAccess
 from ..v2store.errors import RAFT_INTERNAL, V2Error
 from ..v2store.event import Event
 from . import cluster
@@ -149,6 +150,9 @@ class ClientProtocol(asyncio.Protocol):
         # The verified client certificate's first CN (the v2 auth user when no Authorization header
         # is sent, with --client-cert-auth), or "".
         self.cert_cn = ""
+        # v2 auth: the Authorization header of this connection's last admitted keys request and
+        # the access resolved for it (see _keys_allowed).
+        self._keys_access: tuple[str | None, KeysAccess] | None = None
         # A --listen-metrics-urls listener: /metrics and /health only, as etcd's.
         self._metrics_only = metrics_only
         self._loop = asyncio.get_running_loop()
@@ -559,28 +563,35 @@ class ClientProtocol(asyncio.Protocol):
     def _keys_allowed(self, r: _Request, key: str, raw_query: bytes) -> bool:
         """With auth on: may the caller do this keys request?  False when it was answered (error 110)
         or is being checked off the loop (an unverified password: bcrypt runs in a thread, then the
-        request is served again)."""
+        request is served again).  The connection keeps the access resolved for its last header
+        while the auth state stays at the same version (keep-alive clients repeat the header)."""
         if r.auth_checked:
             return True
         auth = self._server.auth
-        cert_cn = self.cert_cn or None
         recursive = _recursive_flag(r, raw_query)
-        caller = auth.caller_now(r.authorization, cert_cn)
-        if caller is None:
+        memo = self._keys_access
+        if memo is not None and memo[1].version == auth.version() and memo[0] == r.authorization:
+            access = memo[1]
+        else:
+            cert_cn = self.cert_cn or None
+            caller = auth.caller_now(r.authorization, cert_cn)
+            if caller is None:
 
-            async def verify() -> None:
-                checked = await auth.authenticate_async(r.authorization, cert_cn)
-                if self._current is not r or self._transport is None:
-                    return
-                err = auth.key_access_error(checked, r.method, key, recursive)
-                if err is not None:
-                    return self._reply_error(err)
-                r.auth_checked = True
-                self._serve_keys(r, key, raw_query)
+                async def verify() -> None:
+                    checked = await auth.authenticate_async(r.authorization, cert_cn)
+                    if self._current is not r or self._transport is None:
+                        return
+                    err = auth.key_access_error(checked, r.method, key, recursive)
+                    if err is not None:
+                        return self._reply_error(err)
+                    r.auth_checked = True
+                    self._serve_keys(r, key, raw_query)
 
-            self._loop.create_task(verify()).add_done_callback(self._async_done(r))
-            return False
-        err = auth.key_access_error(caller, r.method, key, recursive)
+                self._loop.create_task(verify()).add_done_callback(self._async_done(r))
+                return False
+            access = auth.keys_access(caller)
+            self._keys_access = None if caller.refused else (r.authorization, access)
+        err = access.error(r.method, key, recursive)
         if err is not None:
             self._reply_error(err)
             return False

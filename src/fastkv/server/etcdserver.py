@@ -519,6 +519,10 @@ class _StoreAuthBackend:
     def get(self, path: str) -> Event:
         return self._server.store.get_internal(path)
 
+    def version(self) -> int:
+        """The store's internal namespaces' version: it moves with every change under /0 and /2."""
+        return self._server.store.internal_version
+
     def peek(self, path: str) -> tuple[int, str] | None:
         """(modifiedIndex, value) of the file at ``path`` (/2/...), or None: a key index lookup, no
         stats, no event (it runs on every authenticated request)."""

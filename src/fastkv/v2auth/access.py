@@ -19,9 +19,14 @@ password itself; the salt is random per process), together with the user name an
 of the user record it was checked against: any change of that record (password, roles, delete and
 re-create) changes the index and the entry no longer matches.  Parsed user records and roles (their
 patterns prepared for ``str.startswith``) are cached the same way, by ``modifiedIndex``, and read
-through the backend's ``peek``, so a request costs a digest, three lookups in the store's key index and
-a few dictionary lookups.  The caches are bounded (the oldest entry goes first).  Failed checks are
-never cached.
+through the backend's ``peek``.  The caches are bounded (the oldest entry goes first).  Failed checks
+are never cached.
+
+``keys_access(caller)`` resolves what a caller may do (its roles' grants) into a ``KeysAccess`` stamped
+with the backend's ``version()``, which changes with anything ``peek`` could answer differently: the
+API keeps the last one per client connection together with the header it was made for, so a
+keep-alive client's next request with the same header costs a string comparison and a prefix test.
+That header lives as long as the connection that keeps sending it, and no longer.
 """
 
 from __future__ import annotations
@@ -144,6 +149,39 @@ REFUSED = Caller(None, True)
 _ROOT_GRANTS = _Grants(ROOT_ROLE_RECORD)
 
 
+class KeysAccess:
+    """What one caller may do on the keys API, resolved against the auth state at ``version``
+    (the backend's ``version()``): valid until that changes."""
+
+    __slots__ = ("version", "refused", "user", "grants", "exact_only")
+
+    def __init__(
+        self, version: int, refused: bool, user: str | None, grants: tuple[_Grants, ...], exact_only: bool
+    ) -> None:
+        self.version = version
+        self.refused = refused
+        self.user = user
+        self.grants = grants
+        # The guest is judged by the exact-key rule even for a recursive request, as etcd does.
+        self.exact_only = exact_only
+
+    def error(self, method: str, key: str, recursive: bool) -> V2Error | None:
+        """None when the caller may do ``method`` on the keys API path ``key``, else the 110 error."""
+        if self.refused:
+            return unauthorized()
+        write = method != "GET" and method != "HEAD"
+        if self.exact_only:
+            recursive = False
+        for grants in self.grants:
+            if grants.allows(key, write, recursive):
+                return None
+        if self.user is None:
+            log.debug("auth: invalid access for unauthenticated user", extra={"fields": {"key": key}})
+        else:
+            log.debug("auth: invalid access", extra={"fields": {"user": self.user, "key": key}})
+        return unauthorized()
+
+
 class Auth:
     """The auth state (``store``) and the access checks the API layer asks before serving a request."""
 
@@ -154,9 +192,19 @@ class Auth:
         self._users = _Bounded(cache_size)  # name -> (modifiedIndex, User)
         self._roles = _Bounded(cache_size)  # name -> (modifiedIndex, _Grants)
         self._salt = os.urandom(32)
+        self._enabled_version = -1
+        self._enabled = False
+
+    def version(self) -> int:
+        """The auth state's version: a resolved ``KeysAccess`` holds while this stays the same."""
+        return self.store.backend.version()
 
     def enabled(self) -> bool:
-        return self.store.auth_enabled()
+        version = self.store.backend.version()
+        if version != self._enabled_version:
+            self._enabled = self.store.auth_enabled()
+            self._enabled_version = version
+        return self._enabled
 
     # ----- records, cached by modifiedIndex ---------------------------------------------------------
 
@@ -261,24 +309,20 @@ class Auth:
 
     # ----- decisions --------------------------------------------------------------------------------
 
-    def key_access_error(self, caller: Caller, method: str, key: str, recursive: bool) -> V2Error | None:
-        """None when ``caller`` may do ``method`` on the keys API path ``key``, else the 110 error."""
+    def keys_access(self, caller: Caller) -> KeysAccess:
+        """``caller``'s grants, resolved against the current auth state."""
+        version = self.store.backend.version()
         if caller.refused:
-            return unauthorized()
-        write = method != "GET" and method != "HEAD"
+            return KeysAccess(version, True, None, (), False)
         if caller.user is None:
             guest = self._grants(GUEST_ROLE)
-            # The guest is judged by the exact-key rule even for a recursive request, as etcd does.
-            if guest is not None and guest.allows(key, write, False):
-                return None
-            log.debug("auth: invalid access for unauthenticated user", extra={"fields": {"key": key}})
-            return unauthorized()
-        for name in caller.user.roles or ():
-            grants = self._grants(name)
-            if grants is not None and grants.allows(key, write, recursive):
-                return None
-        log.debug("auth: invalid access", extra={"fields": {"user": caller.user.user, "key": key}})
-        return unauthorized()
+            return KeysAccess(version, False, None, (guest,) if guest is not None else (), True)
+        grants = tuple(g for g in map(self._grants, caller.user.roles or ()) if g is not None)
+        return KeysAccess(version, False, caller.user.user, grants, False)
+
+    def key_access_error(self, caller: Caller, method: str, key: str, recursive: bool) -> V2Error | None:
+        """None when ``caller`` may do ``method`` on the keys API path ``key``, else the 110 error."""
+        return self.keys_access(caller).error(method, key, recursive)
 
     @staticmethod
     def is_root(caller: Caller) -> bool:

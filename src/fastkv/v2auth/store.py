@@ -65,13 +65,17 @@ class AuthBackend(Protocol):
     ``get`` reads the member's applied state (a ``GET``, never through Raft); ``V2Error`` 100 when the
     key does not exist.  ``peek`` is the per-request read of the access checks: ``(modifiedIndex, value)``
     of a file in the applied state, None when there is no such file; it must cost no more than a
-    lookup (no event, no stats).  Paths are etcd's store paths (``/2/users/alice``)."""
+    lookup (no event, no stats).  Paths are etcd's store paths (``/2/users/alice``).  ``version`` is a
+    number that changes whenever anything ``peek`` could answer changes (access decisions made at one
+    version are kept until it moves)."""
 
     async def do(self, req: V2Request) -> Event: ...
 
     def get(self, path: str) -> Event: ...
 
     def peek(self, path: str) -> tuple[int, str] | None: ...
+
+    def version(self) -> int: ...
 
 
 class AuthError(Exception):
