@@ -15,7 +15,7 @@ def parse(*argv: str):
 def test_run_defaults() -> None:
     a = parse("run", "--scenario", "put-1", "-s", "put-64")
     assert a.scenario == ["put-1", "put-64"]
-    assert (a.runs, a.duration, a.systems) == (3, 5.0, ["fastkv", "etcd"])
+    assert (a.runs, a.duration, a.systems) == (5, 5.0, ["fastkv", "etcd"])
     assert a.out == "bench/results" and a.fastkv_url is None and a.etcd_url is None
 
 

@@ -28,6 +28,8 @@ def write_synthetic(out: str) -> None:
             "fastkv": [_run("fastkv", rps=v * conns, **lat) for v in (100, 300, 200)],
             "etcd": [_run("etcd", rps=100.0 * conns, **lat) for _ in range(3)],
         }
+        for i, run in enumerate(runs["fastkv"] + runs["etcd"]):
+            run.detail["load_1m"] = [0.5 + i, 0.7 + i]  # as Runner.one records them
         r.write(resolve(name), runs, machine, 3)
     failed = RunResult("etcd", error="RuntimeError: boom")
     runs = {
@@ -68,6 +70,8 @@ def test_report_tables_and_plots(tmp_path) -> None:
     assert [d["scenario"] for d in report.load(str(tmp_path))] == ["put-1", "put-64", "watch-100"]
     row = next(ln for ln in text.splitlines() if ln.startswith("| `put-64`"))
     assert "12,800 (6,400-19,200)" in row and "| 6,400 (6,400-6,400) |" in row and "| 2.00 |" in row
+    assert row.endswith("| 0.5-5.7 |"), row  # the load around the scenario's runs
+    assert "run 1: 6,400 (load 0.5 -> 0.7)" in text
     row = next(ln for ln in text.splitlines() if ln.startswith("| `watch-100`"))
     assert "lower is better" in row and "| 0.50 |" in row and "etcd 1/2" in row
     assert "run 2: FAILED (RuntimeError: boom)" in text

@@ -1,6 +1,6 @@
 """Command line: ``python -m fastkv.bench run|report|list`` (also installed as ``fastkv-bench``).
 
-python -m fastkv.bench run --scenario put-1 --scenario put-64 --runs 3 --duration 5
+python -m fastkv.bench run --scenario put-1 --scenario put-64 --runs 5 --duration 5
 python -m fastkv.bench run --all --systems fastkv,etcd
 python -m fastkv.bench run --scenario get-64 --fastkv-url http://127.0.0.1:2379
 python -m fastkv.bench run -s security --runs 5 --duration 5   # TLS and auth against their plain twins
@@ -54,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
         help=f"scenario or group ({', '.join(GROUPS)}) to run (repeatable)",
     )
     pick.add_argument("--all", action="store_true", help="every default scenario (see `list`)")
-    run.add_argument("--runs", type=_positive_int, default=3, help="runs per system (default 3)")
+    run.add_argument("--runs", type=_positive_int, default=5, help="runs per system (default 5)")
     run.add_argument(
         "--duration", type=_positive_int, default=5, help="whole seconds per measurement (default 5)"
     )

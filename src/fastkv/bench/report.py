@@ -73,10 +73,24 @@ def _systems(docs: list[dict[str, Any]]) -> list[str]:
     return sorted(seen, key=lambda s: (s != "fastkv", s))
 
 
+def _run_loads(doc: dict[str, Any]) -> list[float]:
+    """The 1-minute load averages recorded around the scenario's runs (before and after each)."""
+    out: list[float] = []
+    for sd in doc["systems"].values():
+        for r in sd.get("runs", []):
+            out.extend(r.get("detail", {}).get("load_1m", []))
+    return out
+
+
+def _load_range(doc: dict[str, Any]) -> str:
+    loads = _run_loads(doc)
+    return f"{min(loads):.1f}-{max(loads):.1f}" if loads else "-"
+
+
 def summary_table(docs: list[dict[str, Any]]) -> list[str]:
     systems = _systems(docs)
-    head = "| scenario | what | metric | " + " | ".join(systems) + " | fastkv/etcd | runs ok |"
-    lines = [head, "|" + "---|" * (len(systems) + 5)]
+    head = "| scenario | what | metric | " + " | ".join(systems) + " | fastkv/etcd | runs ok | load |"
+    lines = [head, "|" + "---|" * (len(systems) + 6)]
     for d in docs:
         m = d["metric"]
         better = "higher is better" if d["higher_is_better"] else "lower is better"
@@ -90,7 +104,7 @@ def summary_table(docs: list[dict[str, Any]]) -> list[str]:
         lines.append(
             f"| `{d['scenario']}` | {d['title']} | {LABELS.get(m, m)} ({UNITS.get(m, '')}, {better}) | "
             + " | ".join(cells)
-            + f" | {f'{ratio:.2f}' if ratio else '-'} | {ok} |"
+            + f" | {f'{ratio:.2f}' if ratio else '-'} | {ok} | {_load_range(d)} |"
         )
     return lines
 
@@ -129,6 +143,9 @@ def detail(doc: dict[str, Any]) -> list[str]:
                     notes.append(str(r["detail"]["note"]))
                 if r.get("detail", {}).get("tls"):
                     notes.append(str(r["detail"]["tls"]))
+                load = r.get("detail", {}).get("load_1m")
+                if load:
+                    notes.append("load " + " -> ".join(f"{x:.1f}" for x in load))
                 per_run.append(
                     f"run {i + 1}: {_num(v, doc['metric'])}" + (f" ({'; '.join(notes)})" if notes else "")
                 )
@@ -257,6 +274,26 @@ def _color(system: str, shade: int) -> str:
     return shades[shade % len(shades)]
 
 
+# One look per system and topology, so every series of a plot can be told apart: (colour, marker, line).
+SERIES = {
+    ("fastkv", 1): ("#3182bd", "o", "-"),
+    ("fastkv", 3): ("#31a354", "^", "-"),
+    ("etcd", 1): ("#e6550d", "s", "--"),
+    ("etcd", 3): ("#756bb1", "D", "--"),
+}
+
+
+def _series_style(system: str, family: str) -> tuple[str, str, str]:
+    members = 3 if "members" in family else 1
+    return SERIES.get((system, members), ("#737373", "x", ":"))
+
+
+def _run_values(doc: dict[str, Any], system: str, metric: str) -> list[float]:
+    """The metric of every successful run of ``system``."""
+    runs = doc["systems"].get(system, {}).get("runs", [])
+    return [r["metrics"][metric] for r in runs if not r.get("error") and metric in r.get("metrics", {})]
+
+
 def plots(docs: list[dict[str, Any]], plot_dir: str) -> list[str]:
     """Write the PNGs; their file names (empty when matplotlib is missing)."""
     try:
@@ -271,15 +308,22 @@ def plots(docs: list[dict[str, Any]], plot_dir: str) -> list[str]:
     written = []
 
     # 1. Throughput: against connections (workloads measured at several connection counts, lines)
-    # and every closed-loop scenario side by side (bars), medians with min-max error bars.
-    fams: dict[tuple[str, str], list[tuple[int, float, float, float]]] = {}
+    # and every closed-loop scenario side by side (bars), medians with min-max error bars and each
+    # run's figure as a dot.
+    fams: dict[tuple[str, str], list[tuple[int, float, float, float, list[float]]]] = {}
     tput = [d for d in docs if _family(d) is not None]
     for d in tput:
         for s in systems:
             sd = d["systems"].get(s, {})
             med = sd.get("median", {}).get("rps")
             if med is not None:
-                pt = (d["params"]["connections"], med, sd["min"]["rps"], sd["max"]["rps"])
+                pt = (
+                    d["params"]["connections"],
+                    med,
+                    sd["min"]["rps"],
+                    sd["max"]["rps"],
+                    _run_values(d, s, "rps"),
+                )
                 fams.setdefault((str(_family(d)), s), []).append(pt)
     if tput:
         lines = {k: v for k, v in fams.items() if len(v) > 1}
@@ -288,13 +332,17 @@ def plots(docs: list[dict[str, Any]], plot_dir: str) -> list[str]:
             ax = axes[0][0]
             for (fam, s), pts in sorted(lines.items()):
                 pts.sort()
+                color, marker, line = _series_style(s, fam)
                 err = [[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]]
-                ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=err, capsize=3,
-                            fmt="-o" if s == "fastkv" else "--s", color=_color(s, 1), label=f"{s}: {fam}")  # fmt: skip
+                ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=err, capsize=3, color=color,
+                            marker=marker, linestyle=line, markersize=7, label=f"{s}: {fam}")  # fmt: skip
+                runs_x = [p[0] for p in pts for _ in p[4]]
+                runs_y = [v for p in pts for v in p[4]]
+                ax.scatter(runs_x, runs_y, s=10, color=color, marker=marker, alpha=0.35, zorder=3)
             ax.set_xscale("log", base=2)
             ax.set_xlabel("connections")
-            ax.set_ylabel("requests/s (median, bars: min-max)")
-            ax.set_title("Throughput against connections")
+            ax.set_ylabel("requests/s (median, bars: min-max, dots: runs)")
+            ax.set_title("Closed-loop throughput against connections")
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=8)
         ax = axes[0][-1]
@@ -304,18 +352,26 @@ def plots(docs: list[dict[str, Any]], plot_dir: str) -> list[str]:
             ty: list[float] = []
             lo: list[float] = []
             hi: list[float] = []
+            dots_x: list[float] = []
+            dots_y: list[float] = []
             for i, d in enumerate(tput):
                 sd = d["systems"].get(s, {})
                 med = sd.get("median", {}).get("rps")
                 if med is not None:
-                    tx.append(i - 0.4 + width * (si + 0.5))
+                    x = i - 0.4 + width * (si + 0.5)
+                    tx.append(x)
                     ty.append(med)
                     lo.append(med - sd["min"]["rps"])
                     hi.append(sd["max"]["rps"] - med)
-            ax.bar(tx, ty, width, yerr=[lo, hi], capsize=3, color=_color(s, 1), label=s)
+                    values = _run_values(d, s, "rps")
+                    dots_x += [x] * len(values)
+                    dots_y += values
+            color, marker, _ = _series_style(s, "")
+            ax.bar(tx, ty, width, yerr=[lo, hi], capsize=3, color=color, label=s, alpha=0.85)
+            ax.scatter(dots_x, dots_y, s=9, color="black", marker=marker, alpha=0.5, zorder=3)
         ax.set_xticks(range(len(tput)))
         ax.set_xticklabels([d["scenario"] for d in tput], rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel("requests/s (median, bars: min-max)")
+        ax.set_ylabel("requests/s (median, bars: min-max, dots: runs)")
         ax.set_title("Closed-loop throughput per scenario")
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(fontsize=8)
@@ -324,29 +380,48 @@ def plots(docs: list[dict[str, Any]], plot_dir: str) -> list[str]:
         plt.close(fig)
         written.append("throughput_vs_connections.png")
 
-    # 2. Latency percentiles of every request scenario, grouped bars per system.
-    lat = [d for d in docs if d["kind"] in ("wrk", "paced")]
-    if lat:
-        pcts = ["p50_ms", "p99_ms", "p999_ms"]
-        fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(lat)), 5))
-        width = 0.8 / (len(systems) * len(pcts))
-        for si, s in enumerate(systems):
-            for pi, p in enumerate(pcts):
-                bx: list[float] = []
-                by: list[float] = []
-                for i, d in enumerate(lat):
-                    v = _median(d, s, p)
-                    if v is not None:
-                        bx.append(i - 0.4 + width * (si * len(pcts) + pi + 0.5))
-                        by.append(max(v, 1e-3))
-                ax.bar(bx, by, width, label=f"{s} {p[:-3]}", color=_color(s, pi))
-        ax.set_xticks(range(len(lat)))
-        ax.set_xticklabels([d["scenario"] for d in lat], rotation=30, ha="right", fontsize=8)
-        ax.set_yscale("log")
-        ax.set_ylabel("latency, ms (median of runs; log scale)")
-        ax.set_title("Latency percentiles (paced: from the intended send time)")
-        ax.grid(True, axis="y", alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
+    # 2. Latency percentiles, one panel per way of measuring it: closed loop (wrk: from sending a
+    # request to its answer) and paced (from the time the schedule meant to send it).
+    pcts = ["p50_ms", "p99_ms", "p999_ms"]
+    panels = [
+        (kind, title, [d for d in docs if d["kind"] == kind])
+        for kind, title in (
+            ("wrk", "Latency, closed loop:\nfrom sending a request to its answer"),
+            ("paced", "Latency, paced load:\nfrom the intended send time"),
+        )
+    ]
+    panels = [p for p in panels if p[2]]
+    if panels:
+        ratios = [max(2, len(p[2])) for p in panels]
+        fig, axes = plt.subplots(
+            1, len(panels), figsize=(max(8, 1.3 * sum(ratios)), 5), squeeze=False,
+            gridspec_kw={"width_ratios": ratios},
+        )  # fmt: skip
+        for ax, (_, title, lat) in zip(axes[0], panels, strict=True):
+            width = 0.8 / (len(systems) * len(pcts))
+            for si, s in enumerate(systems):
+                for pi, p in enumerate(pcts):
+                    bx: list[float] = []
+                    by: list[float] = []
+                    blo: list[float] = []
+                    bhi: list[float] = []
+                    for i, d in enumerate(lat):
+                        v = _median(d, s, p)
+                        if v is not None:
+                            sd = d["systems"][s]
+                            bx.append(i - 0.4 + width * (si * len(pcts) + pi + 0.5))
+                            by.append(max(v, 1e-3))
+                            blo.append(max(v - sd["min"].get(p, v), 0.0))
+                            bhi.append(max(sd["max"].get(p, v) - v, 0.0))
+                    ax.bar(bx, by, width, yerr=[blo, bhi], capsize=2, error_kw={"elinewidth": 0.8},
+                           label=f"{s} {p[:-3]}", color=_color(s, pi), edgecolor="black", linewidth=0.3)  # fmt: skip
+            ax.set_xticks(range(len(lat)))
+            ax.set_xticklabels([d["scenario"] for d in lat], rotation=30, ha="right", fontsize=8)
+            ax.set_yscale("log")
+            ax.set_ylabel("ms (median of runs, bars: min-max; log scale)")
+            ax.set_title(title, fontsize=10)
+            ax.grid(True, axis="y", alpha=0.3)
+            ax.legend(fontsize=7, ncol=2)
         fig.tight_layout()
         fig.savefig(os.path.join(plot_dir, "latency_percentiles.png"), dpi=110)
         plt.close(fig)
@@ -458,7 +533,9 @@ def build(results_dir: str, plot: bool = True) -> str:
     if docs:
         lines += summary_table(docs)
         lines += ["", "fastkv/etcd is the ratio of the medians: above 1 is better for fastkv when higher is better, "
-                  "below 1 when lower is better."]  # fmt: skip
+                  "below 1 when lower is better.  Each figure is the median of the runs with the min-max spread "
+                  "in parentheses; `load` is the range of the machine's 1-minute load average just before and "
+                  "after the scenario's runs (2 CPUs: above 2, other work competed for them)."]  # fmt: skip
     else:
         lines.append(f"No scenario results in {results_dir}.")
     if docs:

@@ -134,6 +134,14 @@ class Runner:
         return min(self.runs, sc.max_runs) if sc.max_runs else self.runs
 
     def one(self, sc: Scenario, kind: str) -> RunResult:
+        """One run on a fresh deployment; the machine's 1-minute load average just before it starts
+        and right after it ends goes with the result (other work on the machine skews a figure)."""
+        load_before = os.getloadavg()[0]
+        r = self._one(sc, kind)
+        r.detail["load_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+        return r
+
+    def _one(self, sc: Scenario, kind: str) -> RunResult:
         if kind in self.urls:
             dep = servers.external(kind, self.urls[kind], self.ca_file)
         else:
