@@ -159,6 +159,17 @@ def server_families(srv: EtcdServer) -> Iterator[Metric]:
         "The current number of pending proposals to commit.",
         srv.pending_requests,
     )
+    if srv.no_space_raised:
+        # etcd 3.4 exports no alarm metric; etcd 3.6 added this gauge (its series appears once the
+        # alarm was raised, 1 while active, 0 after).  fastkv's alarm is this member's own.
+        fam = GaugeMetricFamily(
+            "etcd_debugging_server_alarms",
+            "Alarms for every member in cluster. 1 for 'server_id' label with current ID. "
+            "2 for 'alarm_type' label with type of this alarm",
+            labels=["server_id", "alarm_type"],
+        )
+        fam.add_metric([f"{srv.member_id:x}", "NOSPACE"], 1 if srv.alarms() else 0)
+        yield fam
     fam = GaugeMetricFamily(
         "etcd_server_version",
         "Which version is running. 1 for 'server_version' label with current version.",

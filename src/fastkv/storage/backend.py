@@ -72,6 +72,8 @@ from fastkv.v2store.stats import FIELDS as STATS_FIELDS
 from fastkv.v2store.stats import Stats
 from fastkv.v2store.store import HISTORY_CAPACITY, Changes, Store
 
+from . import failpoint
+
 FORMAT_VERSION = b"1"
 MEMTABLE_BYTES = 32 << 20
 MAX_MEMTABLES = 3
@@ -235,7 +237,11 @@ class Backend:
         return Batch(wb, applied_index, applied_term, changes.index, membership)
 
     def write(self, batch: Batch) -> None:
-        """Apply a prepared round (on the writer thread; unsynced: see ``flush``)."""
+        """Apply a prepared round (on the writer thread; unsynced: see ``flush``).  On failure the
+        round is not applied and the same batch may be written again (the server retries a round
+        refused for a full disk, in order; RocksDB refuses writes after a background flush failed
+        for space and is meant to resume on its own, its error handler's recovery, once there is room)."""
+        failpoint.hit("backend_write")
         self._db.write(batch.wb, self._wopts)
         membership = batch.membership if batch.membership is not None else self._meta.membership
         self._meta = BackendMeta(batch.applied_index, batch.applied_term, batch.etcd_index, membership)

@@ -491,7 +491,9 @@ class WAL:
         except OSError as e:
             # The segment is in the directory under its final name: never a retry from here.
             os.close(fd)
-            raise _SyncFailed(e.errno, f"fsync of {self.dir!r} after creating {seg.name}: {e.strerror}") from e
+            raise _SyncFailed(
+                e.errno, f"fsync of {self.dir!r} after creating {seg.name}: {e.strerror}"
+            ) from e
         self._segments.append(seg)
         self._fd = fd
         self._offset = len(enc)
