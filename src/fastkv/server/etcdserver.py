@@ -365,7 +365,7 @@ class EtcdServer:
         if method == "GET":
             # quorum=true: linearizable, through Raft (etcd's QGET).
             req.method = "QGET"
-        refused = self._ready_loop.can_accept()
+        refused = self._ready_loop.can_accept(write=req.method != "QGET")
         if refused is not None:
             if refused.code != RAFT_INTERNAL:
                 self.proposals_failed += 1
@@ -392,7 +392,7 @@ class EtcdServer:
                 return
             done(result, None)
             return
-        refused = self._ready_loop.can_accept()
+        refused = self._ready_loop.can_accept(write=req.method != "QGET")
         if refused is not None:
             done(None, refused)
             return

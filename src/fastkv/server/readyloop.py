@@ -398,11 +398,12 @@ class ReadyLoop:
 
     # -- proposing -----------------------------------------------------------------------
 
-    def can_accept(self) -> V2Error | None:
-        """Why a new request must be refused now, or None."""
+    def can_accept(self, write: bool = True) -> V2Error | None:
+        """Why a new request (a write, or a quorum read with ``write=False``) must be refused
+        now, or None.  The NOSPACE alarm refuses writes only."""
         if self.fatal is not None or self.stopping:
             return V2Error(RAFT_INTERNAL, "etcdserver: " + (self.fatal or "server stopped"))
-        if self.no_space:
+        if self.no_space and write:
             return V2Error(RAFT_INTERNAL, NO_SPACE_CAUSE)
         raft = self.raft
         if raft.state != LEADER and (
@@ -429,7 +430,10 @@ class ReadyLoop:
         """A quorum read: confirm leadership for the current commit index, then serve it from
         the local store once it has applied that index."""
         self._reads.append(rid)
-        self.kick()
+        if self._held is not None:
+            self._send_while_held()
+        else:
+            self.kick()
 
     def kick(self) -> None:
         if not self._scheduled and not self._persisting and self._loop is not None and not self._closed:
