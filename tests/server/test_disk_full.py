@@ -6,8 +6,12 @@ by a file: create it and the WAL (or RocksDB) write path meets ENOSPC, delete it
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import os
+import threading
 import time
+import urllib.parse
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -18,7 +22,8 @@ from fastkv.server.readyloop import NO_SPACE_CAUSE
 from fastkv.storage import failpoint
 from fastkv.v2store.errors import RAFT_INTERNAL, V2Error
 from fastkv.v2store.request import V2Request
-from tests.support.procs import free_port
+from tests.server.test_crash_recovery import Writer, assert_acknowledged_writes_present
+from tests.support.procs import free_port, start_server, wait_http_ok
 
 
 def _args(tmp_path) -> list[str]:
@@ -115,3 +120,102 @@ def test_single_member_survives_a_full_disk(tmp_path, disk, point):
     b = srv2.store.get("/b", False, False, 0).node
     assert b.value == "3" and b.modified_index == b.created_index
     asyncio.run(srv2.stop())
+
+
+def _http(url: str, method: str, path: str, body: str | None = None) -> tuple[int, bytes]:
+    addr = urllib.parse.urlsplit(url).netloc
+    conn = http.client.HTTPConnection(addr, timeout=10)
+    try:
+        headers = {"Content-Type": "application/x-www-form-urlencoded"} if body is not None else {}
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def _poll(cond, timeout: float = 20.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not in time: {what}")
+        time.sleep(0.05)
+
+
+def _metric(url: str, name: str, labels: dict[str, str]) -> float | None:
+    for fam in text_string_to_metric_families(_http(url, "GET", "/metrics")[1].decode()):
+        for sample in fam.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_member_process_through_a_full_disk_then_kill9(tmp_path):
+    """Under write load the WAL meets ENOSPC: writes are refused with 300 "etcdserver: no space",
+    reads, quorum reads and watches go on, /health is 503 and /metrics shows NOSPACE; once space
+    returns writes succeed without a restart, and after kill -9 every acknowledged write is there."""
+    flag = str(tmp_path / "disk-full")
+    srv = start_server(
+        "fastkv",
+        data_dir=str(tmp_path),
+        env_extra={"FASTKV_FAILPOINTS": "before_wal_write=enospc", "FASTKV_FAILPOINT_NOSPACE_FILE": flag},
+    )
+    stop = threading.Event()
+    writers = [Writer(srv.url, i, stop) for i in range(4)]
+    try:
+        assert _http(srv.url, "PUT", "/v2/keys/w", "value=before")[0] == 201
+        for w in writers:
+            w.start()
+        _poll(lambda: sum(len(w.acked) for w in writers) > 20, what="writes acknowledged")
+        open(flag, "w").close()  # the disk fills under load
+        _poll(lambda: _http(srv.url, "GET", "/health")[0] == 503, what="/health unhealthy")
+        assert _http(srv.url, "GET", "/health") == (503, b'{"health":"false"}\n')
+        assert _metric(srv.url, "etcd_debugging_server_alarms", {"alarm_type": "NOSPACE"}) == 1.0
+        status, body = _http(srv.url, "PUT", "/v2/keys/refused", "value=x")
+        assert status == 500, body
+        err = json.loads(body)
+        assert (err["errorCode"], err["message"], err["cause"]) == (
+            300,
+            "Raft Internal Error",
+            "etcdserver: no space",
+        )
+        # Reads: local, quorum, and a watch from the history answer at once; a waiting watch is held.
+        status, body = _http(srv.url, "GET", "/v2/keys/w")
+        assert status == 200 and json.loads(body)["node"]["value"] == "before"
+        created = json.loads(body)["node"]["modifiedIndex"]
+        status, body = _http(srv.url, "GET", "/v2/keys/w?quorum=true")
+        assert status == 200 and json.loads(body)["node"]["value"] == "before"
+        status, body = _http(srv.url, "GET", f"/v2/keys/w?wait=true&waitIndex={created}")
+        assert status == 200 and json.loads(body)["node"]["value"] == "before"
+        watched: list[tuple[int, bytes]] = []
+        watcher = threading.Thread(
+            target=lambda: watched.append(_http(srv.url, "GET", "/v2/keys/w?wait=true")), daemon=True
+        )
+        watcher.start()
+        acked_while_full = sum(len(w.acked) for w in writers)
+        time.sleep(0.5)
+        assert srv.proc.poll() is None, srv.log()[-2000:]
+
+        os.unlink(flag)  # space returns
+        _poll(lambda: _http(srv.url, "GET", "/health")[0] == 200, what="/health healthy again")
+        assert _metric(srv.url, "etcd_debugging_server_alarms", {"alarm_type": "NOSPACE"}) == 0.0
+        assert _http(srv.url, "PUT", "/v2/keys/w", "value=after")[0] == 200
+        watcher.join(10)
+        assert watched and watched[0][0] == 200 and json.loads(watched[0][1])["node"]["value"] == "after"
+        _poll(lambda: sum(len(w.acked) for w in writers) > acked_while_full + 20, what="writes again")
+        assert _http(srv.url, "GET", "/v2/keys/refused")[0] == 404  # refused, never applied
+        assert "alarm raised: NOSPACE" in srv.log() and "alarm cleared: NOSPACE" in srv.log()
+        srv.kill9()
+        stop.set()
+        for w in writers:
+            w.join(10)
+        srv.env = {k: v for k, v in srv.env.items() if not k.startswith("FASTKV_FAILPOINT")}
+        srv.launch()
+        wait_http_ok(srv.url + "/health", 20, srv.proc)
+        assert_acknowledged_writes_present(srv.url, writers, " after a full disk and kill -9")
+        assert _http(srv.url, "GET", "/v2/keys/refused")[0] == 404
+    finally:
+        stop.set()
+        srv.stop()
