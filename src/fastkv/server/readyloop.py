@@ -155,6 +155,8 @@ class ReadyLoop:
         # (ready, hard state saved with it, messages deferred until it is durable).
         self._held: tuple[Ready, HardState | None, list[Message] | None] | None = None
         self._held_retry_running = False
+        # A Ready whose snapshot could not be installed for space, held the same way.
+        self._held_install: Ready | None = None
         self._probe_handle: asyncio.TimerHandle | None = None
         # RocksDB rounds refused for space, oldest first; only the writer thread touches them.
         self._backend_pending: collections.deque[Batch] = collections.deque()
@@ -268,12 +270,12 @@ class ReadyLoop:
             self._probe_handle.cancel()
             self._probe_handle = None
         while (
-            ((self._persisting and self._held is None) or self._snapshot_running)
+            ((self._persisting and not self._holding) or self._snapshot_running)
             and time.monotonic() < deadline
             and not self.fatal
         ):
             await asyncio.sleep(0.005)
-        if self._unsaved_hard_state is not None and self.fatal is None and self._held is None:
+        if self._unsaved_hard_state is not None and self.fatal is None and not self._holding:
             self._writer.submit(self.wal.save, self._unsaved_hard_state, [])
             self._unsaved_hard_state = None
         self._closed = True
@@ -351,7 +353,7 @@ class ReadyLoop:
         if m.type == MSG_APP:
             self.append_counts["recvAppendRequestCnt"] += 1
         self.raft.step(m)
-        if self._held is not None:
+        if self._holding:
             self._send_while_held()
         else:
             self.kick()
@@ -391,7 +393,7 @@ class ReadyLoop:
                     self.fail(f"WAL write failed: {e}")
         self.raft.tick()
         self._on_leader_change()
-        if self._held is not None:
+        if self._holding:
             self._send_while_held()
         else:
             self.kick()
@@ -430,7 +432,7 @@ class ReadyLoop:
         """A quorum read: confirm leadership for the current commit index, then serve it from
         the local store once it has applied that index."""
         self._reads.append(rid)
-        if self._held is not None:
+        if self._holding:
             self._send_while_held()
         else:
             self.kick()
@@ -793,13 +795,18 @@ class ReadyLoop:
         )
         raft.transfer_leader(to)
 
+    @property
+    def _holding(self) -> bool:
+        """A Ready is held for space (its WAL save, or its snapshot's install)."""
+        return self._held is not None or self._held_install is not None
+
     def _send_while_held(self) -> None:
         """While a Ready is held for space no new Ready is taken, but Raft keeps stepping: send
         what needs no disk (a leader's own messages, heartbeat answers, read-index requests),
         drop the rest (answers that would claim entries or votes not yet durable: Raft treats
         them as lost messages), and serve the quorum reads it confirms."""
         raft = self.raft
-        if self._held is None or self._closed:
+        if not self._holding or self._closed:
             return
         raft.has_ready()  # builds the appends batched for this turn
         msgs, raft.msgs = raft.msgs, []
@@ -841,6 +848,13 @@ class ReadyLoop:
             fut2.add_done_callback(lambda f: loop.call_soon_threadsafe(self._drain_done, f))
         if "snapshot" in self.no_space and not self._snapshot_running:
             self._maybe_snapshot(force=True, retry=True)
+        if self._held_install is not None and not self._held_retry_running:
+            rd_install, self._held_install = self._held_install, None
+            self._install_snapshot(rd_install)
+        if self._held is not None and self.raft.state == LEADER and not self.raft.lead_transferee:
+            # No voter was active to take over when the disk filled: try again.
+            self._step_down_for_space()
+            self._send_while_held()
         self._probe_handle = loop.call_later(NO_SPACE_PROBE_S, self._probe_space)
 
     def _held_retry_done(self, f: concurrent.futures.Future[None]) -> None:
@@ -980,13 +994,21 @@ class ReadyLoop:
 
         def install() -> None:
             shutil.rmtree(incoming, ignore_errors=True)
-            restore_archive([snapshot.data], incoming)
+            try:
+                restore_archive([snapshot.data], incoming)
+            except Exception as e:
+                if is_no_space(e):
+                    # Nothing swapped yet: drop the partial copy, hold the Ready, retry later.
+                    shutil.rmtree(incoming, ignore_errors=True)
+                raise
             old_backend.close()
             os.rename(kv_dir, kv_dir + OLD_SUFFIX)
             os.rename(incoming, kv_dir)
             fsync_dir(member_dir)
             shutil.rmtree(kv_dir + OLD_SUFFIX, ignore_errors=True)
             installed_backend.append(Backend.open(kv_dir))
+            # Rounds still waiting for space were for the state just replaced.
+            self._backend_pending.clear()
             self.wal.save_snapshot(meta.term, meta.index)
 
         def installed(f: concurrent.futures.Future[None]) -> None:
@@ -996,9 +1018,19 @@ class ReadyLoop:
             if self._closed:
                 return
             exc = f.exception()
+            if exc is not None and not installed_backend and is_no_space(exc) and self.fatal is None:
+                self._persisting = True
+                self._held_install = rd
+                self._raise_no_space(
+                    "snapshot-install", f"installing the snapshot at index {meta.index}: {exc}"
+                )
+                self._send_while_held()
+                return
             if exc is not None:
                 self.fail(f"installing the snapshot at index {meta.index} failed: {exc}")
                 return
+            self._clear_no_space("snapshot-install")
+            self._clear_no_space("backend")
             backend = installed_backend[0]
             bm = backend.meta()
             if bm.applied_index != meta.index:
