@@ -219,3 +219,40 @@ def test_member_process_through_a_full_disk_then_kill9(tmp_path):
     finally:
         stop.set()
         srv.stop()
+
+
+@pytest.mark.timeout(60)
+def test_a_snapshot_refused_for_space_leaves_nothing_and_is_taken_later(tmp_path, disk):
+    """ENOSPC while a snapshot is written (its checkpoint made, the file not yet): the partial
+    snapshot is removed, the alarm raised; the probe takes it once there is space."""
+    failpoint.arm("during_snapshot=enospc", disk)
+    cfg = parse_config([*_args(tmp_path), "--snapshot-count", "20"], {})
+    srv = EtcdServer.open(cfg)
+    snap_dir = tmp_path / "d" / "member" / "snap"
+
+    async def scenario() -> None:
+        await srv.start()
+        open(disk, "w").close()
+        i = 0
+        while not srv.alarms():
+            assert i < 200, "no snapshot was attempted"
+            await asyncio.wait_for(srv.propose(V2Request("PUT", f"/k{i}", value=str(i))), 5)
+            i += 1
+        assert not srv.is_healthy() and srv.fatal_error is None
+        assert sorted(p.name for p in snap_dir.iterdir()) == []
+        with pytest.raises(V2Error) as err:
+            await asyncio.wait_for(srv.propose(V2Request("PUT", "/refused", value="x")), 5)
+        assert err.value.cause == NO_SPACE_CAUSE
+        os.unlink(disk)
+        await _until(lambda: srv.alarms() == [], 10)
+        names = sorted(p.name for p in snap_dir.iterdir())
+        assert len(names) == 2 and names[0].endswith(".snap") and names[1] == names[0] + ".db", names
+        await asyncio.wait_for(srv.propose(V2Request("PUT", "/after", value="1")), 5)
+        await srv.stop()
+
+    asyncio.run(scenario())
+    srv2 = EtcdServer.open(cfg)
+    assert srv2.store.get("/after", False, False, 0).node.value == "1"
+    with pytest.raises(V2Error):
+        srv2.store.get("/refused", False, False, 0)
+    asyncio.run(srv2.stop())
