@@ -8,6 +8,8 @@ Rules:
   ``etcd_server_proposals_committed_total`` and ``..._applied_total`` are gauges holding the Raft
   commit and applied indexes, as etcd's are.  What fastkv cannot measure is left out rather than
   served as a constant zero (a zero would tell a dashboard something false).
+- One exception to 3.4: ``etcd_debugging_server_alarms`` (the NOSPACE alarm, see docs/design.md
+  "Disk full") has etcd 3.6's name, labels and help, since etcd 3.4 exports no alarm metric.
 - What etcd lacks is ``fastkv_*``.  process_* and python_* come from prometheus_client's collectors.
 - Label values appear the way etcd's lazily created series do: a store action once it has been seen,
   a peer's send failures once there is one, a peer's round-trip histogram after its first probe.
