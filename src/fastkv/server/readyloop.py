@@ -279,7 +279,12 @@ class ReadyLoop:
             self._writer.submit(self.wal.save, self._unsaved_hard_state, [])
             self._unsaved_hard_state = None
         self._closed = True
-        self.wait.fail_all(V2Error(RAFT_INTERNAL, "etcdserver: server stopped"))
+        if self._holding:
+            # Entries of the held Ready may be partly on disk and applied after a restart: their
+            # outcome is unknown, which is what a timeout says ("server stopped" would not).
+            self.wait.fail_all(V2Error(RAFT_INTERNAL, "etcdserver: request timed out"))
+        else:
+            self.wait.fail_all(V2Error(RAFT_INTERNAL, "etcdserver: server stopped"))
         # Off the loop: a snapshot checkpoint may still be running on the writer.
         await asyncio.get_running_loop().run_in_executor(None, self._writer.shutdown, True)
         self.close_files()
