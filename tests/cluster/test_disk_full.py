@@ -98,3 +98,51 @@ def test_cluster_keeps_working_while_one_member_disk_is_full(tmp_path, victim):
         writer.stop_flag.set()
         for m in members:
             m.stop()
+
+
+@pytest.mark.timeout(180)
+def test_follower_installs_the_leaders_snapshot_once_space_returns(tmp_path):
+    """A follower that is behind the leader's compacted log restarts with a full disk: unpacking
+    the leader's snapshot fails for space, the member holds it (alarm raised, still running) and
+    installs it once space returns, then has every acknowledged write."""
+    names = [f"m{i}" for i in range(3)]
+    flags = {n: str(tmp_path / f"{n}-disk-full") for n in names}
+    member_env = {
+        n: {"FASTKV_FAILPOINTS": "before_snapshot_install=enospc", "FASTKV_FAILPOINT_NOSPACE_FILE": flags[n]}
+        for n in names
+    }
+    members = start_cluster(
+        "fastkv",
+        3,
+        base_dir=str(tmp_path / "c"),
+        extra=TIMING + ["--snapshot-count", "50"],
+        env_extra={"FASTKV_SNAPSHOT_CATCH_UP_ENTRIES": "10"},
+        member_env=member_env,
+    )
+    try:
+        leader = member_by_id(members, wait_one_leader(members))
+        follower = next(m for m in members if m is not leader)
+        flag = flags[names[members.index(follower)]]
+        follower.kill9()
+        acked = {}
+        for i in range(300):
+            put(leader, f"s{i % 120}", str(i))
+            acked[f"s{i % 120}"] = str(i)
+        open(flag, "w").close()
+        follower.launch()
+        until(
+            "the follower holds the snapshot for space", lambda: "alarm raised: NOSPACE" in follower.log(), 30
+        )
+        assert follower.proc.poll() is None
+        assert _health(follower.url) == 503
+        assert "installed the leader's snapshot" not in follower.log()
+        os.unlink(flag)
+        until("the follower is healthy", lambda: _health(follower.url) == 200, 30)
+        check_all_acked(members, acked, 30)
+        assert "installed the leader's snapshot" in follower.log()
+        assert "alarm cleared: NOSPACE" in follower.log()
+        snap_dir = os.path.join(follower.data_dir, "data", "member")
+        assert not os.path.exists(os.path.join(snap_dir, "kv.incoming"))
+    finally:
+        for m in members:
+            m.kill9()

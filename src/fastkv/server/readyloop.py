@@ -1000,6 +1000,7 @@ class ReadyLoop:
         def install() -> None:
             shutil.rmtree(incoming, ignore_errors=True)
             try:
+                failpoint.hit("before_snapshot_install")
                 restore_archive([snapshot.data], incoming)
             except Exception as e:
                 if is_no_space(e):

@@ -13,7 +13,8 @@ Points in the WAL: ``before_wal_write`` (nothing of the batch written), ``after_
 (written, not yet fdatasynced), ``after_wal_sync`` (durable, save() not yet returned),
 ``wal_segment_cut`` (a new segment renamed into place, the directory not yet fsynced).
 Points in the server: ``before_apply`` (entries durable and committed, none of the batch
-applied or acknowledged), ``during_snapshot`` (snapshot file written, WAL marker not yet).
+applied or acknowledged), ``during_snapshot`` (snapshot file written, WAL marker not yet),
+``before_snapshot_install`` (a leader's snapshot received, nothing of it unpacked yet).
 In the backend: ``backend_write`` (an apply round's RocksDB batch, before it is written).
 
 An ``enospc`` point fires at every hit from the N-th on, not once: a disk stays full.  When
