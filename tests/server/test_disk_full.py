@@ -172,6 +172,8 @@ def test_member_process_through_a_full_disk_then_kill9(tmp_path):
         open(flag, "w").close()  # the disk fills under load
         _poll(lambda: _http(srv.url, "GET", "/health")[0] == 503, what="/health unhealthy")
         assert _http(srv.url, "GET", "/health") == (503, b'{"health":"false"}\n')
+        assert _http(srv.url, "GET", "/health?exclude=NOSPACE") == (200, b'{"health":"true"}')
+        assert _http(srv.url, "GET", "/health?exclude=CORRUPT")[0] == 503
         assert _metric(srv.url, "etcd_debugging_server_alarms", {"alarm_type": "NOSPACE"}) == 1.0
         status, body = _http(srv.url, "PUT", "/v2/keys/refused", "value=x")
         assert status == 500, body

@@ -448,10 +448,12 @@ class EtcdServer:
     def members(self) -> list[Member]:
         return self._applier.membership.sorted()
 
-    def is_healthy(self) -> bool:
+    def is_healthy(self, excluded_alarms: frozenset[str] = frozenset()) -> bool:
         """etcd's /health: a leader is known and no alarm is raised (etcd 3.4 reports a member
-        with an active alarm, NOSPACE included, as unhealthy)."""
-        return self.fatal_error is None and self.raft.lead != 0 and not self._ready_loop.no_space
+        with an active alarm, NOSPACE included, as unhealthy) but those excluded."""
+        if self.fatal_error is not None or self.raft.lead == 0:
+            return False
+        return all(a in excluded_alarms for a in self.alarms())
 
     @property
     def no_space_raised(self) -> int:
