@@ -36,7 +36,6 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import errno
 import logging
@@ -158,9 +157,12 @@ class ReadyLoop:
         # A Ready whose snapshot could not be installed for space, held the same way.
         self._held_install: Ready | None = None
         self._probe_handle: asyncio.TimerHandle | None = None
-        # RocksDB rounds refused for space, oldest first; only the writer thread touches them.
-        self._backend_pending: collections.deque[Batch] = collections.deque()
-        self._backend_drain_running = False
+        # Set (on the writer thread) when a RocksDB round was refused for space: RocksDB holds the
+        # state of some earlier round, later rounds are dropped until one batch holding the whole
+        # applied state is written (a refused WriteBatch cannot be written again: RocksDB
+        # consumes it either way).
+        self._backend_stale = False
+        self._backend_resync_running = False
         self._snapshot_index = opened.snapshot_index
         self._snapshot_running = False
         self.transport: Transport | None = None
@@ -657,33 +659,36 @@ class ReadyLoop:
                     self._loop.call_soon_threadsafe(self.fail, f"applied state write failed: {e}")
 
     def _write_batch(self, batch: Batch) -> None:
-        """On the writer thread: one apply round into RocksDB, in order.  A round refused for
-        space waits, with every later one, for ``_drain_backend``; other failures raise."""
-        pending = self._backend_pending
-        if pending:
-            pending.append(batch)
+        """On the writer thread: one apply round into RocksDB, in order.  After a round refused for
+        space every later one is dropped until ``_resync_backend`` writes the whole state (the WAL
+        still holds all of them: a crash meanwhile replays them); other failures raise."""
+        if self._backend_stale:
             return
         try:
             self.applier.backend.write(batch)
         except Exception as e:
             if not is_no_space(e):
                 raise
-            pending.append(batch)
+            self._backend_stale = True
             if self._loop is not None:
                 self._loop.call_soon_threadsafe(self._raise_no_space, "backend", f"applied state write: {e}")
 
-    def _drain_backend(self) -> bool:
-        """On the writer thread: write the rounds refused for space, oldest first; True once none
-        is left, False while the disk is still full (other failures raise)."""
-        pending = self._backend_pending
-        while pending:
-            try:
-                self.applier.backend.write(pending[0])
-            except Exception as e:
-                if is_no_space(e):
-                    return False
-                raise
-            pending.popleft()
+    def _resync_backend(self, batch: Batch) -> bool:
+        """On the writer thread: write ``batch``, the whole applied state (Store.all_changes), over
+        whatever RocksDB holds; True once written (later rounds are written again), False while
+        the disk is still full (other failures raise)."""
+        if not self._backend_stale:
+            return True
+        backend = self.applier.backend
+        try:
+            # RocksDB keeps refusing writes after a flush failed for space until it is reopened.
+            backend.reopen()
+            backend.write(batch)
+        except Exception as e:
+            if is_no_space(e):
+                return False
+            raise
+        self._backend_stale = False
         return True
 
     def _on_persisted(
@@ -847,10 +852,19 @@ class ReadyLoop:
             rd, hard_state, _ = self._held
             fut = self._writer.submit(self.wal.save, hard_state, rd.entries)
             fut.add_done_callback(lambda f: loop.call_soon_threadsafe(self._held_retry_done, f))
-        if "backend" in self.no_space and not self._backend_drain_running:
-            self._backend_drain_running = True
-            fut2 = self._writer.submit(self._drain_backend)
-            fut2.add_done_callback(lambda f: loop.call_soon_threadsafe(self._drain_done, f))
+        if "backend" in self.no_space and not self._backend_resync_running:
+            # Every round applied so far is in this batch; rounds applied later follow it on the
+            # writer thread, which runs jobs in order.
+            applier = self.applier
+            whole = applier.backend.prepare(
+                applier.store.all_changes(),
+                applier.applied_index,
+                applier.applied_term,
+                applier.membership.save(),
+            )
+            self._backend_resync_running = True
+            fut2 = self._writer.submit(self._resync_backend, whole)
+            fut2.add_done_callback(lambda f: loop.call_soon_threadsafe(self._resync_done, f))
         if "snapshot" in self.no_space and not self._snapshot_running:
             self._maybe_snapshot(force=True, retry=True)
         if self._held_install is not None and not self._held_retry_running:
@@ -875,8 +889,8 @@ class ReadyLoop:
             self._clear_no_space("wal")
         self._on_persisted(rd, exc, deferred, hard_state)
 
-    def _drain_done(self, f: concurrent.futures.Future[bool]) -> None:
-        self._backend_drain_running = False
+    def _resync_done(self, f: concurrent.futures.Future[bool]) -> None:
+        self._backend_resync_running = False
         if self._closed:
             return
         exc = f.exception()
@@ -919,13 +933,21 @@ class ReadyLoop:
         def write_snapshot() -> None:
             # The writer thread runs jobs in order, so RocksDB holds exactly the state at
             # ``applied`` here: every earlier round's batch was written, no later one yet
-            # (unless rounds wait for space: then there is no consistent state to keep).
-            if self._backend_pending:
-                raise OSError(errno.ENOSPC, "applied state rounds wait for space")
+            # (unless a round was refused for space: then there is no consistent state to keep).
+            if self._backend_stale:
+                raise OSError(errno.ENOSPC, "the applied state waits for space to be written")
             data_dir = self.snapshotter.data_dir(term, applied)
             try:
                 backend.flush()
                 backend.checkpoint(data_dir)
+            except Exception as e:
+                if is_no_space(e):
+                    # RocksDB refuses every write after a failed flush: rewrite it whole (reopened).
+                    self._backend_stale = True
+                    self._remove_snapshot_files(term, applied)
+                    loop.call_soon_threadsafe(self._raise_no_space, "backend", f"applied state flush: {e}")
+                raise
+            try:
                 failpoint.hit("during_snapshot")
                 self.snapshotter.save(term, applied, meta)
                 self.wal.save_snapshot(term, applied)
@@ -1013,8 +1035,8 @@ class ReadyLoop:
             fsync_dir(member_dir)
             shutil.rmtree(kv_dir + OLD_SUFFIX, ignore_errors=True)
             installed_backend.append(Backend.open(kv_dir))
-            # Rounds still waiting for space were for the state just replaced.
-            self._backend_pending.clear()
+            # The state just installed is whole: rounds after it are written again.
+            self._backend_stale = False
             self.wal.save_snapshot(meta.term, meta.index)
 
         def installed(f: concurrent.futures.Future[None]) -> None:

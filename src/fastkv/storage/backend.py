@@ -259,6 +259,19 @@ class Backend:
         self._db.flush(True)
         self._db.close()
 
+    def reopen(self) -> None:
+        """Close the database without flushing and open it again: RocksDB refuses every write after
+        a background flush failed (for space, say) until it is reopened.  Rounds not yet flushed
+        are lost, as in a crash: the caller then writes the whole applied state (the WAL holds every
+        round since the last flush anyway).  Raises if it cannot be opened (the disk is still
+        full); it may be called again."""
+        try:
+            self._db.close()
+        except Exception:  # noqa: BLE001 - closing what failed; opening again is what matters
+            pass
+        self._db = Rdict(self.path, _options())
+        self._meta = self._read_meta()
+
     # ----- loading ------------------------------------------------------------------------------------
 
     def load_store(self) -> Store:
