@@ -6,9 +6,12 @@ by a file: create it and the WAL (or RocksDB) write path meets ENOSPC, delete it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import os
+import shutil
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -267,3 +270,79 @@ def test_a_snapshot_refused_for_space_leaves_nothing_and_is_taken_later(tmp_path
     with pytest.raises(V2Error):
         srv2.store.get("/refused", False, False, 0)
     asyncio.run(srv2.stop())
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 24 MiB tmpfs mounted for the test (needs root and mount(2): skipped where not allowed)."""
+    mnt = tmp_path / "small-fs"
+    mnt.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small file system needs root")
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mnt)], capture_output=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.decode().strip()}")
+    try:
+        yield str(mnt)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(path: str, leave_bytes: int) -> str:
+    """A file that takes all the free space of ``path``'s file system but ``leave_bytes``."""
+    filler = os.path.join(path, "filler")
+    st = os.statvfs(path)
+    with open(filler, "wb") as f, contextlib.suppress(OSError):
+        f.write(bytes(max(0, st.f_bavail * st.f_frsize - leave_bytes)))
+    return filler
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("where", ["wal_segment", "rocksdb_flush"])
+def test_a_really_full_file_system(small_fs, where):
+    """No injection: the data dir is on a small file system that really fills.  With 256 KiB WAL
+    segments the next segment cannot be made ("wal_segment"); with frequent snapshots RocksDB's
+    flush fails first ("rocksdb_flush": RocksDB then refuses writes until it is reopened).  Either
+    way the member raises NOSPACE, refuses writes, and takes writes again once the filler is gone;
+    after kill -9 every acknowledged write is there."""
+    flags = ["--snapshot-count", "200" if where == "rocksdb_flush" else "100000"]
+    srv = start_server(
+        "fastkv", data_dir=small_fs, extra=flags, env_extra={"FASTKV_WAL_SEGMENT_SIZE_BYTES": str(256 * 1024)}
+    )
+    acked: dict[str, str] = {}
+    value = "v" * (1000 if where == "wal_segment" else 100)
+    try:
+        filler = _fill(small_fs, 48 * 1024)
+        refused = None
+        for i in range(5000):
+            status, body = _http(srv.url, "PUT", f"/v2/keys/k{i}", f"value={value}{i}")
+            if status in (200, 201):
+                acked[f"/k{i}"] = f"{value}{i}"
+                continue
+            refused = (i, status, json.loads(body))
+            # The write whose save met the full disk waits (held) and times out; the next ones
+            # are refused at once.
+            if refused[2]["cause"] != "etcdserver: request timed out":
+                break
+        assert refused is not None, "the file system never filled"
+        assert refused[1] == 500 and refused[2]["cause"] == "etcdserver: no space", refused
+        assert _http(srv.url, "GET", "/health")[0] == 503
+        assert _http(srv.url, "GET", "/v2/keys/k0")[0] == 200
+        assert srv.proc.poll() is None
+        reason = "applied state flush" if where == "rocksdb_flush" else "WAL write"
+        assert reason in srv.log(), srv.log()[-2000:]
+        os.unlink(filler)
+        _poll(lambda: _http(srv.url, "GET", "/health")[0] == 200, what="healthy again", log=srv.log)
+        for i in range(5000, 5300):
+            status, body = _http(srv.url, "PUT", f"/v2/keys/k{i}", f"value=after{i}")
+            assert status in (200, 201), body
+            acked[f"/k{i}"] = f"after{i}"
+        srv.kill9()
+        srv.launch()
+        wait_http_ok(srv.url + "/health", 20, srv.proc)
+        for key, v in acked.items():
+            status, body = _http(srv.url, "GET", "/v2/keys" + key)
+            assert status == 200 and json.loads(body)["node"]["value"] == v, (key, status, body)
+    finally:
+        srv.kill9()
