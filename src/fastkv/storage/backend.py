@@ -237,10 +237,9 @@ class Backend:
         return Batch(wb, applied_index, applied_term, changes.index, membership)
 
     def write(self, batch: Batch) -> None:
-        """Apply a prepared round (on the writer thread; unsynced: see ``flush``).  On failure the
-        round is not applied and the same batch may be written again (the server retries a round
-        refused for a full disk, in order; RocksDB refuses writes after a background flush failed
-        for space and is meant to resume on its own, its error handler's recovery, once there is room)."""
+        """Apply a prepared round (on the writer thread; unsynced: see ``flush``).  A batch is
+        consumed even when the write fails, so a refused round cannot be written again; after a
+        failure for space the server writes the whole state instead (``reopen`` first)."""
         failpoint.hit("backend_write")
         self._db.write(batch.wb, self._wopts)
         membership = batch.membership if batch.membership is not None else self._meta.membership
