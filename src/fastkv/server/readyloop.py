@@ -1029,7 +1029,13 @@ class ReadyLoop:
                     # Nothing swapped yet: drop the partial copy, hold the Ready, retry later.
                     shutil.rmtree(incoming, ignore_errors=True)
                 raise
-            old_backend.close()
+            try:
+                old_backend.close()
+            except Exception:
+                # A database refused for space (maybe left closed by a failed reopen) is
+                # replaced whole here anyway.
+                if not self._backend_stale:
+                    raise
             os.rename(kv_dir, kv_dir + OLD_SUFFIX)
             os.rename(incoming, kv_dir)
             fsync_dir(member_dir)
