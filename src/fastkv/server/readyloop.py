@@ -360,10 +360,10 @@ class ReadyLoop:
         if m.type == MSG_APP:
             self.append_counts["recvAppendRequestCnt"] += 1
         self.raft.step(m)
-        if self._holding:
-            self._send_while_held()
-        else:
+        if self._held is None and self._held_install is None:
             self.kick()
+        else:
+            self._send_while_held()
 
     def _send(self, messages: list[Message]) -> None:
         t = self.transport
