@@ -346,3 +346,38 @@ def test_a_really_full_file_system(small_fs, where):
             assert status == 200 and json.loads(body)["node"]["value"] == v, (key, status, body)
     finally:
         srv.kill9()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_kill9_while_the_disk_is_full_loses_no_acknowledged_write(tmp_path):
+    """kill -9 while a Ready is held for space (its save failed, maybe half written): after a
+    restart with space every acknowledged write is there, and nothing refused was applied."""
+    flag = str(tmp_path / "disk-full")
+    srv = start_server(
+        "fastkv",
+        data_dir=str(tmp_path),
+        env_extra={"FASTKV_FAILPOINTS": "before_wal_write=enospc", "FASTKV_FAILPOINT_NOSPACE_FILE": flag},
+    )
+    stop = threading.Event()
+    writers = [Writer(srv.url, i, stop) for i in range(4)]
+    try:
+        for w in writers:
+            w.start()
+        _poll(lambda: _last_acked(writers) > 20, what="writes acknowledged")
+        open(flag, "w").close()
+        _poll(lambda: _http(srv.url, "GET", "/health")[0] == 503, what="/health unhealthy", log=srv.log)
+        assert _http(srv.url, "PUT", "/v2/keys/refused", "value=x")[0] == 500
+        srv.kill9()
+        stop.set()
+        for w in writers:
+            w.join(10)
+        os.unlink(flag)
+        srv.env = {k: v for k, v in srv.env.items() if not k.startswith("FASTKV_FAILPOINT")}
+        srv.launch()
+        wait_http_ok(srv.url + "/health", 20, srv.proc)
+        assert_acknowledged_writes_present(srv.url, writers, " after kill -9 with a full disk")
+        assert _http(srv.url, "GET", "/v2/keys/refused")[0] == 404
+    finally:
+        stop.set()
+        srv.stop()
