@@ -87,6 +87,9 @@ MAX_HELD_PROPOSALS = 10000
 # While the disk is full: how often the held WAL save (and the other writes refused for space)
 # is tried again.
 NO_SPACE_PROBE_S = 1.0
+# Rewriting the applied state after RocksDB refused a round for space costs a pass over every key:
+# it is not tried while the file system has less than this free.
+NO_SPACE_RESYNC_MIN_FREE_BYTES = 1 << 20
 #: The cause of the error a write gets while the NOSPACE alarm is raised (etcd's ErrNoSpace text).
 NO_SPACE_CAUSE = "etcdserver: no space"
 # What a member whose WAL save is held may still send: a leader its own messages (a leader may
@@ -100,6 +103,15 @@ def _snapshot_catch_up_entries() -> int:
     """Entries kept after a snapshot so slow followers can catch up from the log: 5000 like
     etcd's; FASTKV_SNAPSHOT_CATCH_UP_ENTRIES overrides it (tests exercise compaction)."""
     return int(os.environ.get("FASTKV_SNAPSHOT_CATCH_UP_ENTRIES", 5000))
+
+
+def _free_bytes(path: str) -> int:
+    """Bytes an unprivileged writer may still use on ``path``'s file system (unknown: a lot)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return 1 << 62
+    return st.f_bavail * st.f_frsize
 
 
 class ReadyLoop:
@@ -852,7 +864,11 @@ class ReadyLoop:
             rd, hard_state, _ = self._held
             fut = self._writer.submit(self.wal.save, hard_state, rd.entries)
             fut.add_done_callback(lambda f: loop.call_soon_threadsafe(self._held_retry_done, f))
-        if "backend" in self.no_space and not self._backend_resync_running:
+        if (
+            "backend" in self.no_space
+            and not self._backend_resync_running
+            and _free_bytes(self.applier.backend.path) >= NO_SPACE_RESYNC_MIN_FREE_BYTES
+        ):
             # Every round applied so far is in this batch; rounds applied later follow it on the
             # writer thread, which runs jobs in order.
             applier = self.applier
