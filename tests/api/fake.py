@@ -172,7 +172,7 @@ class FakeServer:
     def members(self) -> list[FakeMember]:
         return list(reversed(self.member_list))
 
-    def is_healthy(self) -> bool:
+    def is_healthy(self, excluded_alarms: frozenset[str] = frozenset()) -> bool:
         return self.healthy
 
     def stats_self(self) -> bytes:

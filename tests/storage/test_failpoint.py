@@ -72,3 +72,39 @@ def test_unarmed_points_do_nothing() -> None:
         failpoint.hit("before_wal_write")
     finally:
         failpoint.arm(os.environ.get("FASTKV_FAILPOINTS", ""))
+
+
+def test_an_enospc_point_fails_from_its_nth_hit_while_the_gate_file_exists(tmp_path) -> None:
+    import errno
+
+    import pytest
+
+    gate = tmp_path / "full"
+    failpoint.arm("before_wal_write=enospc@2", str(gate))
+    try:
+        failpoint.hit("before_wal_write")  # hit 1 of 2: nothing yet
+        failpoint.hit("before_wal_write")  # the gate file is absent: nothing
+        gate.touch()
+        for _ in range(3):  # a full disk stays full
+            with pytest.raises(OSError) as err:
+                failpoint.hit("before_wal_write")
+            assert err.value.errno == errno.ENOSPC
+        gate.unlink()
+        failpoint.hit("before_wal_write")
+        failpoint.arm("backend_write=enospc")  # no gate file: always
+        with pytest.raises(OSError):
+            failpoint.hit("backend_write")
+    finally:
+        failpoint.arm(os.environ.get("FASTKV_FAILPOINTS", ""))
+
+
+def test_is_no_space_knows_the_errnos_and_rocksdb_words() -> None:
+    import errno
+
+    from fastkv.storage.fileutil import is_no_space
+
+    assert is_no_space(OSError(errno.ENOSPC, "No space left on device"))
+    assert is_no_space(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    assert not is_no_space(OSError(errno.EIO, "Input/output error"))
+    assert is_no_space(Exception("IO error: No space left on device: While appending to file: x.sst"))
+    assert not is_no_space(Exception("IO error: Input/output error"))

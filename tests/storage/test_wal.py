@@ -429,3 +429,62 @@ def test_a_full_disk_at_creation_leaves_no_segment_behind(tmp_path, monkeypatch,
     w = WAL.create(str(d), b"meta", segment_size_bytes=1 << 20)
     w.close()
     assert WAL.exists(str(d))
+
+
+@pytest.mark.parametrize("cut", [False, True], ids=["append", "segment_cut"])
+def test_a_full_disk_before_the_fsync_leaves_the_wal_retryable(
+    wal_dir: Path, tmp_path: Path, cut: bool
+) -> None:
+    """ENOSPC from the write (or from making the next segment): WALNoSpaceError, the WAL as it
+    was, and the same save succeeds once there is space; bytes a partial write left past the end
+    are overwritten by the retry."""
+    from fastkv.storage import failpoint
+    from fastkv.storage.wal import WALNoSpaceError
+
+    flag = tmp_path / "full"
+    wal = WAL.create(str(wal_dir), b"m", segment_size_bytes=SMALL_SEGMENT)
+    wal.save(HardState(1, 0, 0), ents(1, 3))
+    if cut:  # fill the tail so that the next save opens a new segment
+        wal.save(None, ents(4, 1, size=SMALL_SEGMENT - 400))
+    first = 5 if cut else 4
+    segments_before = wal.segments()
+    failpoint.arm("before_wal_write=enospc", str(flag))
+    try:
+        flag.touch()
+        for _ in range(2):
+            with pytest.raises(WALNoSpaceError, match="No space left"):
+                wal.save(HardState(1, 0, 3), ents(first, 2))
+        assert wal.segments() == segments_before
+        assert not [p for p in wal_dir.iterdir() if p.name.endswith(".tmp")]
+        if not cut:
+            os.pwrite(wal._fd, b"\xff" * 40, wal._offset)  # what a partial write may leave
+        flag.unlink()
+        wal.save(HardState(1, 0, 3), ents(first, 2))
+        assert len(wal.segments()) == len(segments_before) + (1 if cut else 0)
+    finally:
+        failpoint.arm("")
+    wal.save(None, ents(first + 2, 1))
+    wal.close()
+    _, hs, entries, _ = reopen(wal_dir)
+    assert [e.index for e in entries] == list(range(1, first + 3))
+    assert hs == HardState(1, 0, 3)
+
+
+def test_a_full_disk_reported_by_fdatasync_is_fatal(wal_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOSPC from fdatasync is an fsync failure like EIO: the pages' fate is unknown, no retry."""
+    from fastkv.storage.wal import WALNoSpaceError
+
+    wal = WAL.create(str(wal_dir), b"m")
+    wal.save(None, ents(1, 1))
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(wal_module.walcodec, "datasync", failing)
+    with pytest.raises(WALWriteError) as err:
+        wal.save(None, ents(2, 1))
+    assert not isinstance(err.value, WALNoSpaceError)
+    monkeypatch.undo()
+    with pytest.raises(WALWriteError):
+        wal.save(None, ents(2, 1))
+    wal.close()

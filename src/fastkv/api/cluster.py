@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
@@ -58,10 +58,13 @@ def serve_version(reply: Reply, method: str) -> None:
     reply(200, CT_JSON, VERSION_BODY)
 
 
-def serve_health(server: V2Server, reply: Reply, method: str) -> None:
+def serve_health(server: V2Server, reply: Reply, method: str, raw_query: bytes = b"") -> None:
+    """etcd's /health: unhealthy without a leader or while an alarm is raised; ``?exclude=NOSPACE``
+    (repeatable) ignores the alarms it names."""
     if method != "GET":
         return method_not_allowed(reply, ALLOW_GET)
-    if server.is_healthy():
+    excluded = frozenset(parse_qs(raw_query.decode("latin-1")).get("exclude", ())) if raw_query else None
+    if server.is_healthy(excluded) if excluded else server.is_healthy():
         reply(200, b"", HEALTHY_BODY, True)
     else:
         reply(503, PLAIN_ERROR_HEADERS, UNHEALTHY_BODY)

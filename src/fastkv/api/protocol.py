@@ -461,7 +461,7 @@ class ClientProtocol(asyncio.Protocol):
         elif path == "/version":
             return cluster.serve_version(self._reply, method)
         elif path == "/health":
-            return cluster.serve_health(self._server, self._reply, method)
+            return cluster.serve_health(self._server, self._reply, method, raw_query)
         elif path == "/metrics":
             # etcd's promhttp handler answers every method alike (HEAD without the body).
             return self._reply(200, METRICS_CONTENT_TYPE, self._server.metrics_text())

@@ -303,7 +303,7 @@ class EtcdServer:
         """Publish this member's name and client URLs through the log once a leader is known,
         retrying until the entry is applied (a proposal can be lost in a leader change)."""
         self._maybe_set_cluster_version()
-        if self._published or self.raft.lead == 0 or self._loop_ is None:
+        if self._published or self.raft.lead == 0 or self._loop_ is None or self._ready_loop.no_space:
             return
         now = time.monotonic()
         if now < self._publish_due:
@@ -316,6 +316,8 @@ class EtcdServer:
         """The leader writes /0/version once every member has published (etcd's version monitor
         decides it once it knows every member's version), retrying until it is applied."""
         if self.raft.state != LEADER or self._loop_ is None or self.fatal_error is not None:
+            return
+        if self._ready_loop.no_space:
             return
         if self._applier.stored_cluster_version() == ETCD_CLUSTER_VERSION:
             return
@@ -331,7 +333,12 @@ class EtcdServer:
     async def _sync_loop(self) -> None:
         while True:
             await asyncio.sleep(SYNC_INTERVAL_S)
-            if self.raft.state == LEADER and self.store.has_ttl_keys() and not self.fatal_error:
+            if (
+                self.raft.state == LEADER
+                and self.store.has_ttl_keys()
+                and not self.fatal_error
+                and not self._ready_loop.no_space
+            ):
                 req = V2Request("SYNC", "", id=self._wait.next_id(), time=self.now_ns())
                 self._ready_loop.propose(0, req.encode())
 
@@ -358,7 +365,7 @@ class EtcdServer:
         if method == "GET":
             # quorum=true: linearizable, through Raft (etcd's QGET).
             req.method = "QGET"
-        refused = self._ready_loop.can_accept()
+        refused = self._ready_loop.can_accept(write=req.method != "QGET")
         if refused is not None:
             if refused.code != RAFT_INTERNAL:
                 self.proposals_failed += 1
@@ -385,7 +392,7 @@ class EtcdServer:
                 return
             done(result, None)
             return
-        refused = self._ready_loop.can_accept()
+        refused = self._ready_loop.can_accept(write=req.method != "QGET")
         if refused is not None:
             done(None, refused)
             return
@@ -441,8 +448,20 @@ class EtcdServer:
     def members(self) -> list[Member]:
         return self._applier.membership.sorted()
 
-    def is_healthy(self) -> bool:
-        return self.fatal_error is None and self.raft.lead != 0
+    def is_healthy(self, excluded_alarms: frozenset[str] = frozenset()) -> bool:
+        """etcd's /health: a leader is known and no alarm is raised (etcd 3.4 reports a member
+        with an active alarm, NOSPACE included, as unhealthy) but those excluded."""
+        if self.fatal_error is not None or self.raft.lead == 0:
+            return False
+        return all(a in excluded_alarms for a in self.alarms())
+
+    @property
+    def no_space_raised(self) -> int:
+        return self._ready_loop.no_space_raised
+
+    def alarms(self) -> list[str]:
+        """The alarms raised on this member, etcd's alarm type names (only NOSPACE exists here)."""
+        return ["NOSPACE"] if self._ready_loop.no_space else []
 
     def stats_self(self) -> bytes:
         rl = self._ready_loop
@@ -482,8 +501,9 @@ class EtcdServer:
         assert self._loop_ is not None
         fut: asyncio.Future[Any] = self._loop_.create_future()
         rl = self._ready_loop
-        if rl.fatal is not None or rl.stopping:
-            fut.set_exception(V2Error(RAFT_INTERNAL, "etcdserver: " + (rl.fatal or "server stopped")))
+        refused = rl.can_accept()
+        if refused is not None and (rl.fatal is not None or rl.stopping or rl.no_space):
+            fut.set_exception(refused)
             return fut
 
         def done(result: Any, err: V2Error | None) -> None:

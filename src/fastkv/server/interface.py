@@ -78,8 +78,9 @@ class V2Server(Protocol):
         """The cluster's members in id order."""
         ...
 
-    def is_healthy(self) -> bool:
-        """/health: a leader is known and the member has not failed."""
+    def is_healthy(self, excluded_alarms: frozenset[str] = frozenset()) -> bool:
+        """/health: a leader is known, the member has not failed, and no alarm is raised but those
+        in ``excluded_alarms`` (etcd's alarm type names, e.g. NOSPACE)."""
         ...
 
     def stats_self(self) -> bytes: ...

@@ -8,6 +8,8 @@ Rules:
   ``etcd_server_proposals_committed_total`` and ``..._applied_total`` are gauges holding the Raft
   commit and applied indexes, as etcd's are.  What fastkv cannot measure is left out rather than
   served as a constant zero (a zero would tell a dashboard something false).
+- One exception to 3.4: ``etcd_debugging_server_alarms`` (the NOSPACE alarm, see docs/design.md
+  "Disk full") has etcd 3.6's name, labels and help, since etcd 3.4 exports no alarm metric.
 - What etcd lacks is ``fastkv_*``.  process_* and python_* come from prometheus_client's collectors.
 - Label values appear the way etcd's lazily created series do: a store action once it has been seen,
   a peer's send failures once there is one, a peer's round-trip histogram after its first probe.
@@ -159,6 +161,17 @@ def server_families(srv: EtcdServer) -> Iterator[Metric]:
         "The current number of pending proposals to commit.",
         srv.pending_requests,
     )
+    if srv.no_space_raised:
+        # etcd 3.4 exports no alarm metric; etcd 3.6 added this gauge (its series appears once the
+        # alarm was raised, 1 while active, 0 after).  fastkv's alarm is this member's own.
+        fam = GaugeMetricFamily(
+            "etcd_debugging_server_alarms",
+            "Alarms for every member in cluster. 1 for 'server_id' label with current ID. "
+            "2 for 'alarm_type' label with type of this alarm",
+            labels=["server_id", "alarm_type"],
+        )
+        fam.add_metric([f"{srv.member_id:x}", "NOSPACE"], 1 if srv.alarms() else 0)
+        yield fam
     fam = GaugeMetricFamily(
         "etcd_server_version",
         "Which version is running. 1 for 'server_version' label with current version.",

@@ -17,7 +17,13 @@ Rules:
   snapshot markers and segment releases are ordered.  (A single member's lone-entry rounds are
   saved on the loop itself, and then the writer is idle: saves never overlap.)
 - A failed WAL write is fatal: the member stops acknowledging and exits (no retry that could
-  acknowledge a write whose predecessor was lost).
+  acknowledge a write whose predecessor was lost).  Except a full disk met before any fsync
+  (WALNoSpaceError, a RocksDB round or a snapshot refused for space): the member raises the
+  NOSPACE alarm, refuses new writes ("etcdserver: no space"), keeps serving reads and watches,
+  holds the Ready whose save failed (nothing in it is acknowledged, no vote or append answer
+  for it leaves) and retries that same save every NO_SPACE_PROBE_S until it succeeds; then the
+  loop goes on and the alarm clears.  A leader whose disk is full hands leadership to an
+  up-to-date follower.  See docs/design.md, "Disk full".
 - Ready order: the leader sends its messages at once (thesis §10.2.1), everyone else only after
   the WAL write that makes the Ready durable; then apply, then advance.
 - A follower forwards proposals to the leader (MsgProp).  With no leader known, proposals are held
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import logging
 import os
 import random
@@ -46,14 +53,26 @@ import orjson
 
 from ..logutil import event
 from ..raft.confchange import CONF_ADD_NODE, CONF_REMOVE_NODE, ConfChange
-from ..raft.messages import MSG_APP, MSG_PROP, Message, Snapshot, SnapshotMeta
+from ..raft.messages import (
+    MSG_APP,
+    MSG_HEARTBEAT,
+    MSG_HEARTBEAT_RESP,
+    MSG_PROP,
+    MSG_READ_INDEX,
+    MSG_READ_INDEX_RESP,
+    MSG_SNAP,
+    MSG_TIMEOUT_NOW,
+    Message,
+    Snapshot,
+    SnapshotMeta,
+)
 from ..raft.node import LEADER, NotLeaderError, RaftNode, Ready
 from ..raft.types import ENTRY_CONF_CHANGE, ENTRY_INTERNAL, ENTRY_NORMAL, Entry, HardState
 from ..storage import failpoint
 from ..storage.backend import Backend, Batch
-from ..storage.fileutil import fsync_dir
-from ..storage.snap import Snapshotter, archive_dir, restore_archive
-from ..storage.wal import WAL
+from ..storage.fileutil import TMP_SUFFIX, fsync_dir, is_no_space
+from ..storage.snap import Snapshotter, archive_dir, restore_archive, snap_name
+from ..storage.wal import WAL, WALNoSpaceError
 from ..transport.transport import STATUS_GONE, Transport, parse_peer_url
 from ..v2store.errors import LEADER_ELECT, RAFT_INTERNAL, V2Error
 from ..v2store.request import V2Request
@@ -69,6 +88,19 @@ log = logging.getLogger("fastkv.etcdserver")
 INLINE_SYNC_MAX_ENTRIES = 1
 # Proposals held on a member that knows no leader yet.  Beyond this, error 301 at once.
 MAX_HELD_PROPOSALS = 10000
+# While the disk is full: how often the held WAL save (and the other writes refused for space)
+# is tried again.
+NO_SPACE_PROBE_S = 1.0
+# Rewriting the applied state after RocksDB refused a round for space costs a pass over every key:
+# it is not tried while the file system has less than this free.
+NO_SPACE_RESYNC_MIN_FREE_BYTES = 1 << 20
+#: The cause of the error a write gets while the NOSPACE alarm is raised (etcd's ErrNoSpace text).
+NO_SPACE_CAUSE = "etcdserver: no space"
+# What a member whose WAL save is held may still send: a leader its own messages (a leader may
+# send before its write is durable, and counts itself only once it is); anyone, what claims
+# nothing about its disk (heartbeat answers and read-index requests confirm leadership only).
+_LEADER_SENDS_WHILE_HELD = frozenset({MSG_APP, MSG_HEARTBEAT, MSG_SNAP, MSG_TIMEOUT_NOW, MSG_READ_INDEX_RESP})
+_SENDS_WHILE_HELD = frozenset({MSG_HEARTBEAT_RESP, MSG_READ_INDEX})
 
 
 def _snapshot_catch_up_entries() -> int:
@@ -87,6 +119,15 @@ def _request_id(e: Entry) -> int:
     except (ValueError, TypeError, AttributeError, orjson.JSONDecodeError):
         pass
     return 0
+
+
+def _free_bytes(path: str) -> int:
+    """Bytes an unprivileged writer may still use on ``path``'s file system (unknown: a lot)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return 1 << 62
+    return st.f_bavail * st.f_frsize
 
 
 class ReadyLoop:
@@ -137,6 +178,22 @@ class ReadyLoop:
         self._persisting = False
         self._scheduled = False
         self.fatal: str | None = None
+        # The NOSPACE alarm: what was refused for space ("wal", "backend", "snapshot") -> why.
+        self.no_space: dict[str, str] = {}
+        self.no_space_raised = 0  # how many times the alarm was raised (/metrics shows it once it was)
+        # The Ready whose WAL save failed for space, held until the same save succeeds:
+        # (ready, hard state saved with it, messages deferred until it is durable).
+        self._held: tuple[Ready, HardState | None, list[Message] | None] | None = None
+        self._held_retry_running = False
+        # A Ready whose snapshot could not be installed for space, held the same way.
+        self._held_install: Ready | None = None
+        self._probe_handle: asyncio.TimerHandle | None = None
+        # Set (on the writer thread) when a RocksDB round was refused for space: RocksDB holds the
+        # state of some earlier round, later rounds are dropped until one batch holding the whole
+        # applied state is written (a refused WriteBatch cannot be written again: RocksDB
+        # consumes it either way).
+        self._backend_stale = False
+        self._backend_resync_running = False
         self._snapshot_index = opened.snapshot_index
         self._snapshot_running = False
         # A snapshot is owed (asked for while one was running): taken when the running one is done.
@@ -246,13 +303,25 @@ class ReadyLoop:
         self._reads.clear()
         deadline = time.monotonic() + 5
         # A snapshot in progress finishes, and its log compaction and purge are queued.
-        while (self._persisting or self._snapshot_running) and time.monotonic() < deadline and not self.fatal:
+        if self._probe_handle is not None:
+            self._probe_handle.cancel()
+            self._probe_handle = None
+        while (
+            ((self._persisting and not self._holding) or self._snapshot_running)
+            and time.monotonic() < deadline
+            and not self.fatal
+        ):
             await asyncio.sleep(0.005)
-        if self._unsaved_hard_state is not None and self.fatal is None:
+        if self._unsaved_hard_state is not None and self.fatal is None and not self._holding:
             self._writer.submit(self.wal.save, self._unsaved_hard_state, [])
             self._unsaved_hard_state = None
         self._closed = True
-        self.wait.fail_all(V2Error(RAFT_INTERNAL, "etcdserver: server stopped"))
+        if self._holding:
+            # Entries of the held Ready may be partly on disk and applied after a restart: their
+            # outcome is unknown, which is what a timeout says ("server stopped" would not).
+            self.wait.fail_all(V2Error(RAFT_INTERNAL, "etcdserver: request timed out"))
+        else:
+            self.wait.fail_all(V2Error(RAFT_INTERNAL, "etcdserver: server stopped"))
         # Off the loop: a snapshot checkpoint may still be running on the writer.
         await asyncio.get_running_loop().run_in_executor(None, self._writer.shutdown, True)
         self.close_files()
@@ -326,7 +395,10 @@ class ReadyLoop:
         if m.type == MSG_APP:
             self.append_counts["recvAppendRequestCnt"] += 1
         self.raft.step(m)
-        self.kick()
+        if self._held is None and self._held_install is None:
+            self.kick()
+        else:
+            self._send_while_held()
 
     def _send(self, messages: list[Message]) -> None:
         t = self.transport
@@ -356,13 +428,19 @@ class ReadyLoop:
                 # hard state can never land after a newer one.
                 try:
                     self.wal.save(hard_state, [], False)
-                except Exception as e:  # noqa: BLE001 - any WAL failure is fatal
+                except WALNoSpaceError:
+                    # A commit index alone (Raft recomputes it): the next save carries a newer one.
+                    pass
+                except Exception as e:  # noqa: BLE001 - any other WAL failure is fatal
                     self.fail(f"WAL write failed: {e}")
         self.raft.tick()
         if self._unsent:
             self._retry_unsent()
         self._on_leader_change()
-        self.kick()
+        if self._holding:
+            self._send_while_held()
+        else:
+            self.kick()
 
     # -- forwards lost before they left ---------------------------------------------------
 
@@ -407,10 +485,13 @@ class ReadyLoop:
 
     # -- proposing -----------------------------------------------------------------------
 
-    def can_accept(self) -> V2Error | None:
-        """Why a new request must be refused now, or None."""
+    def can_accept(self, write: bool = True) -> V2Error | None:
+        """Why a new request (a write, or a quorum read with ``write=False``) must be refused
+        now, or None.  The NOSPACE alarm refuses writes only."""
         if self.fatal is not None or self.stopping:
             return V2Error(RAFT_INTERNAL, "etcdserver: " + (self.fatal or "server stopped"))
+        if self.no_space and write:
+            return V2Error(RAFT_INTERNAL, NO_SPACE_CAUSE)
         raft = self.raft
         if raft.state != LEADER and (
             not self.multi_member or (raft.lead == 0 and len(self._proposals) >= MAX_HELD_PROPOSALS)
@@ -436,7 +517,10 @@ class ReadyLoop:
         """A quorum read: confirm leadership for the current commit index, then serve it from
         the local store once it has applied that index."""
         self._reads.append(rid)
-        self.kick()
+        if self._holding:
+            self._send_while_held()
+        else:
+            self.kick()
 
     def kick(self) -> None:
         if not self._scheduled and not self._persisting and self._loop is not None and not self._closed:
@@ -580,11 +664,11 @@ class ReadyLoop:
                     exc: BaseException | None = None
                 except BaseException as e:
                     exc = e
-                loop.call_soon(self._on_persisted, rd, exc, deferred)
+                loop.call_soon(self._on_persisted, rd, exc, deferred, hard_state)
             else:
 
                 def saved(exc: BaseException | None) -> None:
-                    loop.call_soon_threadsafe(self._on_persisted, rd, exc, deferred)
+                    loop.call_soon_threadsafe(self._on_persisted, rd, exc, deferred, hard_state)
 
                 # One writer job: the WAL write + fdatasync, reported at once, then this round's
                 # RocksDB batch (so the acknowledgement never waits for RocksDB).
@@ -596,9 +680,7 @@ class ReadyLoop:
             # current for --force-new-cluster and backups without a write per request.
             self._unsaved_hard_state = rd.hard_state
         if batch is not None:
-            self._writer.submit(self.applier.backend.write, batch).add_done_callback(
-                self._check_background_write
-            )
+            self._writer.submit(self._write_batch, batch).add_done_callback(self._check_background_write)
         if not rd.must_sync:
             raft.advance(rd)
             if raft.has_ready():
@@ -637,26 +719,74 @@ class ReadyLoop:
         batch: Batch | None,
         saved: Callable[[BaseException | None], None],
     ) -> None:
-        """On the writer thread: WAL write + fdatasync, report, then the RocksDB batch."""
+        """On the writer thread: WAL write + fdatasync, report, then the RocksDB batch (written even
+        when the WAL refused this round's new entries for space: it holds entries durable before)."""
         try:
             self.wal.save(hard_state, entries)
         except BaseException as e:
             saved(e)
-            return
-        saved(None)
+            if not isinstance(e, WALNoSpaceError):
+                return
+        else:
+            saved(None)
         if batch is not None:
             try:
-                self.applier.backend.write(batch)
+                self._write_batch(batch)
             except BaseException as e:
                 if self._loop is not None:
                     self._loop.call_soon_threadsafe(self.fail, f"applied state write failed: {e}")
 
-    def _on_persisted(
-        self, rd: Ready, exc: BaseException | None, deferred: list[Message] | None = None
-    ) -> None:
-        self._persisting = False
-        if self._closed:
+    def _write_batch(self, batch: Batch) -> None:
+        """On the writer thread: one apply round into RocksDB, in order.  After a round refused for
+        space every later one is dropped until ``_resync_backend`` writes the whole state (the WAL
+        still holds all of them: a crash meanwhile replays them); other failures raise."""
+        if self._backend_stale:
             return
+        try:
+            self.applier.backend.write(batch)
+        except Exception as e:
+            if not is_no_space(e):
+                raise
+            self._backend_stale = True
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._raise_no_space, "backend", f"applied state write: {e}")
+
+    def _resync_backend(self, batch: Batch) -> bool:
+        """On the writer thread: write ``batch``, the whole applied state (Store.all_changes), over
+        whatever RocksDB holds; True once written (later rounds are written again), False while
+        the disk is still full (other failures raise)."""
+        if not self._backend_stale:
+            return True
+        backend = self.applier.backend
+        try:
+            # RocksDB keeps refusing writes after a flush failed for space until it is reopened.
+            backend.reopen()
+            backend.write(batch)
+        except Exception as e:
+            if is_no_space(e):
+                return False
+            raise
+        self._backend_stale = False
+        return True
+
+    def _on_persisted(
+        self,
+        rd: Ready,
+        exc: BaseException | None,
+        deferred: list[Message] | None = None,
+        hard_state: HardState | None = None,
+    ) -> None:
+        if self._closed:
+            self._persisting = False
+            return
+        if isinstance(exc, WALNoSpaceError) and self.fatal is None:
+            # Nothing of this Ready is durable and nothing in it was acknowledged: hold it (and
+            # every later one: _persisting stays set) and try the same save again later.
+            self._held = (rd, hard_state, deferred)
+            self._raise_no_space("wal", str(exc))
+            self._send_while_held()
+            return
+        self._persisting = False
         if exc is not None:
             self.fail(f"WAL write failed: {exc}")
             return
@@ -666,10 +796,196 @@ class ReadyLoop:
         self._run_ready()
 
     def _check_background_write(self, f: concurrent.futures.Future[None]) -> None:
-        """Writer-thread jobs nobody waits for: a failure still stops the member."""
+        """Writer-thread jobs nobody waits for: a failure still stops the member (an unsynced
+        commit index refused for space excepted: Raft recomputes it, the next save carries it)."""
         exc = f.exception()
-        if exc is not None and self._loop is not None:
+        if exc is not None and not isinstance(exc, WALNoSpaceError) and self._loop is not None:
             self._loop.call_soon_threadsafe(self.fail, f"WAL write failed: {exc}")
+
+    # -- a full disk -----------------------------------------------------------------------
+
+    def _raise_no_space(self, source: str, reason: str) -> None:
+        """Raise the NOSPACE alarm for ``source``: refuse new writes, answer the ones not yet
+        proposed (they never will be), step down as leader, and probe until space returns."""
+        if self._closed or self.fatal is not None:
+            return
+        first = not self.no_space
+        self.no_space[source] = reason
+        if first:
+            self.no_space_raised += 1
+            event(
+                log,
+                logging.WARNING,
+                "alarm raised: NOSPACE; writes are refused until there is space again",
+                **{"local-member-id": f"{self.member_id:x}", "alarm": "NOSPACE"},
+                reason=reason,
+            )
+            self._refuse_unproposed()
+            self._step_down_for_space()
+        if self._probe_handle is None and self._loop is not None:
+            self._probe_handle = self._loop.call_later(NO_SPACE_PROBE_S, self._probe_space)
+
+    def _clear_no_space(self, source: str) -> None:
+        if self.no_space.pop(source, None) is not None and not self.no_space:
+            event(
+                log,
+                logging.INFO,
+                "alarm cleared: NOSPACE; writes are accepted again",
+                **{"local-member-id": f"{self.member_id:x}", "alarm": "NOSPACE"},
+            )
+
+    def _refuse_unproposed(self) -> None:
+        """Client requests queued but not yet in the Raft log are answered "no space" and dropped:
+        a request refused is never proposed afterwards.  The member's own proposals stay."""
+        err = V2Error(RAFT_INTERNAL, NO_SPACE_CAUSE)
+        take = self.wait.take
+        kept: list[tuple[int, bytes]] = []
+        kept_internal: set[int] = set()
+        for i, (rid, data) in enumerate(self._proposals):
+            if rid == 0:
+                if i in self._internal_at:
+                    kept_internal.add(len(kept))
+                kept.append((rid, data))
+                continue
+            w = take(rid)
+            if w is not None:
+                w.done(None, V2Error(err.code, err.cause))
+        self._proposals, self._internal_at = kept, kept_internal
+        conf = []
+        for c in self._conf_proposals:
+            if c[0] == 0:
+                conf.append(c)
+                continue
+            w = take(c[0])
+            if w is not None:
+                w.done(None, V2Error(err.code, err.cause))
+        self._conf_proposals = conf
+        # Forwards the transport dropped unsent never reached a leader: refused the same way.
+        for rid, _ in self._unsent:
+            w = take(rid)
+            if w is not None:
+                w.done(None, V2Error(err.code, err.cause))
+        self._unsent = []
+
+    def _step_down_for_space(self) -> None:
+        """A leader that cannot write its log hands leadership to its most up-to-date active
+        voter (it cannot commit its own new entries meanwhile, and the cluster can)."""
+        raft = self.raft
+        if raft.state != LEADER or not self.multi_member or self._held is None:
+            return
+        candidates = [
+            (pr.match, pid)
+            for pid, pr in raft.progress.items()
+            if pid != self.member_id and pid in raft.voters and pr.recent_active
+        ]
+        if not candidates:
+            return
+        _, to = max(candidates)
+        event(
+            log,
+            logging.INFO,
+            "leadership transfer: the disk is full",
+            **{"local-member-id": f"{self.member_id:x}", "transferee": f"{to:x}"},
+        )
+        raft.transfer_leader(to)
+
+    @property
+    def _holding(self) -> bool:
+        """A Ready is held for space (its WAL save, or its snapshot's install)."""
+        return self._held is not None or self._held_install is not None
+
+    def _send_while_held(self) -> None:
+        """While a Ready is held for space no new Ready is taken, but Raft keeps stepping: send
+        what needs no disk (a leader's own messages, heartbeat answers, read-index requests),
+        drop the rest (answers that would claim entries or votes not yet durable: Raft treats
+        them as lost messages), and serve the quorum reads it confirms."""
+        raft = self.raft
+        if not self._holding or self._closed:
+            return
+        raft.has_ready()  # builds the appends batched for this turn
+        msgs, raft.msgs = raft.msgs, []
+        allowed = _LEADER_SENDS_WHILE_HELD if raft.state == LEADER else _SENDS_WHILE_HELD
+        out = [m for m in msgs if m.type in allowed]
+        if out:
+            self._send(out)
+        if self._reads and (raft.state == LEADER or raft.lead != 0):
+            reads, self._reads = self._reads, []
+            for rid in reads:
+                raft.read_index(rid.to_bytes(8, "big"))
+            msgs, raft.msgs = raft.msgs, []
+            out = [m for m in msgs if m.type in allowed]
+            if out:
+                self._send(out)
+        if raft.read_states:
+            self._confirmed_reads.extend(
+                (rs.index, int.from_bytes(rs.request_ctx, "big")) for rs in raft.read_states
+            )
+            raft.read_states = []
+        if self._confirmed_reads:
+            self._serve_reads()
+
+    def _probe_space(self) -> None:
+        """Every NO_SPACE_PROBE_S while the alarm is raised: try again what was refused for space
+        (the held WAL save, the RocksDB rounds, the snapshot); each success clears its part."""
+        self._probe_handle = None
+        loop = self._loop
+        if loop is None or self._closed or self.fatal is not None or not self.no_space:
+            return
+        if self._held is not None and not self._held_retry_running:
+            self._held_retry_running = True
+            rd, hard_state, _ = self._held
+            fut = self._writer.submit(self.wal.save, hard_state, rd.entries)
+            fut.add_done_callback(lambda f: loop.call_soon_threadsafe(self._held_retry_done, f))
+        if (
+            "backend" in self.no_space
+            and not self._backend_resync_running
+            and _free_bytes(self.applier.backend.path) >= NO_SPACE_RESYNC_MIN_FREE_BYTES
+        ):
+            # Every round applied so far is in this batch; rounds applied later follow it on the
+            # writer thread, which runs jobs in order.
+            applier = self.applier
+            whole = applier.backend.prepare(
+                applier.store.all_changes(),
+                applier.applied_index,
+                applier.applied_term,
+                applier.membership.save(),
+            )
+            self._backend_resync_running = True
+            fut2 = self._writer.submit(self._resync_backend, whole)
+            fut2.add_done_callback(lambda f: loop.call_soon_threadsafe(self._resync_done, f))
+        if "snapshot" in self.no_space and not self._snapshot_running:
+            self._maybe_snapshot(force=True, retry=True)
+        if self._held_install is not None and not self._held_retry_running:
+            rd_install, self._held_install = self._held_install, None
+            self._install_snapshot(rd_install)
+        if self._held is not None and self.raft.state == LEADER and not self.raft.lead_transferee:
+            # No voter was active to take over when the disk filled: try again.
+            self._step_down_for_space()
+            self._send_while_held()
+        self._probe_handle = loop.call_later(NO_SPACE_PROBE_S, self._probe_space)
+
+    def _held_retry_done(self, f: concurrent.futures.Future[None]) -> None:
+        self._held_retry_running = False
+        if self._closed or self._held is None:
+            return
+        exc = f.exception()
+        if isinstance(exc, WALNoSpaceError):
+            return
+        rd, hard_state, deferred = self._held
+        self._held = None
+        if exc is None:
+            self._clear_no_space("wal")
+        self._on_persisted(rd, exc, deferred, hard_state)
+
+    def _resync_done(self, f: concurrent.futures.Future[bool]) -> None:
+        self._backend_resync_running = False
+        if self._closed:
+            return
+        exc = f.exception()
+        if exc is not None:
+            self.fail(f"applied state write failed: {exc}")
+        elif f.result():
+            self._clear_no_space("backend")
 
     def fail(self, reason: str) -> None:
         """A durability failure: acknowledge nothing more and stop the member."""
@@ -682,13 +998,16 @@ class ReadyLoop:
 
     # -- snapshots -----------------------------------------------------------------------
 
-    def _maybe_snapshot(self, force: bool = False) -> None:
+    def _maybe_snapshot(self, force: bool = False, retry: bool = False) -> None:
         """Every --snapshot-count applied entries (or now, with ``force``): make RocksDB durable,
         keep a checkpoint of it as the snapshot, and let the WAL and the in-memory log drop what
-        it covers."""
+        it covers.  A snapshot refused for space leaves no files behind and is tried again by
+        the probe (``retry``), not by every round."""
         applier = self.applier
         applied, term = applier.applied_index, applier.applied_term
         if self._snapshot_running or applied == 0 or self.stopping:
+            return
+        if "snapshot" in self.no_space and not retry:
             return
         if not force and applied - self._snapshot_index < self.cfg.snapshot_count:
             return
@@ -702,21 +1021,43 @@ class ReadyLoop:
 
         def write_snapshot() -> None:
             # The writer thread runs jobs in order, so RocksDB holds exactly the state at
-            # ``applied`` here: every earlier round's batch was written, no later one yet.
-            backend.flush()
-            backend.checkpoint(self.snapshotter.data_dir(term, applied))
-            failpoint.hit("during_snapshot")
-            self.snapshotter.save(term, applied, meta)
-            self.wal.save_snapshot(term, applied)
+            # ``applied`` here: every earlier round's batch was written, no later one yet
+            # (unless a round was refused for space: then there is no consistent state to keep).
+            if self._backend_stale:
+                raise OSError(errno.ENOSPC, "the applied state waits for space to be written")
+            data_dir = self.snapshotter.data_dir(term, applied)
+            try:
+                backend.flush()
+                backend.checkpoint(data_dir)
+            except Exception as e:
+                if is_no_space(e):
+                    # RocksDB refuses every write after a failed flush: rewrite it whole (reopened).
+                    self._backend_stale = True
+                    self._remove_snapshot_files(term, applied)
+                    loop.call_soon_threadsafe(self._raise_no_space, "backend", f"applied state flush: {e}")
+                raise
+            try:
+                failpoint.hit("during_snapshot")
+                self.snapshotter.save(term, applied, meta)
+                self.wal.save_snapshot(term, applied)
+            except Exception as e:
+                if is_no_space(e) or isinstance(e, WALNoSpaceError):
+                    # Without its WAL marker the snapshot is not used: remove it, room included.
+                    self._remove_snapshot_files(term, applied)
+                raise
 
         def done(f: concurrent.futures.Future[None]) -> None:
             self._snapshot_running = False
             if self._closed:
                 return
             exc = f.exception()
+            if exc is not None and (is_no_space(exc) or isinstance(exc, WALNoSpaceError)):
+                self._raise_no_space("snapshot", f"snapshot at index {applied}: {exc}")
+                return
             if exc is not None:
                 self.fail(f"snapshot at index {applied} failed: {exc}")
                 return
+            self._clear_no_space("snapshot")
             self._snapshot_index = max(self._snapshot_index, applied)
             compact_to = min(applied - _snapshot_catch_up_entries(), self.raft.log.applied)
             if compact_to > self.raft.log.offset:
@@ -731,6 +1072,16 @@ class ReadyLoop:
         loop = self._loop
         fut = self._writer.submit(write_snapshot)
         fut.add_done_callback(lambda f: loop.call_soon_threadsafe(done, f))
+
+    def _remove_snapshot_files(self, term: int, index: int) -> None:
+        """A snapshot that failed before its WAL marker: its checkpoint, file and temporary."""
+        shutil.rmtree(self.snapshotter.data_dir(term, index), ignore_errors=True)
+        path = os.path.join(self.snapshotter.dir, snap_name(term, index))
+        for name in (path, path + TMP_SUFFIX):
+            try:
+                os.unlink(name)
+            except FileNotFoundError:
+                pass
 
     def _snapshot_for_peer(self) -> Snapshot | None:
         """The newest snapshot, for a follower behind the compacted log: its RocksDB checkpoint
@@ -761,13 +1112,28 @@ class ReadyLoop:
 
         def install() -> None:
             shutil.rmtree(incoming, ignore_errors=True)
-            restore_archive([snapshot.data], incoming)
-            old_backend.close()
+            try:
+                failpoint.hit("before_snapshot_install")
+                restore_archive([snapshot.data], incoming)
+            except Exception as e:
+                if is_no_space(e):
+                    # Nothing swapped yet: drop the partial copy, hold the Ready, retry later.
+                    shutil.rmtree(incoming, ignore_errors=True)
+                raise
+            try:
+                old_backend.close()
+            except Exception:
+                # A database refused for space (maybe left closed by a failed reopen) is
+                # replaced whole here anyway.
+                if not self._backend_stale:
+                    raise
             os.rename(kv_dir, kv_dir + OLD_SUFFIX)
             os.rename(incoming, kv_dir)
             fsync_dir(member_dir)
             shutil.rmtree(kv_dir + OLD_SUFFIX, ignore_errors=True)
             installed_backend.append(Backend.open(kv_dir))
+            # The state just installed is whole: rounds after it are written again.
+            self._backend_stale = False
             self.wal.save_snapshot(meta.term, meta.index)
 
         def installed(f: concurrent.futures.Future[None]) -> None:
@@ -777,9 +1143,19 @@ class ReadyLoop:
             if self._closed:
                 return
             exc = f.exception()
+            if exc is not None and not installed_backend and is_no_space(exc) and self.fatal is None:
+                self._persisting = True
+                self._held_install = rd
+                self._raise_no_space(
+                    "snapshot-install", f"installing the snapshot at index {meta.index}: {exc}"
+                )
+                self._send_while_held()
+                return
             if exc is not None:
                 self.fail(f"installing the snapshot at index {meta.index} failed: {exc}")
                 return
+            self._clear_no_space("snapshot-install")
+            self._clear_no_space("backend")
             backend = installed_backend[0]
             bm = backend.meta()
             if bm.applied_index != meta.index:

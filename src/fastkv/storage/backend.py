@@ -72,6 +72,8 @@ from fastkv.v2store.stats import FIELDS as STATS_FIELDS
 from fastkv.v2store.stats import Stats
 from fastkv.v2store.store import HISTORY_CAPACITY, Changes, Store
 
+from . import failpoint
+
 FORMAT_VERSION = b"1"
 MEMTABLE_BYTES = 32 << 20
 MAX_MEMTABLES = 3
@@ -235,7 +237,10 @@ class Backend:
         return Batch(wb, applied_index, applied_term, changes.index, membership)
 
     def write(self, batch: Batch) -> None:
-        """Apply a prepared round (on the writer thread; unsynced: see ``flush``)."""
+        """Apply a prepared round (on the writer thread; unsynced: see ``flush``).  A batch is
+        consumed even when the write fails, so a refused round cannot be written again; after a
+        failure for space the server writes the whole state instead (``reopen`` first)."""
+        failpoint.hit("backend_write")
         self._db.write(batch.wb, self._wopts)
         membership = batch.membership if batch.membership is not None else self._meta.membership
         self._meta = BackendMeta(batch.applied_index, batch.applied_term, batch.etcd_index, membership)
@@ -252,6 +257,19 @@ class Backend:
     def close(self) -> None:
         self._db.flush(True)
         self._db.close()
+
+    def reopen(self) -> None:
+        """Close the database without flushing and open it again: RocksDB refuses every write after
+        a background flush failed (for space, say) until it is reopened.  Rounds not yet flushed
+        are lost, as in a crash: the caller then writes the whole applied state (the WAL holds every
+        round since the last flush anyway).  Raises if it cannot be opened (the disk is still
+        full); it may be called again."""
+        try:
+            self._db.close()
+        except Exception:  # noqa: BLE001 - closing what failed; opening again is what matters
+            pass
+        self._db = Rdict(self.path, _options())
+        self._meta = self._read_meta()
 
     # ----- loading ------------------------------------------------------------------------------------
 

@@ -14,6 +14,20 @@ from collections.abc import Iterable
 TMP_SUFFIX = ".tmp"
 BROKEN_SUFFIX = ".broken"
 
+#: errnos that mean the file system has no room left (for this user): ENOSPC, EDQUOT.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# How RocksDB words them in the IOError status rocksdict raises (its errno is not kept).
+_NO_SPACE_TEXTS = ("No space left on device", "Disk quota exceeded")
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """True when ``exc`` is a full disk (an OSError with ENOSPC/EDQUOT, or RocksDB's words for it).
+    Only the caller knows whether the operation that failed may be retried: a failed fsync may not."""
+    if isinstance(exc, OSError):
+        return exc.errno in NO_SPACE_ERRNOS
+    text = str(exc)
+    return any(t in text for t in _NO_SPACE_TEXTS)
+
 
 def fsync_dir(path: str) -> None:
     """Makes the directory's entries (creations, renames, unlinks) durable."""

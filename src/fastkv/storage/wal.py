@@ -34,6 +34,13 @@ Rules and invariants:
 - After a write or fsync error the WAL refuses every later save (WALWriteError): after a
   failed fsync the kernel may have dropped the dirty pages, so retrying could report data
   durable that is not.
+- One exception: a full disk (ENOSPC/EDQUOT) met *before* any fsync of the batch (by its
+  pwrite, or by creating, filling or renaming a new segment) raises WALNoSpaceError and
+  leaves the WAL as it was before the call (same tail, offset and crc; a half-made segment
+  is deleted), so the caller may retry the same save once space returns.  Bytes of the
+  batch that did reach the page cache lie past the end of the log: the retry overwrites
+  them, and a crash meanwhile leaves a torn tail that replay cuts off.  ENOSPC reported by
+  fdatasync (or by the directory fsync after a rename) is as fatal as any other fsync error.
 
 Non-goals: locking the directory against a second process, purging by count (the server
 calls release_to), and tolerating torn writes that persisted out of order (a zeroed
@@ -59,6 +66,7 @@ from ..raft.types import EMPTY_HARD_STATE, Entry, HardState
 from . import failpoint
 from .fileutil import (
     BROKEN_SUFFIX,
+    NO_SPACE_ERRNOS,
     TMP_SUFFIX,
     fsync_dir,
     make_dir_durable,
@@ -93,6 +101,23 @@ class WALCorruptError(WALError):
 
 class WALWriteError(WALError):
     """A write or fsync failed; this WAL accepts no further saves."""
+
+
+class WALNoSpaceError(WALWriteError):
+    """The disk is full and nothing of the save counts as written: the WAL is as it was before
+    the call and accepts the same save again (see the module docstring)."""
+
+
+class _SyncFailed(OSError):
+    """An fsync/fdatasync failed (or a step after a segment's rename): what is on disk is
+    unknown, whatever the errno, so it is never retried."""
+
+
+def _datasync(fd: int) -> None:
+    try:
+        walcodec.datasync(fd)
+    except OSError as e:
+        raise _SyncFailed(e.errno, e.strerror) from e
 
 
 class Segment(NamedTuple):
@@ -357,10 +382,9 @@ class WAL:
                 else:
                     self._write_and_sync(sync)
             except OSError as e:
-                self._failed = e
-                raise WALWriteError(f"WAL write in {self.dir!r} failed: {e}") from e
-            finally:
                 enc.clear()
+                self._write_failed(e, crc_before)
+            enc.clear()
             if entries:
                 self._last_index = entries[-1].index
                 self.batch_entries.observe(len(entries))
@@ -372,15 +396,24 @@ class WAL:
         with self._lock:
             self._check_writable()
             enc = self._encoder
+            crc_before = enc.crc
             enc.add_snapshot(term, index)
             try:
                 self._write_and_sync()
             except OSError as e:
-                self._failed = e
-                raise WALWriteError(f"WAL write in {self.dir!r} failed: {e}") from e
-            finally:
                 enc.clear()
+                self._write_failed(e, crc_before)
+            enc.clear()
             self._snapshot = (term, index)
+
+    def _write_failed(self, e: OSError, crc_before: int) -> None:
+        """Raise for a failed save: WALNoSpaceError (the WAL rolled back, retry allowed) for a
+        full disk met before any fsync, else WALWriteError and the WAL refuses every later save."""
+        if e.errno in NO_SPACE_ERRNOS and not isinstance(e, _SyncFailed):
+            self._encoder.crc = crc_before
+            raise WALNoSpaceError(f"WAL write in {self.dir!r} failed: {e}") from e
+        self._failed = e
+        raise WALWriteError(f"WAL write in {self.dir!r} failed: {e}") from e
 
     def _write_and_sync(self, sync: bool = True) -> None:
         enc = self._encoder
@@ -392,7 +425,7 @@ class WAL:
             self._offset += len(enc)
             return
         sync_start = time.monotonic()
-        walcodec.datasync(self._fd)
+        _datasync(self._fd)
         took = time.monotonic() - sync_start
         self.fsync_seconds.observe(took)
         if took > SLOW_FDATASYNC_S:
@@ -441,12 +474,9 @@ class WAL:
             failpoint.hit("after_wal_write")
             self.bytes_written += len(enc)
             sync_start = time.monotonic()
-            walcodec.datasync(fd)
+            _datasync(fd)
             self.fsync_seconds.observe(time.monotonic() - sync_start)
             os.rename(tmp, final)
-            failpoint.hit("wal_segment_cut")  # renamed, the directory not yet fsynced
-            fsync_dir(self.dir)
-            failpoint.hit("after_wal_sync")
         except BaseException:
             os.close(fd)
             # A segment that never became part of the log (a full disk, say) must not stay
@@ -454,6 +484,16 @@ class WAL:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+        try:
+            failpoint.hit("wal_segment_cut")  # renamed, the directory not yet fsynced
+            fsync_dir(self.dir)
+            failpoint.hit("after_wal_sync")
+        except OSError as e:
+            # The segment is in the directory under its final name: never a retry from here.
+            os.close(fd)
+            raise _SyncFailed(
+                e.errno, f"fsync of {self.dir!r} after creating {seg.name}: {e.strerror}"
+            ) from e
         self._segments.append(seg)
         self._fd = fd
         self._offset = len(enc)
