@@ -213,6 +213,7 @@ class Mirror:
         self.last_report = clock()
         self.stopping = False
         self._dest_at = 0  # the destination endpoint that answered last
+        self.hidden_scanned = 0  # the source's history was scanned for hidden keys up to this index
 
     # -- output
 
@@ -333,8 +334,10 @@ class Mirror:
         return top, out
 
     def discover_hidden(self, upto: int) -> None:
-        """Hidden keys written within the source's history (the last 1000 indexes up to ``upto``)."""
-        since = max(1, upto - 999)
+        """Hidden keys written within the source's history (the last 1000 indexes up to ``upto``, less
+        what an earlier scan covered)."""
+        since = max(1, upto - 999, self.hidden_scanned + 1)
+        self.hidden_scanned = max(self.hidden_scanned, upto)
         while since <= upto:
             try:
                 status, _, body = self._source_get(
@@ -361,11 +364,12 @@ class Mirror:
         """Make the destination equal to a fresh listing of the source (all of it at the start, the
         differences in a resync), its index the listing's."""
         started = self.clock()
+        known = len(self.hidden)
         index, src = self.listing(None)
+        self.discover_hidden(index)
+        if len(self.hidden) > known:
+            index, src = self.listing(None)
         if begin:
-            self.discover_hidden(index)
-            if self.hidden:
-                index, src = self.listing(None)
             removes: list[str] = []
             puts = list(src.values())
         else:
@@ -390,6 +394,7 @@ class Mirror:
     # -- follow
 
     def start(self) -> None:
+        self.probe()
         st = self.status()
         state = st.get("state")
         if state == "finished":
@@ -450,6 +455,7 @@ class Mirror:
             raise MirrorError(f"watch: {status} {body}")
         rec = event_record(body)
         ev_index = rec[3]
+        self._saw_source_index(ev_index)
         live = index < ev_index  # registered before the event: hidden keys' events were left out
         if live and ev_index > self.next:
             return False  # ask again: the history answers now, hidden events included

@@ -122,7 +122,8 @@ def apply_mirror(store: Store, batch: dict, now_ns: int) -> dict:
                 "mirror: this cluster has taken writes of its own; mirror into a fresh cluster",
                 store.index,
             )
-        state = {"source": source, "state": FOLLOWING, "index": store.index}
+        # Every index so far is this store's own internal write: the source's indexes may take them all.
+        state = {"source": source, "state": FOLLOWING, "index": 0}
     if state is None:
         raise _bad(store, "not mirroring: begin first")
     if state["state"] == FINISHED:
@@ -147,7 +148,9 @@ def apply_mirror(store: Store, batch: dict, now_ns: int) -> dict:
         _advance(store, target)
     elif target and target < store.index:
         _rewind(store, target)
-    state = {"source": source, "state": FINISHED if batch.get("finish") else FOLLOWING, "index": store.index}
+    # The last index taken from the source: unchanged by a batch of nodes only.
+    mirrored = store.index if events or target else state["index"]
+    state = {"source": source, "state": FINISHED if batch.get("finish") else FOLLOWING, "index": mirrored}
     _set_marker(store, state)
     return state
 
