@@ -45,6 +45,7 @@ from fastkv.v2store.event import (
     SET,
     UPDATE,
 )
+from fastkv.v2store.history import CLEARED_KEY
 from fastkv.v2store.store import Store
 
 MARKER = "/mirror"  # in the /0 namespace
@@ -145,7 +146,7 @@ def apply_mirror(store: Store, batch: dict, now_ns: int) -> dict:
     for rec in events:
         _apply_event(store, rec, now_ns)
     if target > store.index:
-        _advance(store, target)
+        _advance(store, target, True)
     elif target and target < store.index:
         _rewind(store, target)
     # The last index taken from the source: unchanged by a batch of nodes only.
@@ -211,22 +212,29 @@ def _rewind(store: Store, to_index: int) -> None:
         ns.index = store.index
 
 
-def _placeholder(index: int) -> Event:
-    """The history slot of an index the source used for something no watch shows."""
-    e = Event(SET, NodeView("/0", "", False, 0, 0, None, index, index), None, index, True, True)
-    return e
+def _placeholder(index: int, cleared_to: int) -> Event:
+    """The history slot of an index the source used for something no watch shows (``cleared_to`` 0) or
+    of one a copy took over without its event (a watch reaching it is told the history was cleared up
+    to ``cleared_to``)."""
+    if cleared_to:
+        view = NodeView(CLEARED_KEY, "", False, 0, 0, None, index, cleared_to)
+    else:
+        view = NodeView("/0", "", False, 0, 0, None, index, index)
+    return Event(SET, view, None, index, True, True)
 
 
-def _advance(store: Store, target: int) -> None:
-    """Move the index to ``target``, filling the history with placeholders (never more than it holds)."""
+def _advance(store: Store, target: int, cleared: bool) -> None:
+    """Move the index to ``target``, filling the history with placeholders (never more than it holds):
+    ``cleared`` for a copy or resync, whose changes made no events."""
     hist = store.history
     start = store.index + 1
     if target - store.index >= hist.capacity:
         hist.events = [None] * hist.capacity
         hist.front = hist.size = hist.start_index = hist.last_index = 0
         start = target - hist.capacity + 1
+    cleared_to = target if cleared else 0
     for i in range(start, target + 1):
-        hist.add(_placeholder(i))
+        hist.add(_placeholder(i, cleared_to))
     store.index = target
     for ns in store.namespaces.values():
         ns.index = target
@@ -253,7 +261,7 @@ def _apply_event(store: Store, rec: EventRecord, now_ns: int) -> None:
     if index <= store.index:
         _rewind(store, index - 1)
     if index - 1 > store.index:
-        _advance(store, index - 1)
+        _advance(store, index - 1, False)
     path = clean_path(node_rec[0])
     if action in REMOVE_ACTIONS:
         event = Event(action, _view(node_rec, now_ns, False), _view(prev_rec, now_ns), index)  # type: ignore[arg-type]
