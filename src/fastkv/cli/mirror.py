@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import http.client
 import ssl
+import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -535,9 +536,8 @@ def run(ctx: Any) -> int:
 
 
 def action(ctx: Any) -> None:
-    """The Command action for fastkv.cli.main."""
+    """The Command action for fastkv.cli.main: its ``Exit`` is taken from the module that made ``ctx``
+    (``__main__`` under ``python -m fastkv.cli.main``, where importing fastkv.cli.main gives another class)."""
     code = run(ctx)
     if code:
-        from fastkv.cli.main import Exit
-
-        raise Exit(code)
+        raise sys.modules[type(ctx).__module__].Exit(code)
