@@ -214,6 +214,7 @@ class Mirror:
         self.last_report = clock()
         self.stopping = False
         self._dest_at = 0  # the destination endpoint that answered last
+        self._reported_in_sync = False  # what the last lag line said (a change is reported at once)
         self.hidden_scanned = 0  # the source's history was scanned for hidden keys up to this index
 
     # -- output
@@ -227,9 +228,11 @@ class Mirror:
 
     def report(self, force: bool = False) -> None:
         now = self.clock()
-        if not force and now - self.last_report < self.report_interval:
+        in_sync = self.in_sync()
+        if not force and now - self.last_report < self.report_interval and in_sync == self._reported_in_sync:
             return
         self.last_report = now
+        self._reported_in_sync = in_sync
         behind = max(0, self.source_index - self.applied)
         if self.in_sync():
             self.behind_since = None
@@ -407,7 +410,6 @@ class Mirror:
         if state == "following":
             self.applied = st["index"]
             self.next = self.applied + 1
-            self.gaps = True  # what happened while nobody watched is unknown: resync once idle
             self.say(f"resuming {self.name} at index {self.next}")
         else:
             self.copy(begin=True)
@@ -418,23 +420,25 @@ class Mirror:
             self.send({"events": pending[:]})
             pending.clear()
 
-    def idle(self) -> None:
+    def idle(self, resync_now: bool = False) -> None:
         """Nothing new from the watch: account for indexes no watch shows (refreshes, the source's
-        own writes), with a resync at most every ``resync_interval``."""
+        own writes), with a resync at most every ``resync_interval`` (unless ``resync_now``)."""
         if self.probe() >= self.next:
             self.gaps = True
-        if self.gaps and self.clock() - self.last_resync >= self.resync_interval:
+        if self.gaps and (resync_now or self.clock() - self.last_resync >= self.resync_interval):
             self.copy(begin=False)
 
     def follow(self, until_in_sync: bool = False) -> None:
+        """Follow the source; with ``until_in_sync``, return once every index of the source is
+        accounted for (resyncing at once when needed)."""
         pending: list[list[Any]] = []
         while not self.stopping:
+            if until_in_sync and not pending and self.in_sync():
+                self.report(force=True)
+                return
             if self._step(pending):
                 self._flush(pending)
-                self.idle()
-                if until_in_sync and self.in_sync():
-                    self.report(force=True)
-                    return
+                self.idle(resync_now=until_in_sync)
             self.report()
 
     def _step(self, pending: list[list[Any]]) -> bool:
