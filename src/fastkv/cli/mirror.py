@@ -37,7 +37,11 @@ import orjson
 from fastkv.cli import flags as fl
 
 FLAGS = [
-    fl.Flag(("from",), "string", "client URL of the v2 server to copy and follow (etcd with --enable-v2)"),
+    fl.Flag(
+        ("from",),
+        "string",
+        "client URLs (comma-separated) of the v2 cluster to copy and follow (etcd --enable-v2)",
+    ),
     fl.Flag(("finish",), "bool", "catch up, then end the mirror: the destination takes writes from then on"),
     fl.Flag(("hidden",), "string", "comma-separated hidden keys or dirs (names starting with _) to copy"),
     fl.Flag(("report-interval",), "duration", "how often to print the lag line", 5.0),
@@ -189,22 +193,24 @@ def diff(src: dict[str, list[Any]], dst: dict[str, list[Any]]) -> tuple[list[str
 class Mirror:
     def __init__(
         self,
-        source: Endpoint,
+        sources: list[Endpoint],
         dest: list[Endpoint],
         out: TextIO,
         hidden: list[str] | None = None,
         report_interval: float = 5.0,
         resync_interval: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        max_outage_s: float = 300.0,
     ) -> None:
-        self.source = source
+        self.sources = sources  # one source cluster's members (--from): the next is tried when one fails
+        self._source_at = 0
         self.dest = dest
         self.out = out
         self.hidden: set[str] = set(hidden or ())
         self.report_interval = report_interval
         self.resync_interval = resync_interval
         self.clock = clock
-        self.name = source.url  # the source as the destination records it
+        self.name = ",".join(ep.url for ep in sources)  # the source as the destination records it
         self.applied = 0  # the destination's store index as the mirror left it
         self.next = 0  # the next index to ask the source's history for
         self.source_index = 0  # the highest X-Etcd-Index the source answered
@@ -216,6 +222,7 @@ class Mirror:
         self._dest_at = 0  # the destination endpoint that answered last
         self._reported_in_sync = False  # what the last lag line said (a change is reported at once)
         self.hidden_scanned = 0  # the source's history was scanned for hidden keys up to this index
+        self.max_outage_s = max_outage_s
 
     # -- output
 
@@ -254,15 +261,31 @@ class Mirror:
 
     # -- the destination
 
+    def _outage(self, what: str, since: float | None, err: object) -> float:
+        """Note a failed exchange; raise once the outage has lasted ``max_outage_s``.  Returns when the
+        outage started (to pass back in)."""
+        now = self.clock()
+        if since is None:
+            self.say(f"{what} failed ({err}); retrying")
+            return now
+        if now - since > self.max_outage_s:
+            raise MirrorError(f"{what}: no answer for {self.max_outage_s:.0f}s: {err}")
+        time.sleep(min(1.0, 0.1 + (now - since) / 10))
+        return since
+
     def _dest_call(self, method: str, body: bytes | None) -> dict[str, Any]:
-        last: Exception | None = None
-        for attempt in range(3 * len(self.dest)):
+        """One exchange with ``/fastkv/mirror`` on the destination, trying each endpoint in turn while
+        none answers (up to ``max_outage_s``).  A batch that timed out inside the cluster (errors 300,
+        301) raises _Uncertain: it may have been applied."""
+        down_since: float | None = None
+        attempt = 0
+        while True:
             ep = self.dest[(self._dest_at + attempt) % len(self.dest)]
+            attempt += 1
             try:
                 status, _, data = ep.request(method, "/fastkv/mirror", body, timeout=60.0)
             except (OSError, http.client.HTTPException) as err:
-                last = err
-                time.sleep(min(0.2 * (attempt + 1), 2.0))
+                down_since = self._outage(f"destination {ep.url}", down_since, err)
                 continue
             try:
                 answer = orjson.loads(data)
@@ -274,43 +297,76 @@ class Mirror:
             if status == 404:
                 raise MirrorError(f"{ep.url} is not a fastkv member with the mirror endpoint (404)")
             code = answer.get("errorCode") if isinstance(answer, dict) else None
-            if code in (300, 301):  # timed out / leader election: the batch may or may not have applied
-                last = MirrorError(f"{ep.url}: {answer.get('message')} {answer.get('cause', '')}")
-                time.sleep(min(0.2 * (attempt + 1), 2.0))
-                raise _Uncertain(str(last))
+            if code in (300, 301):
+                raise _Uncertain(f"{ep.url}: {answer.get('message')} {answer.get('cause', '')}")
             raise MirrorError(f"{ep.url} refused: {answer.get('message')}: {answer.get('cause', '')}")
-        raise MirrorError(f"no destination endpoint answered: {last}")
 
     def status(self) -> dict[str, Any]:
-        return self._dest_call("GET", None)
+        while True:
+            try:
+                return self._dest_call("GET", None)
+            except _Uncertain:
+                time.sleep(0.2)
 
     def send(self, batch: dict[str, Any]) -> None:
+        """Apply a batch on the destination.  A batch whose fate is unknown is looked up in the
+        destination's state before it is sent again (events are not idempotent: their indexes must
+        increase)."""
         batch["source"] = self.name
         body = orjson.dumps(batch)
         expect = max([e[3] for e in batch.get("events", ())] + [batch.get("index", 0)])
-        for _ in range(5):
+        since: float | None = None
+        while True:
             try:
                 state = self._dest_call("POST", body)
-            except _Uncertain:
+                break
+            except _Uncertain as err:
                 st = self.status()
                 if expect and st.get("index", 0) >= expect and st.get("source") == self.name:
                     state = st
-                else:
-                    continue
-            self.applied = state["index"]
-            return
-        raise MirrorError("the destination did not apply a batch after 5 tries")
+                    break
+                since = self._outage("a batch", since, err)
+        self.applied = state["index"]
 
     # -- the source
 
-    def _source_get(self, key: str, timeout: float = 120.0, **params: str) -> tuple[int, int, Any]:
-        status, headers, data = self.source.request("GET", _keys_target(key, **params), timeout=timeout)
+    @property
+    def source(self) -> Endpoint:
+        return self.sources[self._source_at]
+
+    def _source_get(
+        self, key: str, timeout: float = 120.0, watch: bool = False, **params: str
+    ) -> tuple[int, int, Any]:
+        """A GET on the source, trying each --from URL in turn while none answers or etcd answers 5xx
+        (up to ``max_outage_s``).  With ``watch``, a timeout is raised (TimeoutError: nothing new)."""
+        target = _keys_target(key, **params)
+        down_since: float | None = None
+        while True:
+            ep = self.source
+            try:
+                status, headers, data = ep.request("GET", target, timeout=timeout)
+            except TimeoutError:
+                ep.close()
+                if watch:
+                    raise
+                down_since = self._outage(f"source {ep.url}", down_since, "timed out")
+                self._source_at = (self._source_at + 1) % len(self.sources)
+                continue
+            except (OSError, http.client.HTTPException) as err:
+                down_since = self._outage(f"source {ep.url}", down_since, err)
+                self._source_at = (self._source_at + 1) % len(self.sources)
+                continue
+            if status >= 500:
+                down_since = self._outage(f"source {ep.url}", down_since, f"{status} {data[:200]!r}")
+                self._source_at = (self._source_at + 1) % len(self.sources)
+                continue
+            break
         index = _index_header(headers)
         self._saw_source_index(index)
         try:
             body = orjson.loads(data) if data else None
         except orjson.JSONDecodeError:
-            raise MirrorError(f"{self.source.url} answered {status}: {data[:200]!r}") from None
+            raise MirrorError(f"{ep.url} answered {status}: {data[:200]!r}") from None
         return status, index, body
 
     def probe(self) -> int:
@@ -345,11 +401,10 @@ class Mirror:
         while since <= upto:
             try:
                 status, _, body = self._source_get(
-                    "/", timeout=WATCH_TIMEOUT_S, wait="true", recursive="true", waitIndex=str(since)
+                    "/", WATCH_TIMEOUT_S, True, wait="true", recursive="true", waitIndex=str(since)
                 )
             except TimeoutError:
-                self.source.close()  # nothing at or after ``since`` that a watch shows
-                return
+                return  # nothing at or after ``since`` that a watch shows
             if status != 200:
                 cleared = _cleared_start(body)
                 if not cleared or cleared <= since:
@@ -445,11 +500,10 @@ class Mirror:
         """One watch from the next index; True when the source had nothing to tell (idle)."""
         try:
             status, index, body = self._source_get(
-                "/", timeout=0.3 if pending else WATCH_TIMEOUT_S,
+                "/", 0.3 if pending else WATCH_TIMEOUT_S, True,
                 wait="true", recursive="true", waitIndex=str(self.next),
             )  # fmt: skip
         except TimeoutError:
-            self.source.close()
             return True
         if status != 200:
             if _cleared_start(body) is not None:
@@ -503,14 +557,15 @@ def _cleared_start(body: Any) -> int | None:
 
 def run(ctx: Any) -> int:
     flags = ctx.flags
-    url = flags["from"]
-    if not url:
-        ctx.stderr.write("Error:  --from is required (the source's client URL)\n")
+    urls = [u for u in (flags["from"] or "").split(",") if u]
+    if not urls:
+        ctx.stderr.write("Error:  --from is required (the source's client URLs)\n")
         return 1
     from fastkv.cli import auth as auth_cli
 
     dest_urls = ctx.endpoints()
-    if any(urllib.parse.urlsplit(d).netloc == urllib.parse.urlsplit(url).netloc for d in dest_urls):
+    dest_hosts = {urllib.parse.urlsplit(d).netloc for d in dest_urls}
+    if any(urllib.parse.urlsplit(u).netloc in dest_hosts for u in urls):
         ctx.stderr.write("Error:  the source is one of the destination endpoints\n")
         return 1
     src_ctx = ssl.create_default_context(cafile=flags["from-ca-file"]) if flags["from-ca-file"] else None
@@ -518,7 +573,7 @@ def run(ctx: Any) -> int:
     headers = auth_cli.credentials_headers(ctx)
     try:
         mirror = Mirror(
-            Endpoint(url, src_ctx, {}),
+            [Endpoint(u, src_ctx, {}) for u in urls],
             [Endpoint(d, dest_ctx, headers) for d in dest_urls],
             ctx.stdout,
             [h for h in (flags["hidden"] or "").split(",") if h],
