@@ -535,10 +535,9 @@ def test_moving_from_etcd_online(cluster: list[ServerProcess], tmp_path) -> None
     from tests.migrate.etcdhistory import http
 
     etcd_members, hidden = _etcd_cluster_with_v2_data(tmp_path)
-    source = etcd_members[0].url
     mirror_log = tmp_path / "mirror.out"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL")}
-    argv = [*fastkvctl_argv(), "--endpoints", endpoints(cluster), "mirror", "--from", source]
+    argv = [*fastkvctl_argv(), "--endpoints", endpoints(cluster), "mirror", "--from", endpoints(etcd_members)]
     argv += ["--report-interval", "0.5s", "--resync-interval", "0.5s"]
     try:
         # 1. Start the mirror: it copies etcd, then follows it.
@@ -548,9 +547,12 @@ def test_moving_from_etcd_online(cluster: list[ServerProcess], tmp_path) -> None
         # The mirror is read-only until cut-over.
         status, _, body = request(cluster[0].url + "/v2/keys/early", "PUT", {"value": "x"})
         assert status == 400 and body["errorCode"] == 107 and "read-only mirror" in body["cause"], body
-        # Applications keep writing to etcd meanwhile: a refresh, hidden keys, a TTL that expires...
+        # The etcd member the mirror reads from goes down: it carries on with the next one.
+        etcd_members[0].stop()
+        source = etcd_members[1].url
+        # Applications keep writing to etcd meanwhile: a refresh, hidden keys, a delete...
         for i in range(20):
-            assert http("PUT", f"{etcd_members[i % 3].url}/v2/keys/live/{i}", {"value": str(i)})[0] == 201
+            assert http("PUT", f"{etcd_members[1 + i % 2].url}/v2/keys/live/{i}", {"value": str(i)})[0] == 201
         assert http("POST", f"{source}/v2/keys/queue", {"value": "late job"})[0] == 201
         assert http("PUT", f"{source}/v2/keys/_late_hidden", {"value": "h"})[0] == 201
         assert http("PUT", f"{source}/v2/keys/ttl?refresh=true&prevExist=true", {"ttl": "1800"})[0] == 200
@@ -562,6 +564,7 @@ def test_moving_from_etcd_online(cluster: list[ServerProcess], tmp_path) -> None
             rf"source index {index}, applied index {index}, 0 events behind, 0\.0 s behind \(in sync\)",
             mirror_log.read_text(),
         ), timeout=60)  # fmt: skip
+        assert f"mirror: source {etcd_members[0].url} failed" in mirror_log.read_text()
         before = _etcd_views(source, hidden)
         # 3. Stop the mirror, end it (it catches up first), point the clients at fastkv.
         mirror.send_signal(signal.SIGINT)
