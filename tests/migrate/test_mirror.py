@@ -132,3 +132,35 @@ def _index_of(etcd: ServerProcess) -> int:
     import json
 
     return json.loads(body)["node"]["createdIndex"] + 1
+
+
+def test_the_mirror_endpoint_refuses_bad_batches() -> None:
+    fastkv = start_server("fastkv", name="f1")
+    try:
+        status, _, body = http("GET", fastkv.url + "/fastkv/mirror")
+        assert status == 200 and b'"state":"none"' in body, body
+        for payload, cause in (
+            (b"not json", b"the batch is not JSON"),
+            (b"[1, 2]", b"the batch is not a JSON object"),
+            (b'{"nodes": []}', b"no source named"),
+            (b'{"source": "http://x", "index": 10}', b"not mirroring: begin first"),
+        ):
+            status, body = _post(fastkv.url + "/fastkv/mirror", payload)
+            assert status == 400 and b'"errorCode":209' in body and cause in body, body
+        status, _, body = http("DELETE", fastkv.url + "/fastkv/mirror")
+        assert status == 405, body
+        assert http("PUT", fastkv.url + "/v2/keys/a", {"value": "1"})[0] == 201  # still a normal cluster
+    finally:
+        fastkv.kill9()
+
+
+def _post(url: str, body: bytes) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()

@@ -192,3 +192,21 @@ def test_mirrored_state_survives_the_backend(tmp_path) -> None:  # type: ignore[
     assert err.value.code == E.EVENT_INDEX_CLEARED and err.value.cause.startswith(
         "the requested history has been cleared [41/10]"
     )
+
+
+def test_a_jump_past_the_history_size_survives_the_backend(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    s = bootstrapped()
+    backend = Backend.open(str(tmp_path / "kv"))
+    backend.write(backend.prepare(s.all_changes(), 3, 1))
+    apply_mirror(s, {"source": SRC, "begin": True, "nodes": [node("/a", "1", 500)], "index": 5000}, NOW)
+    apply_mirror(s, {"source": SRC, "events": [["set", node("/b", "2", 5003), None, 5003]]}, NOW)
+    backend.write(backend.prepare(s.take_changes(), 4, 1))
+    backend.close()
+    loaded = Backend.open(str(tmp_path / "kv")).load_store()
+    for store in (s, loaded):
+        assert store.index == 5003 and len(store.history) == 1000
+        with pytest.raises(V2Error) as err:
+            store.watch("/", True, False, 4500, lambda e: None)
+        assert err.value.code == E.EVENT_INDEX_CLEARED
+        assert "[5001/4500]" in err.value.cause
+        assert store.watch("/", True, False, 5001, lambda e: None).history_event.index == 5003  # type: ignore[union-attr]
