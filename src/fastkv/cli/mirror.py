@@ -530,11 +530,19 @@ class Mirror:
         return False
 
     def finish(self) -> None:
+        """Catch up, end the mirror, then check that the source took no write meanwhile (a writer
+        that was not stopped): such writes are not on the destination, and that is said loudly."""
         self.follow(until_in_sync=True)
         self.send({"finish": True})
         self.say(
             f"finished: the destination holds the source as of index {self.applied} and takes writes now"
         )
+        late = self.probe() - self.applied
+        if late > 0:
+            self.say(
+                f"WARNING: the source moved {late} indexes past {self.applied} during the cut-over; "
+                "writes made on it since are not on the destination"
+            )
 
 
 class _Uncertain(Exception):
