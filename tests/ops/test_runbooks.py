@@ -450,13 +450,18 @@ def _etcd_views(url: str, hidden: list[str]) -> dict[str, object]:
         rc, out, err = ctl("etcdctl", url, "-o", "extended", "get", key)
         assert rc == 0, (key, err)
         gets[key] = re.sub(r"(?m)^TTL: \d+$", "TTL: *", out)
-    return {"index": root.etcd_index, "nodes": nodes, "ls": listing, "gets": gets}
+    from tests.migrate.etcdhistory import http, mask_ttl
+
+    status, _, raw = http("GET", url + "/v2/keys/?recursive=true&sorted=true")
+    assert status == 200, raw
+    return {"index": root.etcd_index, "nodes": nodes, "ls": listing, "gets": gets, "raw": mask_ttl(raw)}
 
 
 def _same_views(before: dict, after: dict, index_moved: int = 0) -> None:
     """Equal, but for each node's remaining ttl, which ticks down (the expiration is compared exactly), and the store
     index, ``index_moved`` ahead (the members' publications after a restart, as etcd's restart makes)."""
     assert after["index"] == before["index"] + index_moved
+    assert after["raw"] == before["raw"]  # the recursive GET, byte for byte (ttl fields aside)
     assert after["ls"] == before["ls"]
     moved = f"Index: {before['index'] + index_moved}"
     expected = {k: re.sub(r"(?m)^Index: \d+$", moved, v) for k, v in before["gets"].items()}
