@@ -34,9 +34,13 @@ def pair() -> Iterator[tuple[ServerProcess, ServerProcess]]:
         fastkv.kill9()
 
 
-def mirror(dest: str, source: str, *extra: str, timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
+def mirror(
+    dest: str, source: str, *extra: str, user: str = "", timeout: float = 90.0
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL")}
-    argv = [sys.executable, "-m", "fastkv.cli.main", "--endpoints", dest, "mirror", "--from", source]
+    argv = [sys.executable, "-m", "fastkv.cli.main", "--endpoints", dest]
+    argv += ["-u", user] if user else []
+    argv += ["mirror", "--from", source]
     return subprocess.run(
         [*argv, "--resync-interval", "0.2s", *extra], capture_output=True, text=True, env=env, timeout=timeout
     )
@@ -164,3 +168,17 @@ def _post(url: str, body: bytes) -> tuple[int, bytes]:
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+def test_with_v2_auth_on_the_destination_only_root_may_mirror(pair) -> None:  # type: ignore[no-untyped-def]
+    etcd, fastkv = pair
+    assert http("PUT", etcd.url + "/v2/keys/a", {"value": "1"})[0] == 201
+    ctl = [sys.executable, "-m", "fastkv.cli.main", "--endpoints", fastkv.url]
+    for args in (["user", "add", "root:pw"], ["auth", "enable"]):
+        assert subprocess.run([*ctl, *args], capture_output=True, timeout=30).returncode == 0
+    p = mirror(fastkv.url, etcd.url, "--finish")
+    assert p.returncode == 1 and p.stderr.endswith("refused: Insufficient credentials\n"), p.stderr
+    assert http("GET", fastkv.url + "/fastkv/mirror")[0] == 401  # the state too is root's to read
+    p = mirror(fastkv.url, etcd.url, "--finish", user="root:pw")
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    assert tree(fastkv.url)[1] == tree(etcd.url)[1]

@@ -4,7 +4,7 @@ Not part of etcd's API (hence the ``/fastkv/`` prefix): ``GET`` answers the mirr
 (``{"state": "none" | "following" | "finished", "source", "index", "storeIndex"}``); ``POST`` takes one
 JSON batch (v2store/mirror.py says what it holds), replicates it and answers the state after it.  A
 refused batch is a v2 error body with its status (a cluster that took writes of its own: 107 "Root is read only", HTTP 400).
-With v2 auth on, only root may write here.
+With v2 auth on, only root may use it (both methods).
 """
 
 from __future__ import annotations

@@ -299,7 +299,9 @@ class Mirror:
             code = answer.get("errorCode") if isinstance(answer, dict) else None
             if code in (300, 301):
                 raise _Uncertain(f"{ep.url}: {answer.get('message')} {answer.get('cause', '')}")
-            raise MirrorError(f"{ep.url} refused: {answer.get('message')}: {answer.get('cause', '')}")
+            cause = answer.get("cause") if isinstance(answer, dict) else None
+            message = answer.get("message") if isinstance(answer, dict) else answer
+            raise MirrorError(f"{ep.url} refused: {message}" + (f": {cause}" if cause else ""))
 
     def status(self) -> dict[str, Any]:
         while True:
