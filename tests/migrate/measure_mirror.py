@@ -7,7 +7,8 @@ fresh fastkv cluster of ``--members`` members and times:
 - following: ``--follow-keys`` more writes into etcd at full speed (32 connections) while the mirror
   runs, then how long after the last write the mirror reports "0 events behind (in sync)", and the
   largest lag it reported meanwhile;
-- ``--finish`` (the final catch-up and the cut-over), end to end.
+- ``--finish`` after ``--catchup-keys`` writes made while the mirror was stopped (fewer than etcd's
+  1000-event history): the catch-up from etcd's history and the cut-over, end to end.
 
 Then it compares the recursive GET of ``/`` (sorted) of etcd and fastkv byte for byte, and their
 X-Etcd-Index, and counts the keys.  Prints one JSON object.  Not a test: it takes minutes;
@@ -67,9 +68,15 @@ def main() -> None:
     ap.add_argument("--keys", type=int, default=100000)
     ap.add_argument("--follow-keys", type=int, default=10000)
     ap.add_argument("--members", type=int, default=3)
+    ap.add_argument("--catchup-keys", type=int, default=900, help="written while the mirror is stopped")
     args = ap.parse_args()
     base = tempfile.mkdtemp(prefix="mirror-measure-")
-    result: dict[str, object] = {"keys": args.keys, "follow_keys": args.follow_keys, "members": args.members}
+    result: dict[str, object] = {
+        "keys": args.keys,
+        "follow_keys": args.follow_keys,
+        "catchup_keys": args.catchup_keys,
+        "members": args.members,
+    }
     etcd = dest = None
     try:
         os.makedirs(os.path.join(base, "etcd"))
@@ -129,6 +136,8 @@ def main() -> None:
         result["follow_max_seconds_behind"] = max(float(m.group(4)) for m in lags)
         mirror.send_signal(signal.SIGINT)
         mirror.wait(30)
+        # Interrupted: more writes meanwhile, which --finish catches up from etcd's history.
+        fill_more(etcd.url, args.follow_keys, args.catchup_keys)
 
         t0 = time.monotonic()
         done = subprocess.run([*argv, "--finish"], capture_output=True, check=True)

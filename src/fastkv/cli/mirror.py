@@ -502,7 +502,7 @@ class Mirror:
         """One watch from the next index; True when the source had nothing to tell (idle)."""
         try:
             status, index, body = self._source_get(
-                "/", 0.3 if pending else WATCH_TIMEOUT_S, True,
+                "/", 0.3 if pending else min(WATCH_TIMEOUT_S, max(0.2, self.report_interval)), True,
                 wait="true", recursive="true", waitIndex=str(self.next),
             )  # fmt: skip
         except TimeoutError:
