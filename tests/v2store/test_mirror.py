@@ -146,6 +146,9 @@ def test_a_bad_batch_changes_nothing() -> None:
         {"source": SRC, "nodes": [node("/z", "1", 3)], "events": [["bogus", node("/a", "1", 50), None, 50]]},
         {"source": "http://other:2379", "index": 60},
         {"source": SRC, "nodes": [["/x"]]},
+        {"source": SRC, "nodes": [node("/ok", "1", 50), ["/y", False, "v", "50", 50, 0]]},
+        {"source": SRC, "remove": ["/d"], "nodes": [node("/ok", "1", 50), ["/y", False, None, 50, 50, 0]]},
+        {"source": SRC, "events": [["set", node("/a", "1", 50), ["/a", False, "x", 1, 1, None], 50]]},
     ):
         with pytest.raises(V2Error):
             apply_mirror(s, batch, NOW)

@@ -160,9 +160,20 @@ def _check(store: Store, batch: dict, events: list, target: int, state: dict) ->
     """Everything that could refuse the batch, before anything changes."""
     if not isinstance(events, list) or not isinstance(target, int):
         raise _bad(store, "malformed batch")
-    for rec in batch.get("nodes") or ():
-        if not isinstance(rec, list) or len(rec) != 6 or not isinstance(rec[0], str):
+    nodes = batch.get("nodes") or []
+    removes = batch.get("remove") or []
+    if (
+        not isinstance(nodes, list)
+        or not isinstance(removes, list)
+        or not isinstance(batch.get("parent_index", 0), int)
+    ):
+        raise _bad(store, "malformed batch")
+    for rec in nodes:
+        if not _is_node_record(rec):
             raise _bad(store, f"bad node record {rec!r:.200}")
+    for path in removes:
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise _bad(store, f"bad path to remove {path!r:.200}")
     floor = _rewind_floor(store, state)
     last = floor
     for rec in events:
@@ -170,8 +181,8 @@ def _check(store: Store, batch: dict, events: list, target: int, state: dict) ->
             not isinstance(rec, list)
             or len(rec) != 4
             or rec[0] not in PUT_ACTIONS | REMOVE_ACTIONS
-            or not isinstance(rec[1], list)
-            or len(rec[1]) != 6
+            or not _is_node_record(rec[1])
+            or not (rec[2] is None or _is_node_record(rec[2]))
         ):
             raise _bad(store, f"bad event record {rec!r:.200}")
         index = rec[3]
@@ -180,6 +191,19 @@ def _check(store: Store, batch: dict, events: list, target: int, state: dict) ->
         last = index
     if target and target < last:
         raise _bad(store, f"the source's index {target} is below this store's {last}")
+
+
+_NODE_TYPES = (str, bool, str, int, int, int)
+
+
+def _is_node_record(rec: object) -> bool:
+    """[key, dir, value, createdIndex, modifiedIndex, expiration], the key absolute."""
+    return (
+        isinstance(rec, list)
+        and len(rec) == 6
+        and all(isinstance(v, t) for v, t in zip(rec, _NODE_TYPES, strict=True))
+        and rec[0].startswith("/")
+    )
 
 
 def _rewind_floor(store: Store, state: dict) -> int:
