@@ -495,7 +495,7 @@ def test_moving_from_etcd_offline(tmp_path) -> None:
     try:
         until("every etcd member applied the writes", lambda: len({
             request(m.url + "/v2/keys/")[1].get("X-Etcd-Index") for m in etcd_members
-        }) == 1)  # fmt: skip
+        }) == 1, timeout=60)  # fmt: skip
         before = _etcd_views(etcd_members[0].url, hidden)
         # 1. Stop etcd, every member.
         for m in etcd_members:
@@ -520,11 +520,11 @@ def test_moving_from_etcd_offline(tmp_path) -> None:
             started.append(srv)
         for srv in started:
             wait_http_ok(srv.url + "/health", 30, srv.proc)
-        until("cluster-health exits 0", lambda: healthy(started))
+        until("cluster-health exits 0", lambda: healthy(started), timeout=60)
         # Each member published its name and URLs once started, as a restarted etcd member does: the
         # store index moved by one per member, no node changed.
         until("every member published", lambda: request(started[0].url + "/v2/keys/")[1].get("X-Etcd-Index")
-              == str(before["index"] + 3))  # fmt: skip
+              == str(before["index"] + 3), timeout=60)  # fmt: skip
         after = _etcd_views(started[1].url, hidden)
         _same_views(before, after, index_moved=3)
         # The cluster takes writes, at the next index.
