@@ -12,6 +12,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 
@@ -423,3 +424,174 @@ def test_turn_on_authentication(cluster: list[ServerProcess]) -> None:
     rc, out, err = ctl("fastkvctl", cluster[1].url, "-u", app, "get", "/app/feature")
     assert rc == 0 and out == "on\n", err
     assert ok("-u", root, "auth", "disable") == "Authentication Disabled\n"
+
+
+# --- moving from etcd ---------------------------------------------------------------------------
+
+
+def _etcd_views(url: str, hidden: list[str]) -> dict[str, object]:
+    """What clients see of a v2 server: python-etcd's reading of every node (hidden keys included) with
+    the store index, and etcdctl's listing and extended gets (the TTL line masked: it counts down)."""
+    import etcd  # python-etcd
+
+    host, port = url.rsplit("//", 1)[1].split(":")
+    client = etcd.Client(host=host, port=int(port), read_timeout=10)
+    root = client.read("/", recursive=True, sorted=True)
+    nodes = []
+    for key in [None, *hidden]:
+        res = root if key is None else client.read(key, recursive=True, sorted=True)
+        for n in res.get_subtree():
+            nodes.append((n.key, n.value, n.dir, n.createdIndex, n.modifiedIndex, n.expiration, n.ttl))
+    rc, listing, err = ctl("etcdctl", url, "ls", "--recursive", "--sort", "-p", "/")
+    assert rc == 0, err
+    files = [k for k in listing.split() if not k.endswith("/")] + hidden
+    gets = {}
+    for key in files:
+        rc, out, err = ctl("etcdctl", url, "-o", "extended", "get", key)
+        assert rc == 0, (key, err)
+        gets[key] = re.sub(r"(?m)^TTL: \d+$", "TTL: *", out)
+    from tests.migrate.etcdhistory import http, mask_ttl
+
+    status, _, raw = http("GET", url + "/v2/keys/?recursive=true&sorted=true")
+    assert status == 200, raw
+    return {"index": root.etcd_index, "nodes": nodes, "ls": listing, "gets": gets, "raw": mask_ttl(raw)}
+
+
+def _same_views(before: dict, after: dict, index_moved: int = 0) -> None:
+    """Equal, but for each node's remaining ttl, which ticks down (the expiration is compared exactly), and the store
+    index, ``index_moved`` ahead (the members' publications after a restart, as etcd's restart makes)."""
+    assert after["index"] == before["index"] + index_moved
+    assert after["raw"] == before["raw"]  # the recursive GET, byte for byte (ttl fields aside)
+    assert after["ls"] == before["ls"]
+    moved = f"Index: {before['index'] + index_moved}"
+    expected = {k: re.sub(r"(?m)^Index: \d+$", moved, v) for k, v in before["gets"].items()}
+    assert after["gets"] == expected
+    assert len(after["nodes"]) == len(before["nodes"])
+    for a, b in zip(after["nodes"], before["nodes"], strict=True):
+        assert a[:6] == b[:6]
+        assert (a[6] is None) == (b[6] is None) and (a[6] is None or 0 <= b[6] - a[6] <= 60), (a, b)
+
+
+def _etcd_cluster_with_v2_data(tmp_path) -> tuple[list[ServerProcess], list[str]]:
+    from tests.migrate.etcdhistory import write_history
+    from tests.support.procs import have_etcd
+
+    if not have_etcd():
+        pytest.skip("etcd not installed")
+    etcd_members = start_cluster("etcd", 3, base_dir=str(tmp_path / "etcd"), token="etcd-to-fastkv")
+    try:
+        hidden = sorted(write_history(etcd_members[0].url).values())
+    except BaseException:
+        for m in etcd_members:
+            m.kill9()
+        raise
+    return etcd_members, hidden
+
+
+@runbook("moving from etcd, offline")
+def test_moving_from_etcd_offline(tmp_path) -> None:
+    etcd_members, hidden = _etcd_cluster_with_v2_data(tmp_path)
+    started: list[ServerProcess] = []
+    try:
+        until("every etcd member applied the writes", lambda: len({
+            request(m.url + "/v2/keys/")[1].get("X-Etcd-Index") for m in etcd_members
+        }) == 1, timeout=60)  # fmt: skip
+        before = _etcd_views(etcd_members[0].url, hidden)
+        # 1. Stop etcd, every member.
+        for m in etcd_members:
+            m.stop()
+        # 2. fastkvctl migrate, per member.
+        for i, m in enumerate(etcd_members):
+            target = str(tmp_path / f"fastkv-m{i}")
+            rc, out, err = ctl_plain(
+                "migrate", "--from-etcd-data-dir", flag_value(m.argv, "--data-dir"), "--data-dir", target
+            )
+            assert rc == 0 and f"as 'm{i}'" in out, (out, err)
+            # 3. fastkv on the etcd member's URLs, with the migrated data dir.
+            argv = fastkv_argv() + [
+                "--name", f"m{i}", "--data-dir", target,
+                "--listen-client-urls", m.url, "--advertise-client-urls", m.url,
+                "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
+            ] + TIMING  # fmt: skip
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD", "FASTKV_FAILPOINTS"))}
+            log = str(tmp_path / f"f{i}.log")
+            srv = ServerProcess("fastkv", m.url, m.peer_url, target, argv, m.proc, log, env)
+            srv.launch()
+            started.append(srv)
+        for srv in started:
+            wait_http_ok(srv.url + "/health", 30, srv.proc)
+        until("cluster-health exits 0", lambda: healthy(started), timeout=60)
+        # Each member published its name and URLs once started, as a restarted etcd member does: the
+        # store index moved by one per member, no node changed.
+        until("every member published", lambda: request(started[0].url + "/v2/keys/")[1].get("X-Etcd-Index")
+              == str(before["index"] + 3), timeout=60)  # fmt: skip
+        after = _etcd_views(started[1].url, hidden)
+        _same_views(before, after, index_moved=3)
+        # The cluster takes writes, at the next index.
+        status, _, body = request(started[2].url + "/v2/keys/after-move", "PUT", {"value": "1"})
+        assert status == 201 and body["node"]["modifiedIndex"] == before["index"] + 4, body
+    finally:
+        for m in started + etcd_members:
+            m.kill9()
+
+
+@runbook("moving from etcd, online")
+def test_moving_from_etcd_online(cluster: list[ServerProcess], tmp_path) -> None:
+    from tests.migrate.etcdhistory import http
+
+    etcd_members, hidden = _etcd_cluster_with_v2_data(tmp_path)
+    mirror_log = tmp_path / "mirror.out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL")}
+    argv = [*fastkvctl_argv(), "--endpoints", endpoints(cluster), "mirror", "--from", endpoints(etcd_members)]
+    argv += ["--report-interval", "0.5s", "--resync-interval", "0.5s"]
+    try:
+        # 1. Start the mirror: it copies etcd, then follows it.
+        with open(mirror_log, "w") as out:
+            mirror = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        until("the copy", lambda: "mirror: copied" in mirror_log.read_text(), timeout=60)
+        # The mirror is read-only until cut-over.
+        status, _, body = request(cluster[0].url + "/v2/keys/early", "PUT", {"value": "x"})
+        assert status == 400 and body["errorCode"] == 107 and "read-only mirror" in body["cause"], body
+        # The etcd member the mirror reads from goes down: it carries on with the next one.
+        etcd_members[0].stop()
+        source = etcd_members[1].url
+        # Applications keep writing to etcd meanwhile: a refresh, hidden keys, a delete...
+        for i in range(20):
+            assert http("PUT", f"{etcd_members[1 + i % 2].url}/v2/keys/live/{i}", {"value": str(i)})[0] == 201
+        assert http("POST", f"{source}/v2/keys/queue", {"value": "late job"})[0] == 201
+        assert http("PUT", f"{source}/v2/keys/_late_hidden", {"value": "h"})[0] == 201
+        assert http("PUT", f"{source}/v2/keys/ttl?refresh=true&prevExist=true", {"ttl": "1800"})[0] == 200
+        assert http("DELETE", f"{source}/v2/keys/k/3")[0] == 200
+        hidden = sorted([*hidden, "/_late_hidden"])
+        # 2. Stop writes to etcd; wait for the mirror's lag line to say 0 at etcd's index.
+        index = int(http("GET", source + "/v2/keys/")[1]["X-Etcd-Index"])
+        until("lag 0", lambda: re.search(
+            rf"source index {index}, applied index {index}, 0 events behind, 0\.0 s behind \(in sync\)",
+            mirror_log.read_text(),
+        ), timeout=60)  # fmt: skip
+        assert f"mirror: source {etcd_members[0].url} failed" in mirror_log.read_text()
+        before = _etcd_views(source, hidden)
+        # 3. Stop the mirror, end it (it catches up first), point the clients at fastkv.
+        mirror.send_signal(signal.SIGINT)
+        assert mirror.wait(15) == 130
+        p = subprocess.run([*argv, "--finish"], capture_output=True, text=True, env=env, timeout=120)
+        assert p.returncode == 0 and "mirror: finished" in p.stdout, (p.stdout, p.stderr)
+        for m in etcd_members:
+            m.stop()
+        after = _etcd_views(cluster[2].url, hidden)
+        _same_views(before, after)
+        status, _, body = request(cluster[1].url + "/v2/keys/after-move", "PUT", {"value": "1"})
+        assert status == 201 and body["node"]["modifiedIndex"] == before["index"] + 1, body
+    finally:
+        for m in etcd_members:
+            m.kill9()
+
+
+def fastkvctl_argv() -> list[str]:
+    return [sys.executable, "-m", "fastkv.cli.main"]
+
+
+def ctl_plain(*args: str, timeout: float = 120.0) -> tuple[int, str, str]:
+    """fastkvctl without --endpoints (offline commands)."""
+    p = subprocess.run([*fastkvctl_argv(), *args], capture_output=True, text=True, timeout=timeout)
+    return p.returncode, p.stdout, p.stderr

@@ -41,7 +41,7 @@ from ..tls import ServerTLS
 from ..v2auth.access import KeysAccess
 from ..v2store.errors import RAFT_INTERNAL, V2Error
 from ..v2store.event import Event
-from . import cluster
+from . import cluster, mirror
 from .auth import no_auth, serve_auth
 from .keys import MAX_FORM_SIZE, build_form, key_path, parse_key_request
 from .response import (
@@ -458,6 +458,8 @@ class ClientProtocol(asyncio.Protocol):
                 return cluster.serve_machines(server, self._reply, method)
             if path.startswith("/v2/stats/") and path[10:] in ("self", "store", "leader"):
                 return cluster.serve_stats(server, self._reply, method, path[10:])
+        elif path == mirror.PATH:
+            return self._serve_mirror(r)
         elif path == "/version":
             return cluster.serve_version(self._reply, method)
         elif path == "/health":
@@ -483,6 +485,21 @@ class ClientProtocol(asyncio.Protocol):
             )
         )
         task.add_done_callback(self._async_done(r))
+
+    def _serve_mirror(self, r: _Request) -> None:
+        """``/fastkv/mirror`` (api/mirror.py); root only when v2 auth is on."""
+        if not self._server.auth.enabled():
+            return mirror.serve_mirror(self._server, self._reply_for(r), r.method, r.body, r.too_large)
+
+        async def guarded() -> None:
+            reply = self._reply_for(r)
+            if not await self._server.auth.has_write_root_access(
+                "PUT", r.authorization, self.cert_cn or None
+            ):
+                return no_auth(reply)
+            mirror.serve_mirror(self._server, reply, r.method, r.body, r.too_large)
+
+        self._loop.create_task(guarded()).add_done_callback(self._async_done(r))
 
     def _serve_guarded_members(self, r: _Request, path: str) -> None:
         async def guarded() -> None:

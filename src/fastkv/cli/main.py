@@ -25,7 +25,7 @@ from typing import Any, NoReturn, TextIO
 import fastkv
 from fastkv.cli import auth as auth_cli
 from fastkv.cli import flags as fl
-from fastkv.cli import migrate, tlsflags
+from fastkv.cli import migrate, mirror, tlsflags
 from fastkv.cli.output import ls_lines, print_response_key
 from fastkv.client import Client, ClientError, ClusterError, DeadlineExceeded, NoEndpointsError, Response
 from fastkv.storage.backup import BackupError, backup
@@ -702,7 +702,8 @@ COMMANDS += auth_cli.commands(Command, Exit)
 
 # fastkv's own commands: left out of the help, which is etcdctl's word for word.
 EXTRA_COMMANDS = [
-    Command("migrate", "take over a stopped etcd member's data dir", " ", migrate.FLAGS, migrate.action)
+    Command("migrate", "take over a stopped etcd member's data dir", " ", migrate.FLAGS, migrate.action),
+    Command("mirror", "copy and follow a running etcd into this cluster", " ", mirror.FLAGS, mirror.action),
 ]
 
 

@@ -16,6 +16,9 @@ ENTRY_MEMBER_ATTRIBUTES = 2
 # A v2 request on the store's internal namespaces (etcd's /0 cluster and /2 auth trees), which the
 # keys API cannot reach: its path is the full store path (/2/users/alice).
 ENTRY_INTERNAL = 3
+# A batch of another v2 server's nodes and events, applied with their own indexes (fastkvctl mirror;
+# v2store/mirror.py): JSON {"request_id", "batch"}.
+ENTRY_MIRROR = 4
 
 
 __all__ = [
@@ -23,6 +26,7 @@ __all__ = [
     "ENTRY_CONF_CHANGE",
     "ENTRY_INTERNAL",
     "ENTRY_MEMBER_ATTRIBUTES",
+    "ENTRY_MIRROR",
     "ENTRY_NORMAL",
     "Entry",
     "HardState",

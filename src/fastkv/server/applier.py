@@ -26,10 +26,18 @@ import orjson
 
 from ..histogram import Histogram
 from ..logutil import event
-from ..raft.types import ENTRY_CONF_CHANGE, ENTRY_INTERNAL, ENTRY_MEMBER_ATTRIBUTES, ENTRY_NORMAL, Entry
+from ..raft.types import (
+    ENTRY_CONF_CHANGE,
+    ENTRY_INTERNAL,
+    ENTRY_MEMBER_ATTRIBUTES,
+    ENTRY_MIRROR,
+    ENTRY_NORMAL,
+    Entry,
+)
 from ..storage import failpoint
 from ..storage.backend import Backend, Batch
-from ..v2store.errors import V2Error
+from ..v2store.errors import INVALID_FIELD, ROOT_RONLY, V2Error
+from ..v2store.mirror import apply_mirror, refuses_user_writes
 from ..v2store.request import V2Request
 from ..v2store.store import Store
 from .membership import Member, Membership
@@ -107,6 +115,8 @@ class ApplierV2:
         self.listener: ApplyListener = _Replay()
         self.apply_seconds = Histogram(APPLY_BUCKETS_S)
         self._membership_changed = False
+        # Why user writes are refused (the store follows a mirror source), or None: checked per write.
+        self.mirror_refusal = refuses_user_writes(store)
 
     def apply(
         self, entries: list[Entry], now_ns: int, wait: Wait, loop: asyncio.AbstractEventLoop | None
@@ -146,6 +156,11 @@ class ApplierV2:
                     continue  # a new leader's empty entry
                 w = wait.take(V2Request.peek_id(e.data))
                 req = w.req if w is not None and w.req is not None else V2Request.decode(e.data)
+                if self.mirror_refusal is not None and req.method != "QGET":
+                    # A mirror: the source's events are its only writes, its expire events its expiry.
+                    if w is not None:
+                        w.done(None, V2Error(ROOT_RONLY, self.mirror_refusal, store.index))
+                    continue
                 try:
                     result = store.apply(req, now)
                 except V2Error as err:
@@ -165,11 +180,33 @@ class ApplierV2:
                     continue
                 if w is not None:
                     w.done(result, None)
+            elif etype == ENTRY_MIRROR:
+                self._apply_mirror(e, now, wait)
             elif etype == ENTRY_CONF_CHANGE:
                 self._apply_conf_change(e, wait)
                 self._membership_changed = True
             elif etype == ENTRY_MEMBER_ATTRIBUTES and self._apply_attributes(e):
                 self._membership_changed = True
+
+    def _apply_mirror(self, e: Entry, now: int, wait: Wait) -> None:
+        """A mirror batch (v2store/mirror.py); its answer is the mirror state after it."""
+        payload = orjson.loads(e.data)
+        w = wait.take(payload.get("request_id", 0))
+        try:
+            try:
+                state = apply_mirror(self.store, payload["batch"], now)
+            except (KeyError, TypeError, ValueError, IndexError) as bad:
+                # The same on every member: the batch's checks run before anything changes.
+                raise V2Error(
+                    INVALID_FIELD, f"mirror: malformed batch ({bad!r:.200})", self.store.index
+                ) from None
+        except V2Error as err:
+            if w is not None:
+                w.done(None, err)
+            return
+        self.mirror_refusal = refuses_user_writes(self.store)
+        if w is not None:
+            w.done(state, None)  # type: ignore[arg-type]
 
     def _apply_conf_change(self, e: Entry, wait: Wait) -> None:
         cc = orjson.loads(e.data)
@@ -258,6 +295,7 @@ class ApplierV2:
         store.adopt_watchers(self.store)
         self.store = store
         self.backend = backend
+        self.mirror_refusal = refuses_user_writes(store)
         if bm.membership is not None:
             self.membership = Membership.recover(bm.membership)
         self.applied_index, self.applied_term = bm.applied_index, bm.applied_term

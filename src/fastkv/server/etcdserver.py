@@ -37,13 +37,14 @@ import orjson
 from .. import ETCD_CLUSTER_VERSION
 from ..logutil import event
 from ..raft.node import LEADER, RaftNode
-from ..raft.types import ENTRY_CONF_CHANGE, ENTRY_MEMBER_ATTRIBUTES
+from ..raft.types import ENTRY_CONF_CHANGE, ENTRY_MEMBER_ATTRIBUTES, ENTRY_MIRROR
 from ..storage.wal import WAL
 from ..transport.transport import Transport
 from ..v2auth.access import Auth
 from ..v2auth.store import AuthStore
-from ..v2store.errors import RAFT_INTERNAL, V2Error
+from ..v2store.errors import RAFT_INTERNAL, ROOT_RONLY, V2Error
 from ..v2store.event import Event
+from ..v2store.mirror import mirror_state
 from ..v2store.request import V2Request
 from ..v2store.store import Store
 from ..v2store.watcher import Watcher
@@ -365,6 +366,9 @@ class EtcdServer:
         if method == "GET":
             # quorum=true: linearizable, through Raft (etcd's QGET).
             req.method = "QGET"
+        elif self._applier.mirror_refusal is not None:
+            done(None, V2Error(ROOT_RONLY, self._applier.mirror_refusal, self._applier.store.index))
+            return
         refused = self._ready_loop.can_accept(write=req.method != "QGET")
         if refused is not None:
             if refused.code != RAFT_INTERNAL:
@@ -403,6 +407,23 @@ class EtcdServer:
             self._ready_loop.read(rid)
         else:
             self._ready_loop.propose_internal(rid, req.encode())
+
+    def mirror_apply(self, batch: dict[str, Any], done: Callable[[Any, V2Error | None], None]) -> None:
+        """Replicate one mirror batch (v2store/mirror.py) as an ENTRY_MIRROR entry; ``done(state,
+        error)`` once this member applied it."""
+        refused = self._ready_loop.can_accept()
+        if refused is not None:
+            done(None, refused)
+            return
+        rid = self._wait.next_id()
+        self._wait.register(rid, None, done)
+        self._ready_loop.propose_conf(rid, ENTRY_MIRROR, orjson.dumps({"request_id": rid, "batch": batch}))
+
+    def mirror_status(self) -> dict[str, Any]:
+        """The mirror state as applied here, with the store index."""
+        store = self._applier.store
+        state = mirror_state(store) or {"state": "none"}
+        return {**state, "storeIndex": store.index}
 
     def propose(self, req: V2Request) -> asyncio.Future[Event | None]:
         """``do`` with a future: resolves with the event after fdatasync + apply."""

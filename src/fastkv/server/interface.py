@@ -54,6 +54,14 @@ class V2Server(Protocol):
         """Serve a keys request (GET, QGET-worthy GET, PUT, POST, DELETE); see the module rules."""
         ...
 
+    def mirror_apply(self, batch: dict, done: Callable[[object, V2Error | None], None]) -> None:
+        """Replicate a mirror batch (v2store/mirror.py); ``done(state, error)`` once applied here."""
+        ...
+
+    def mirror_status(self) -> dict:
+        """The mirror state applied here ({"state": "none"} when never mirrored) and "storeIndex"."""
+        ...
+
     def get(self, path: str, recursive: bool = False, sorted: bool = False) -> Event:
         """A local read of the applied state; raises V2Error."""
         ...

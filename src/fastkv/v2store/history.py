@@ -9,6 +9,8 @@ Invariants and quirks kept from etcd's ``EventHistory``:
   ``the requested history has been cleared [<start>/<asked>]``; above ``last_index`` means "wait".
 - The history is shared with the store's internal namespaces (/0, /2): their events take slots like
   every other index, but carry ``internal`` and are skipped by ``scan`` like refreshes.
+- Indexes a mirror took over without their events (v2store/mirror.py) hold internal placeholders keyed
+  ``CLEARED_KEY``: ``scan`` answers a watch that reaches one with 401, the history being cleared there.
 - ``scan`` returns the first event at or after ``index`` that is not a refresh nor internal and whose key is the
   watched key, or lies below it (recursive), or is a deleted/expired directory above it.  Hidden keys are
   *not* filtered here (etcd issue #1677, kept on purpose).
@@ -18,6 +20,10 @@ from __future__ import annotations
 
 from fastkv.v2store.errors import EVENT_INDEX_CLEARED, V2Error
 from fastkv.v2store.event import DELETE, EXPIRE, Event
+
+# The key of the internal placeholder events that stand for indexes whose events are unknown (a mirror's
+# copy): a watch from one of them is answered 401, as if the history had been cleared up to there.
+CLEARED_KEY = "/0/mirror-cleared"
 
 
 class EventHistory:
@@ -70,6 +76,13 @@ class EventHistory:
             e = events[(self.front + pos) % cap]
             pos += 1
             if e is None or e.refresh or e.internal:
+                if e is not None and e.node.key == CLEARED_KEY:
+                    # A mirror's copy or resync replaced these indexes without events (v2store/mirror.py).
+                    raise V2Error(
+                        EVENT_INDEX_CLEARED,
+                        f"the requested history has been cleared [{e.node.created_index + 1}/{index}]",
+                        store_index,
+                    )
                 continue
             ekey = e.node.key or "/"
             if ekey == key or (recursive and ekey.startswith(prefix)):
