@@ -357,15 +357,25 @@ def plots(docs: list[dict[str, Any]], plot_dir: str) -> list[str]:
     if wd:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for s in systems:
-            for metric, style in (("fanout_ms", "-o"), ("median_ms", ":.")):
-                found = [(d["params"]["watchers"], _median(d, s, metric)) for d in wd]
-                pts2 = [(x, y) for x, y in found if y is not None]
-                if pts2:
-                    label = f"{s}: last watcher" if metric == "fanout_ms" else f"{s}: median watcher"
-                    shade = 1 if metric == "fanout_ms" else 0
-                    ax.plot(
-                        [p[0] for p in pts2], [p[1] for p in pts2], style, color=_color(s, shade), label=label
-                    )
+            # Watchers of the key itself as lines, recursive watchers of a directory as other markers.
+            for recursive in (False, True):
+                group = [d for d in wd if bool(d["params"].get("recursive")) == recursive]
+                for metric, style in (("fanout_ms", "-o"), ("median_ms", ":.")):
+                    found = [(d["params"]["watchers"], _median(d, s, metric)) for d in group]
+                    pts2 = [(x, y) for x, y in found if y is not None]
+                    if pts2:
+                        label = f"{s}: last watcher" if metric == "fanout_ms" else f"{s}: median watcher"
+                        if recursive:
+                            label += " (recursive)"
+                            style = "s" if metric == "fanout_ms" else "x"
+                        shade = 1 if metric == "fanout_ms" else 0
+                        ax.plot(
+                            [p[0] for p in pts2],
+                            [p[1] for p in pts2],
+                            style,
+                            color=_color(s, shade),
+                            label=label,
+                        )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("watchers")

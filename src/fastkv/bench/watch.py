@@ -17,6 +17,7 @@ has a core beside the server's.
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 import statistics
@@ -24,27 +25,42 @@ import time
 from urllib.parse import urlsplit
 
 KEY = "/v2/keys/bench/watch"
+# Recursive rounds: the watchers wait on DIR, the write goes to a key below it.
+DIR = "/v2/keys/bench/watchdir"
+DIR_KEY = DIR + "/sub/key"
 HEAD_END = b"\r\n\r\n"
 CHUNKED_END = b"0\r\n\r\n"
 
 
 class WatchDriver:
-    def __init__(self, url: str, watchers: int, value_bytes: int = 100, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        watchers: int,
+        value_bytes: int = 100,
+        timeout_s: float = 30.0,
+        server_pid: int | None = None,
+        recursive: bool = False,
+    ) -> None:
         u = urlsplit(url)
         self.addr = (u.hostname or "127.0.0.1", u.port or 80)
         self.n = watchers
         self.timeout_s = timeout_s
         host = f"{self.addr[0]}:{self.addr[1]}"
-        self.watch_req = f"GET {KEY}?wait=true HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        watched, written = (
+            (DIR + "?wait=true&recursive=true", DIR_KEY) if recursive else (KEY + "?wait=true", KEY)
+        )
+        self.watch_req = f"GET {watched} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
         body = b"value=" + b"w" * value_bytes
         self.put_req = (
-            f"PUT {KEY} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            f"PUT {written} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode() + body
         self.socks: list[socket.socket | None] = [None] * watchers
         self.fd_index: dict[int, int] = {}
         self.ep = select.epoll()
         self.writer: socket.socket | None = None
+        self.server_pid = server_pid
 
     def _connect(self, i: int) -> None:
         s = socket.create_connection(self.addr, timeout=self.timeout_s)
@@ -147,6 +163,7 @@ class WatchDriver:
         t_ack = 0.0
         self.writer.setblocking(False)
         self.ep.register(wfd, select.EPOLLIN)
+        cpu0 = server_cpu_ns(self.server_pid) if self.server_pid else 0
         t0 = time.perf_counter()
         self.writer.send(self.put_req)
         deadline = time.monotonic() + self.timeout_s
@@ -179,11 +196,13 @@ class WatchDriver:
                     done_at[i] = time.perf_counter()
                     remaining -= 1
             busy += time.perf_counter() - woke
+        cpu1 = server_cpu_ns(self.server_pid) if self.server_pid else 0
         self.ep.unregister(wfd)
         self.writer.setblocking(True)
         if status not in (200, 201):
             raise RuntimeError(f"the watched write was answered {status}")
         lat = sorted((t - t0) * 1000 for t in done_at)
+        extra = {"server_cpu_ms": (cpu1 - cpu0) / 1e6} if self.server_pid else {}
         return {
             "fanout_ms": lat[-1],
             "first_ms": lat[0],
@@ -191,15 +210,37 @@ class WatchDriver:
             "ack_ms": (t_ack - t0) * 1000,
             "driver_busy_ms": busy * 1000,
             "epoll_wakeups": float(wakeups),
+            **extra,
         }
 
 
+def server_cpu_ns(pid: int) -> int:
+    """CPU time the process ``pid`` has had so far, all its threads, in ns (the scheduler's own
+    count, /proc/<pid>/task/*/schedstat, not the 10 ms ticks of /proc/<pid>/stat)."""
+    total = 0
+    base = f"/proc/{pid}/task"
+    for tid in os.listdir(base):
+        try:
+            with open(f"{base}/{tid}/schedstat", "rb") as f:
+                total += int(f.read().split(None, 1)[0])
+        except (OSError, ValueError, IndexError):
+            pass  # a thread that ended meanwhile
+    return total
+
+
 def run(
-    url: str, watchers: int, rounds: int, value_bytes: int = 100
+    url: str,
+    watchers: int,
+    rounds: int,
+    value_bytes: int = 100,
+    recursive: bool = False,
+    server_pid: int | None = None,
 ) -> tuple[dict[str, float], list[dict[str, float]]]:
     """``rounds`` rounds with ``watchers`` watchers after one warm-up round: the medians over the
-    rounds (plus ``fanout_max_ms``) and the per-round figures."""
-    with WatchDriver(url, watchers, value_bytes) as d:
+    rounds (plus ``fanout_max_ms``) and the per-round figures.  ``recursive``: the watchers wait on
+    a directory recursively and the write is to a key two levels below it.  ``server_pid``: also
+    report the server's CPU time during each delivery (``server_cpu_ms``)."""
+    with WatchDriver(url, watchers, value_bytes, server_pid=server_pid, recursive=recursive) as d:
         d.round()  # warm-up: connections accepted, server paths exercised
         per_round = [d.round() for _ in range(rounds)]
     medians = {k: statistics.median(r[k] for r in per_round) for k in per_round[0] if k != "epoll_wakeups"}
