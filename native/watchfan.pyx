@@ -17,6 +17,11 @@ Rules:
 - A sink is delivered at most once (``live`` drops to False); closed sinks (``close()``, the
   connection went away) and sinks whose transport is closing are skipped: a closing transport may
   have closed its socket already, and the fd number may belong to another connection by now.
+- Large fan-outs are split: with ``threads`` > 1 (default: the CPUs this process may use, at most 4)
+  and at least ``MIN_PER_THREAD`` sinks for each, the direct writes are made by that many threads at
+  once, each on its own contiguous share (the kernel's TCP work per write is most of the cost, and
+  it runs in parallel on different sockets).  The caller's thread takes the first share and waits for
+  the others before anything else happens, so no socket can be closed meanwhile.
 - One broken transport does not stop the others: an exception from its ``write`` is swallowed (the
   transport reports its own errors to its protocol).
 
@@ -27,10 +32,53 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.errno cimport EINTR, errno
 from libc.stdlib cimport free, malloc
 
+import os
+
 cdef extern from "<sys/socket.h>" nogil:
     ssize_t send(int fd, const void *buf, size_t n, int flags)
     int MSG_DONTWAIT
     int MSG_NOSIGNAL
+
+cdef extern from "<pthread.h>" nogil:
+    ctypedef unsigned long pthread_t
+    int pthread_create(pthread_t *thread, const void *attr, void *(*start)(void *) noexcept nogil, void *arg)
+    int pthread_join(pthread_t thread, void **retval)
+
+# A share smaller than this is not worth a thread (creating one costs tens of µs).
+MIN_PER_THREAD = 256
+DEFAULT_THREADS = max(1, min(4, len(os.sched_getaffinity(0))))
+DEF MAX_THREADS = 8
+
+
+cdef struct Share:
+    const int *fds
+    Py_ssize_t *sent
+    Py_ssize_t start
+    Py_ssize_t end
+    const char *buf
+    Py_ssize_t size
+
+
+cdef void send_share(Share *sh) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef ssize_t r
+    cdef int fd
+    cdef int flags = MSG_DONTWAIT | MSG_NOSIGNAL
+    for i in range(sh.start, sh.end):
+        fd = sh.fds[i]
+        if fd < 0:
+            continue
+        while True:
+            r = send(fd, sh.buf, sh.size, flags)
+            if r < 0 and errno == EINTR:
+                continue
+            break
+        sh.sent[i] = r if r > 0 else 0
+
+
+cdef void *send_share_thread(void *arg) noexcept nogil:
+    send_share(<Share *>arg)
+    return NULL
 
 
 cdef class Sink:
@@ -56,17 +104,16 @@ cdef class Sink:
         return f"Sink(fd={self.fd}, live={self.live})"
 
 
-def send_all(bytes data, list sinks):
+def send_all(bytes data, list sinks, int threads=DEFAULT_THREADS):
     """Write ``data`` to every live sink of ``sinks`` (see the module's rules); the number delivered."""
     cdef Py_ssize_t n = len(sinks)
     cdef Py_ssize_t i, size = PyBytes_GET_SIZE(data)
-    cdef const char *buf = PyBytes_AS_STRING(data)
     cdef int *fds
     cdef Py_ssize_t *sent
-    cdef ssize_t r
-    cdef int fd
     cdef int delivered = 0
-    cdef int flags = MSG_DONTWAIT | MSG_NOSIGNAL
+    cdef int t, started
+    cdef Share shares[MAX_THREADS]
+    cdef pthread_t tids[MAX_THREADS]
     cdef Sink s
     if n == 0:
         return 0
@@ -87,18 +134,31 @@ def send_all(bytes data, list sinks):
                 fds[i] = -2
             else:
                 fds[i] = s.fd
-        # Pass 2: the direct writes, without the GIL.
+        # Pass 2: the direct writes, without the GIL, in ``threads`` contiguous shares.
+        if threads > MAX_THREADS:
+            threads = MAX_THREADS
+        if threads > n // MIN_PER_THREAD:
+            threads = <int>(n // MIN_PER_THREAD)
+        if threads < 1:
+            threads = 1
+        for t in range(threads):
+            shares[t].fds = fds
+            shares[t].sent = sent
+            shares[t].start = n * t // threads
+            shares[t].end = n * (t + 1) // threads
+            shares[t].buf = PyBytes_AS_STRING(data)
+            shares[t].size = size
         with nogil:
-            for i in range(n):
-                fd = fds[i]
-                if fd < 0:
-                    continue
-                while True:
-                    r = send(fd, buf, size, flags)
-                    if r < 0 and errno == EINTR:
-                        continue
-                    break
-                sent[i] = r if r > 0 else 0
+            started = 1
+            for t in range(1, threads):
+                if pthread_create(&tids[t], NULL, send_share_thread, &shares[t]) != 0:
+                    break  # no thread: this one does the rest
+                started += 1
+            send_share(&shares[0])
+            for t in range(started, threads):
+                send_share(&shares[t])
+            for t in range(1, started):
+                pthread_join(tids[t], NULL)
         # Pass 3: the rest through the transports; every live sink is now delivered.
         for i in range(n):
             if fds[i] == -1:

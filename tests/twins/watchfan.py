@@ -1,4 +1,5 @@
-"""Pure-Python twin of native/watchfan.pyx: the same rules, one sink at a time, no fast paths."""
+"""Pure-Python twin of native/watchfan.pyx: the same rules, one sink at a time, no fast paths
+(``threads`` is accepted and ignored: the writes are the same, only made one after another)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ class Sink:
         self.transport = None
 
 
-def send_all(data: bytes, sinks: list[Sink]) -> int:
+def send_all(data: bytes, sinks: list[Sink], threads: int = 1) -> int:
     delivered = 0
     for s in sinks:
         t = s.transport
