@@ -141,3 +141,13 @@ def test_threaded_shares_cover_every_sink(threads: int, pairs: list) -> None:
             assert direct == b"" and transports[i].written == [DATA]
         else:
             assert direct == DATA and transports[i].written == []
+
+
+def test_helpers_serve_fan_out_after_fan_out(pairs: list) -> None:
+    n = native.MIN_PER_THREAD * 3
+    socks = [_pair(pairs) for _ in range(n)]
+    for round_ in range(30):
+        threads = 1 + round_ % 3
+        sinks = [native.Sink(a.fileno(), FakeTransport(), None) for a, _ in socks]
+        assert native.send_all(DATA, sinks, threads) == n
+        assert all(_read(b) == DATA for _, b in socks), round_
