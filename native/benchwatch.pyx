@@ -97,7 +97,8 @@ def collect(int epfd, list watcher_fds, list tails, int writer_fd, object on_wri
         while remaining or t_ack == 0.0:
             if now() > deadline:
                 raise TimeoutError(f"{remaining} of {n} watchers got no event within {timeout_s} s")
-            ready = epoll_wait(epfd, events, MAX_EVENTS, 1000)
+            with nogil:  # other threads of the process (a test's server side) run meanwhile
+                ready = epoll_wait(epfd, events, MAX_EVENTS, 1000)
             woke = now()
             wakeups += 1
             if ready < 0:
