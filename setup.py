@@ -11,7 +11,7 @@ import os
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-NATIVE_MODULES = ["crc32c", "raftentry", "walcodec", "keyindex", "httpcodec"]
+NATIVE_MODULES = ["crc32c", "raftentry", "walcodec", "keyindex", "httpcodec", "watchfan", "benchwatch"]
 
 debug = os.environ.get("FASTKV_DEBUG") == "1"
 compile_args = ["-O0", "-g"] if debug else ["-O3"]

@@ -209,8 +209,16 @@ class FakeServer:
         return self.store.get(path, recursive, sorted, self.clock_ns)
 
     def watch(
-        self, path: str, recursive: bool, stream: bool, since: int, callback: Callable[[Any], None]
+        self,
+        path: str,
+        recursive: bool,
+        stream: bool,
+        since: int,
+        callback: Callable[[Any], None],
+        sink: Any = None,
+        fan_out: Any = None,
     ) -> FakeWatcher:
+        # No batched delivery here: every event goes through the callback.
         return self.store.watch(path, recursive, stream, since, callback)
 
     def stats_store(self) -> bytes:

@@ -63,7 +63,9 @@ def test_name_patterns() -> None:
     s = resolve("cluster-put-follower-32")
     assert (s.members, s.target, s.connections) == (3, "follower", 32)
     s = resolve("watch-2000")
-    assert (s.kind, s.watchers, s.higher_is_better) == ("watch", 2000, False)
+    assert (s.kind, s.watchers, s.higher_is_better, s.recursive) == ("watch", 2000, False, False)
+    s = resolve("watch-recursive-300")
+    assert (s.kind, s.watchers, s.recursive, s.name) == ("watch", 300, True, "watch-recursive-300")
     assert resolve("put-paced-8k").rate == 8000 and resolve("put-paced-500").rate == 500
     s = resolve("put-snapshots-64")
     assert "--snapshot-count" in s.server_flags and s.metric == "p99_ms"
@@ -74,7 +76,7 @@ def test_name_patterns() -> None:
 def test_default_suite_is_what_the_issue_asks() -> None:
     names = [s.name for s in DEFAULT]
     for n in ["put-1", "put-64", "put-256", "cluster-put-leader-64", "cluster-put-follower-64", "get-64",
-              "qget-64", "watch-100", "watch-1000", "watch-5000", "put-paced-15k", "put-snapshots-64",
+              "qget-64", "watch-100", "watch-1000", "watch-5000", "watch-recursive-5000", "put-paced-15k", "put-snapshots-64",
               "memory-1m"]:  # fmt: skip
         assert n in names
     assert all(resolve(n) is s for n, s in zip(names, DEFAULT, strict=True))

@@ -188,3 +188,57 @@ def test_a_replacing_store_keeps_the_live_watchers() -> None:
     assert got == ["set"]
     w.remove()
     assert new.watcher_count == 0
+
+
+class _Batches:
+    """A fan_out that records each call: (event JSON, the sinks it was given)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[bytes, list[str]]] = []
+
+    def __call__(self, event, sinks: list[str]) -> None:
+        self.calls.append((event.to_json(), list(sinks)))
+
+
+def test_held_one_shot_sinks_are_delivered_in_one_batch_per_event(d: Driver) -> None:
+    fan = _Batches()
+    called: list[str] = []
+    for i in range(3):
+        d.store.watch("/b/k", False, False, 0, lambda e: called.append("callback"), f"s{i}", fan)
+    d.store.watch("/b", True, False, 0, lambda e: called.append("rec"), "s-rec", fan)
+    d.store.watch("/b/k", False, False, 0, lambda e: called.append("plain"))  # no sink: callback
+    _, stream = watch(d, "/b/k", stream=True)
+    # A stream watcher with a sink still goes through its callback, every event.
+    d.store.watch("/b/k", False, True, 0, lambda e: called.append("stream-cb"), "s-stream", fan)
+    hub = d.store.hub
+    hub.hold()
+    d.put("/b/k", value="1")
+    d.put("/b/k", value="2")
+    assert fan.calls == [] and called == [] and stream == []
+    assert d.store.watcher_count == 2  # the one-shot watchers left at notify time
+    hub.release()
+    assert [sinks for _, sinks in fan.calls] == [["s-rec", "s0", "s1", "s2"]]  # "/b" before "/b/k"
+    assert b'"value":"1"' in fan.calls[0][0]
+    assert called == ["plain", "stream-cb", "stream-cb"]
+    assert len(stream) == 2 and b'"value":"1"' in stream[0] and b'"value":"2"' in stream[1]
+
+
+def test_outside_a_held_round_a_sink_watcher_gets_its_callback(d: Driver) -> None:
+    fan = _Batches()
+    got: list[bytes] = []
+    d.store.watch("/c", False, False, 0, lambda e: got.append(e.to_json()), "sink", fan)
+    d.put("/c", value="1")
+    assert fan.calls == [] and len(got) == 1 and d.store.watcher_count == 0
+
+
+def test_a_failing_fan_out_does_not_stop_the_round(d: Driver) -> None:
+    def broken(event, sinks) -> None:
+        raise RuntimeError("consumer bug")
+
+    got: list[bytes] = []
+    d.store.watch("/e", False, False, 0, lambda e: None, "sink", broken)
+    d.store.watch("/e", False, False, 0, lambda e: got.append(e.to_json()))
+    d.store.hub.hold()
+    d.put("/e", value="1")
+    d.store.hub.release()
+    assert len(got) == 1 and d.store.watcher_count == 0

@@ -13,6 +13,10 @@ Rules and invariants:
 - A watch holds its connection until its event arrives (or forever for ``stream=true``); the client going
   away removes the watcher.  Watch callbacks run inside the store's apply, so nothing there re-enters
   the store: the next request is started with ``call_soon``.
+- A one-shot HTTP/1.1 watch on a plain TCP connection registers a ``watchfan.Sink`` (its socket) with
+  ``_fan_out``: the hub hands all the sinks of one event over at once, the event's last chunk is built
+  once and written to every socket in one compiled pass, and the connections are finished in one
+  ``call_soon`` afterwards (off the fan-out's clock).  Everything else goes through ``_on_watch_event``.
 - Limits as Go's: request line + headers at most 1 MiB + 4 KiB (else 431 and close), a urlencoded body at
   most 10 MiB (else errorCode 210 and close); other bodies are dropped past the same cap.  A request Go
   cannot read gets Go's bare ``400 Bad Request`` and the connection closes.
@@ -36,6 +40,7 @@ from typing import Any
 import httptools
 
 from .._native.httpcodec import clean_path, unescape
+from .._native.watchfan import Sink, send_all
 from ..server.interface import V2Server
 from ..tls import ServerTLS
 from ..v2auth.access import KeysAccess
@@ -84,6 +89,22 @@ def _event_body(event: Any) -> bytes:
     if _last_event[0] is not event:
         _last_event[0], _last_event[1] = event, event.to_json()
     return _last_event[1]  # type: ignore[no-any-return]
+
+
+def _fan_out(event: Any, sinks: list[Sink]) -> None:
+    """The hub's batched delivery of ``event`` to one-shot chunked watch answers: the event's chunk
+    and the last chunk built once and written to every connection in one pass (one syscall each),
+    then the connections finished together on the next loop turn."""
+    body = _event_body(event)
+    delivered = send_all(b"%x\r\n%s\r\n%s" % (len(body), body, _CHUNK_END), sinks)
+    if delivered:
+        sinks[0].owner._loop.call_soon(_finish_fanned_out, sinks)
+
+
+def _finish_fanned_out(sinks: list[Sink]) -> None:
+    for sink in sinks:
+        if not sink.live:
+            sink.owner._watch_fanned_out(sink)
 
 
 # A /v2/keys answer as _reply writes it for HTTP/1.1 keep-alive: status line, CORS lines, the other
@@ -190,15 +211,26 @@ class ClientProtocol(asyncio.Protocol):
         self._watch_stream = False
         self._watch_early: list[Any] | None = None
         self._watch_chunked = True
+        # The socket's fd when watch answers may be written to it directly (plain TCP), else -1;
+        # the batched delivery of the one-shot watch in progress.
+        self._fd = -1
+        self._sink: Sink | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        if self._tls is None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                self._fd = sock.fileno()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         self._queue.clear()
+        if self._sink is not None:
+            sink, self._sink = self._sink, None
+            sink.close()
         if self._watcher is not None:
             watcher, self._watcher = self._watcher, None
             watcher.remove()
@@ -674,15 +706,20 @@ class ClientProtocol(asyncio.Protocol):
     # -- watches -----------------------------------------------------------------------
 
     def _start_watch(self, req: Any) -> None:
+        r = self._current
+        assert r is not None
+        sink = None
+        if self._fd >= 0 and r.http11 and not req.stream:
+            sink = Sink(self._fd, self._transport, self)
         self._watch_early = []
         try:
-            watcher = self._server.watch(req.path, req.recursive, req.stream, req.since, self._on_watch_event)
+            watcher = self._server.watch(
+                req.path, req.recursive, req.stream, req.since, self._on_watch_event, sink, _fan_out
+            )
         except V2Error as e:
             self._watch_early = None
             return self._reply_error(e)
         early, self._watch_early = self._watch_early, None
-        r = self._current
-        assert r is not None
         self._watch_chunked = r.http11
         if not r.http11:
             r.keep_alive = False  # HTTP/1.0: the body ends when the connection does
@@ -707,6 +744,7 @@ class ClientProtocol(asyncio.Protocol):
             # A stream served from history never gets more events (etcd keeps that bug): hold the line.
             return
         self._watcher = watcher
+        self._sink = sink
         for event in early:
             self._on_watch_event(event)
 
@@ -726,6 +764,7 @@ class ClientProtocol(asyncio.Protocol):
             return
         if not self._watch_stream:
             self._watcher = None  # the store removes a one-shot watcher itself
+            self._sink = None
             body = _event_body(event)
             if self._watch_chunked:
                 # The event's chunk and the last chunk in one send: a write fanned out to
@@ -744,6 +783,16 @@ class ClientProtocol(asyncio.Protocol):
             if self._current is not None:
                 self._current.keep_alive = False
             self._end_watch(soon=True)
+
+    def _watch_fanned_out(self, sink: Sink) -> None:
+        """``_fan_out`` wrote this connection's event and last chunk: the watch answer is complete."""
+        if self._sink is not sink:
+            return  # the connection went away meanwhile
+        self._sink = None
+        self._watcher = None
+        self._watch_chunked = False
+        self._watch_stream = False
+        self._finish()
 
     def _end_watch(self, soon: bool = False) -> None:
         if self._watch_chunked:

@@ -38,6 +38,7 @@ class Scenario:
     preload: int = 0  # keys written before the measurement (GET scenarios)
     rate: int = 0  # paced: requests per second
     watchers: int = 0
+    recursive: bool = False  # watch: the watchers wait on a directory with recursive=true
     rounds: int = 0
     keys: int = 0  # memory: keys loaded
     server_flags: tuple[str, ...] = ()
@@ -102,15 +103,21 @@ def _secure(variant: str, mode: str, connections: int) -> Scenario:
     )
 
 
-def _watch(n: int) -> Scenario:
+def _watch(n: int, recursive: bool = False) -> Scenario:
     return Scenario(
-        name=f"watch-{n}",
+        name=f"watch-recursive-{n}" if recursive else f"watch-{n}",
         kind="watch",
-        title=f"watch fan-out: one write reaching {n} watchers (just before the write -> last watcher has it)",
+        title=(
+            f"watch fan-out: one write below a directory reaching {n} recursive watchers of it"
+            if recursive
+            else f"watch fan-out: one write reaching {n} watchers"
+        )
+        + " (just before the write -> last watcher has it)",
         metric="fanout_ms",
         higher_is_better=False,
         watchers=n,
         rounds=20 if n <= 1000 else 10,
+        recursive=recursive,
     )
 
 
@@ -160,6 +167,7 @@ DEFAULT: list[Scenario] = [
     _watch(100),
     _watch(1000),
     _watch(5000),
+    _watch(5000, recursive=True),
     _paced(15_000),
     _snapshots(64),
     MEMORY,
@@ -187,6 +195,7 @@ _PATTERNS: list[tuple[re.Pattern[str], Callable[[re.Match[str]], Scenario]]] = [
         lambda m: _secure(m.group(1), m.group(2), int(m.group(3))),
     ),
     (re.compile(r"watch-(\d+)"), lambda m: _watch(int(m.group(1)))),
+    (re.compile(r"watch-recursive-(\d+)"), lambda m: _watch(int(m.group(1)), recursive=True)),
     (
         re.compile(r"put-paced-(\d+)(k?)"),
         lambda m: _paced(int(m.group(1)) * (1000 if m.group(2) else 1), m.group(0)),
@@ -216,7 +225,7 @@ def resolve(name: str) -> Scenario:
     raise ValueError(
         f"unknown scenario {name!r}; known: {known}; groups: {', '.join(GROUPS)}; patterns: put-N, get-N, "
         "qget-N, tls-put-N, tls-get-N, tls-qget-N, auth-put-N, auth-get-N, auth-qget-N, cluster-put-leader-N, "
-        "cluster-put-follower-N, watch-N, put-paced-N[k], put-snapshots-N, memory-N(k|m)"
+        "cluster-put-follower-N, watch-N, watch-recursive-N, put-paced-N[k], put-snapshots-N, memory-N(k|m)"
     )
 
 
@@ -352,13 +361,16 @@ def _measure_paced(
         )
 
 
-def _measure_watch(sc: Scenario, url: str, res: RunResult) -> None:
-    medians, rounds = watch.run(url, sc.watchers, sc.rounds, sc.value_bytes)
+def _measure_watch(sc: Scenario, dep: servers.Deployment, url: str, res: RunResult) -> None:
+    # The server's CPU during each delivery, when this tool started it (one member).
+    pid = dep.pid() if sc.members == 1 else None
+    medians, rounds = watch.run(url, sc.watchers, sc.rounds, sc.value_bytes, sc.recursive, pid)
     res.detail["rounds"] = rounds
     res.metrics = medians
     res.metrics["errors"] = 0.0
     res.commands.append(
-        f"fastkv.bench.watch.run({url!r}, watchers={sc.watchers}, rounds={sc.rounds}, value_bytes={sc.value_bytes})"
+        f"fastkv.bench.watch.run({url!r}, watchers={sc.watchers}, rounds={sc.rounds}, "
+        f"value_bytes={sc.value_bytes}, recursive={sc.recursive})"
     )
 
 
@@ -408,7 +420,7 @@ def measure(sc: Scenario, dep: servers.Deployment, duration_s: float) -> RunResu
         elif sc.kind == "paced":
             _measure_paced(sc, dep, url, duration_s, res)
         elif sc.kind == "watch":
-            _measure_watch(sc, url, res)
+            _measure_watch(sc, dep, url, res)
         elif sc.kind == "memory":
             _measure_memory(sc, dep, url, res)
         else:

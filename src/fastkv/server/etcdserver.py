@@ -47,7 +47,7 @@ from ..v2store.event import Event
 from ..v2store.mirror import mirror_state
 from ..v2store.request import V2Request
 from ..v2store.store import Store
-from ..v2store.watcher import Watcher
+from ..v2store.watcher import FanOut, Watcher
 from . import stats
 from .admin import MembershipAdmin
 from .applier import CLUSTER_VERSION_PATH, ApplierV2
@@ -454,8 +454,17 @@ class EtcdServer:
     def get(self, path: str, recursive: bool = False, sorted: bool = False) -> Event:
         return self._applier.store.get(path, recursive, sorted, self.now_ns())
 
-    def watch(self, path: str, recursive: bool, stream: bool, since: int, callback: WatchCallback) -> Watcher:
-        return self._applier.store.watch(path, recursive, stream, since, callback)
+    def watch(
+        self,
+        path: str,
+        recursive: bool,
+        stream: bool,
+        since: int,
+        callback: WatchCallback,
+        sink: Any = None,
+        fan_out: FanOut | None = None,
+    ) -> Watcher:
+        return self._applier.store.watch(path, recursive, stream, since, callback, sink, fan_out)
 
     def raft_index(self) -> int:
         return self._ready_loop.raft.log.committed

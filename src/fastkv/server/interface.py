@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..v2auth.access import Auth
 from ..v2store.errors import V2Error
 from ..v2store.event import Event
 from ..v2store.request import V2Request
-from ..v2store.watcher import Watcher
+from ..v2store.watcher import FanOut, Watcher
 from .membership import Member
 
 Done = Callable[[Event | None, V2Error | None], None]
@@ -66,8 +66,18 @@ class V2Server(Protocol):
         """A local read of the applied state; raises V2Error."""
         ...
 
-    def watch(self, path: str, recursive: bool, stream: bool, since: int, callback: WatchCallback) -> Watcher:
-        """Register a watcher (or find its event in history); raises V2Error 401 when cleared."""
+    def watch(
+        self,
+        path: str,
+        recursive: bool,
+        stream: bool,
+        since: int,
+        callback: WatchCallback,
+        sink: Any = None,
+        fan_out: FanOut | None = None,
+    ) -> Watcher:
+        """Register a watcher (or find its event in history); raises V2Error 401 when cleared.
+        ``sink``/``fan_out``: a one-shot watcher's batched delivery (v2store/watcher.py)."""
         ...
 
     def raft_index(self) -> int:

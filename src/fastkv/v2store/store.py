@@ -33,6 +33,7 @@ Rules (see docs/design.md for the contract and etcd-v2.md §1.3-§2 for the beha
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import orjson
 
@@ -62,7 +63,7 @@ from fastkv.v2store.history import EventHistory
 from fastkv.v2store.request import V2Request
 from fastkv.v2store.stats import Stats
 from fastkv.v2store.ttl import TTLIndex
-from fastkv.v2store.watcher import Callback, Watcher, WatcherHub
+from fastkv.v2store.watcher import Callback, FanOut, Watcher, WatcherHub
 
 HISTORY_CAPACITY = 1000
 # etcd's store tree: /0 cluster (members, version), /1 the user keys (this store's own tree), /2 v2 auth.
@@ -675,12 +676,22 @@ class Store:
     # ----- watch --------------------------------------------------------------------------------------
 
     def watch(
-        self, path: str, recursive: bool, stream: bool, since_index: int, callback: Callback
+        self,
+        path: str,
+        recursive: bool,
+        stream: bool,
+        since_index: int,
+        callback: Callback,
+        sink: Any = None,
+        fan_out: FanOut | None = None,
     ) -> Watcher:
+        """Register a watcher (see watcher.py; ``sink``/``fan_out``: batched delivery)."""
         self.stats.watchRequests += 1
         if since_index == 0:
             since_index = self.index + 1
-        return self.hub.watch(clean_path(path), recursive, stream, since_index, self.index, callback)
+        return self.hub.watch(
+            clean_path(path), recursive, stream, since_index, self.index, callback, sink, fan_out
+        )
 
     # ----- snapshots ----------------------------------------------------------------------------------
 
@@ -791,7 +802,15 @@ class InternalHub(WatcherHub):
         pass
 
     def watch(
-        self, path: str, recursive: bool, stream: bool, since_index: int, store_index: int, callback: Callback
+        self,
+        path: str,
+        recursive: bool,
+        stream: bool,
+        since_index: int,
+        store_index: int,
+        callback: Callback,
+        sink: Any = None,
+        fan_out: FanOut | None = None,
     ) -> Watcher:
         raise V2Error(E.INVALID_FIELD, "internal namespaces cannot be watched", store_index)
 

@@ -15,17 +15,26 @@ Rules (etcd's ``watcherHub``/``watcher``, verified against etcd 3.4):
   once as an ancestor-walk match).
 - ``watch`` first scans the history; a hit is returned as ``history_event`` and the watcher is never
   registered (etcd's behaviour for streams too: one historical event, then nothing).
+- Batched delivery: a one-shot watcher may come with a ``sink`` and a ``fan_out`` function.  While
+  deliveries are held (an apply round), the sinks of every watcher that takes the same event through
+  the same ``fan_out`` are collected in one list, and ``release`` makes one ``fan_out(event, sinks)``
+  call per event instead of one callback per watcher (the API writes the event's bytes to all of
+  them in one pass).  Deliveries still go out in the order they were decided; outside a held round
+  the watcher's ``callback`` is called as usual.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from fastkv.v2store.event import Event
 from fastkv.v2store.history import EventHistory
 
 Callback = Callable[[Event], None]
+# fan_out(event, sinks): deliver ``event`` to the watchers behind ``sinks`` (see "Batched delivery").
+FanOut = Callable[[Event, list[Any]], None]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +48,8 @@ class Watcher:
         "start_index",
         "history_event",
         "callback",
+        "sink",
+        "fan_out",
         "_hub",
         "removed",
     )
@@ -52,6 +63,8 @@ class Watcher:
         since_index: int,
         start_index: int,
         callback: Callback | None,
+        sink: Any = None,
+        fan_out: FanOut | None = None,
     ) -> None:
         self._hub = hub
         self.path = path
@@ -61,6 +74,9 @@ class Watcher:
         self.start_index = start_index  # X-Etcd-Index of the watch answer: store index at registration
         self.history_event: Event | None = None
         self.callback = callback
+        # Only one-shot watchers are batched: a stream's events keep going through its callback.
+        self.sink = sink if fan_out is not None and not stream else None
+        self.fan_out = fan_out
         self.removed = False
 
     def remove(self) -> None:
@@ -76,14 +92,17 @@ class Watcher:
 
 
 class WatcherHub:
-    __slots__ = ("watchers", "count", "history", "_held")
+    __slots__ = ("watchers", "count", "history", "_held", "_batch")
 
     def __init__(self, history: EventHistory) -> None:
         self.watchers: dict[str, dict[Watcher, None]] = {}
         self.count = 0
         self.history = history
-        # Deliveries queued between hold() and release(), in order.
-        self._held: list[tuple[Watcher, Event]] | None = None
+        # Deliveries queued between hold() and release(), in order: (watcher, event) for a
+        # callback, (event, fan_out, sinks) for a batch.
+        self._held: list[tuple[Any, ...]] | None = None
+        # The batch being filled (the last batch entry of _held).
+        self._batch: tuple[Event, FanOut, list[Any]] | None = None
 
     def hold(self) -> None:
         """Queue deliveries instead of making them, until ``release``.  Which watchers get an
@@ -97,18 +116,35 @@ class WatcherHub:
     def release(self) -> None:
         """Make the deliveries queued since ``hold``."""
         held, self._held = self._held, None
+        self._batch = None
         if not held:
             return
-        for w, event in held:
+        for entry in held:
+            if len(entry) == 3:
+                event, fan_out, sinks = entry
+                try:
+                    fan_out(event, sinks)
+                except Exception:  # a broken consumer must not break the apply loop
+                    log.exception("watch fan-out failed for %d watchers", len(sinks))
+                continue
+            w, event = entry
             if w.removed and w.stream:
                 continue  # the client went away meanwhile
             try:
-                w.callback(event)  # type: ignore[misc]
+                w.callback(event)
             except Exception:  # a broken consumer must not break the apply loop
                 log.exception("watch callback failed for %r", w)
 
     def watch(
-        self, path: str, recursive: bool, stream: bool, since_index: int, store_index: int, callback: Callback
+        self,
+        path: str,
+        recursive: bool,
+        stream: bool,
+        since_index: int,
+        store_index: int,
+        callback: Callback,
+        sink: Any = None,
+        fan_out: FanOut | None = None,
     ) -> Watcher:
         event = self.history.scan(path, recursive, since_index, store_index)
         if event is not None:
@@ -116,7 +152,7 @@ class WatcherHub:
             w.removed = True
             w.history_event = event.with_etcd_index(store_index)
             return w
-        w = Watcher(self, path, recursive, stream, since_index, store_index, callback)
+        w = Watcher(self, path, recursive, stream, since_index, store_index, callback, sink, fan_out)
         group = self.watchers.get(path)
         if group is None:
             self.watchers[path] = {w: None}
@@ -164,19 +200,43 @@ class WatcherHub:
         if not original and _is_hidden(path, key):
             return
         index = event.node.modified_index
-        for w in list(group):
-            if w.removed:
-                continue
-            if (w.recursive or original or deleted) and index >= w.since_index:
-                if not w.stream:
-                    w.remove()
-                if self._held is not None:
-                    self._held.append((w, event))
+        every = original or deleted
+        held = self._held
+        if held is None:
+            for w in list(group):
+                if w.removed:
                     continue
-                try:
-                    w.callback(event)  # type: ignore[misc]
-                except Exception:  # a broken consumer must not break the apply loop
-                    log.exception("watch callback failed for %r", w)
+                if (every or w.recursive) and index >= w.since_index:
+                    if not w.stream:
+                        w.remove()
+                    try:
+                        w.callback(event)  # type: ignore[misc]
+                    except Exception:  # a broken consumer must not break the apply loop
+                        log.exception("watch callback failed for %r", w)
+            return
+        # Held: decide now, deliver at release.  One-shot watchers leave the group here.
+        batch = self._batch
+        gone = 0
+        for w in list(group):
+            if (every or w.recursive) and index >= w.since_index:
+                if w.stream:
+                    held.append((w, event))
+                    continue
+                w.removed = True
+                del group[w]
+                gone += 1
+                if w.sink is not None:
+                    if batch is None or batch[0] is not event or batch[1] is not w.fan_out:
+                        batch = (event, w.fan_out, [])  # type: ignore[assignment]
+                        held.append(batch)  # type: ignore[arg-type]
+                    batch[2].append(w.sink)  # type: ignore[index]
+                else:
+                    held.append((w, event))
+        self._batch = batch
+        if gone:
+            self.count -= gone
+            if not group:
+                del self.watchers[path]
 
     def clear(self) -> None:
         """Forget every watcher (store recovery)."""
