@@ -21,6 +21,15 @@ Rules and invariants:
   does not fit (probed: 4094 bytes + CRLF pass, 4095 + CRLF do not).  Later requests on the connection
   reach Go's server directly and only have its 1 MiB limit, here too.  Where etcd resets, fastkv answers
   ``414 URI Too Long`` and closes: the key is refused all the same, and a client can tell why.
+- Framing as Go's reads it: on HTTP/1.1 a ``Transfer-Encoding`` other than exactly one header saying
+  ``chunked`` (any case) gets ``501 Not Implemented`` and a close; with ``chunked`` a Content-Length is
+  ignored; a Content-Length past int64 gets ``400 Bad Request``.  These are answered at the head, so
+  nothing of the body is read.
+- Any method token is a request, as in Go: llhttp knows a fixed list, so a message whose method it
+  refuses (or treats specially: CONNECT, RTSP's, PRI) is re-fed from its first byte to a new parser with
+  a placeholder method, and the real token is what routing sees (405 with ``Allow``, 404, 301 as etcd).
+  The message's first byte is found by re-parsing the read it arrived in; when its start lies in an
+  earlier read (a method token split between reads), it is refused with 400 and a close.
 - Only HTTP/1.0 and HTTP/1.1 are served.  A request line without a version (HTTP/0.9, which httptools
   accepts) or with another major version gets ``400 Bad Request`` and the connection closes; etcd closes
   silently on a connection's first request (cmux), and Go answers 400/505 on later ones.
@@ -97,6 +106,63 @@ _NO_HOST = malformed_response(400, "Bad Request: missing required Host header")
 _HEADERS_TOO_LARGE = malformed_response(431, "Request Header Fields Too Large")
 _FIRST_LINE_TOO_LONG = malformed_response(414, "URI Too Long")
 _HTTP_VERSIONS = frozenset(("1.0", "1.1"))
+# Go's unsupportedTEError answer (no status text in the body, unlike its other refusals).
+_UNSUPPORTED_TRANSFER_ENCODING = (
+    b"HTTP/1.1 501 Not Implemented\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
+    b"Unsupported transfer encoding"
+)
+# Go's parseContentLength: strconv.ParseUint(value, 10, 63).
+_MAX_CONTENT_LENGTH = (1 << 63) - 1
+# RFC 7230 tchar: what Go's validMethod accepts in a method token.
+_TOKEN_BYTES = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+# What an unknown method is replaced by for llhttp (the real token is kept aside).
+_PLACEHOLDER_METHOD = b"GET"
+# llhttp's refusals of a method token that Go takes as any other.
+_METHOD_ERRORS = ("Invalid method", "HTTP/2 Connection Preface")
+
+
+def _new_parser(protocol: Any) -> httptools.HttpRequestParser:
+    parser = httptools.HttpRequestParser(protocol)
+    # Transfer-Encoding is judged in on_headers_complete as Go does (501), and chunked framing wins over
+    # a Content-Length as in Go, so llhttp must not refuse these itself.
+    parser.set_dangerous_leniencies(lenient_chunked_length=True, lenient_transfer_encoding=True)
+    return parser
+
+
+class _MessageCounter:
+    """httptools callbacks that only count complete messages (to locate message boundaries)."""
+
+    __slots__ = ("completed",)
+
+    def __init__(self) -> None:
+        self.completed = 0
+
+    def on_message_complete(self) -> None:
+        self.completed += 1
+
+
+def _messages_end(data: bytes, count: int) -> int:
+    """The offset in ``data`` (which starts at a message boundary) just past its first ``count``
+    messages: the shortest prefix a fresh parser completes ``count`` messages in."""
+    if count <= 0:
+        return 0
+
+    def completed_in(n: int) -> int:
+        counter = _MessageCounter()
+        try:
+            _new_parser(counter).feed_data(data[:n])
+        except httptools.HttpParserError:
+            pass
+        return counter.completed
+
+    lo, hi = 0, len(data)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if completed_in(mid) >= count:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 def _no_value_body(action: str) -> bytes:
@@ -120,6 +186,7 @@ class _Request:
         "bad",
         "authorization",
         "auth_checked",
+        "connect_body",
     )
 
     def __init__(self) -> None:
@@ -140,6 +207,8 @@ class _Request:
         self.authorization: str | None = None
         # The v2 auth check passed (after a password check off the loop).
         self.auth_checked = False
+        # A CONNECT whose head announced a body (llhttp does not read it): the connection ends after it.
+        self.connect_body = False
 
 
 class ClientProtocol(asyncio.Protocol):
@@ -158,7 +227,7 @@ class ClientProtocol(asyncio.Protocol):
         self._cors_static = cors_lines("*") if self._cors_any else b""
         self._cluster_id = b"X-Etcd-Cluster-Id: %x\r\n" % server.cluster_id
         self._transport: asyncio.Transport | None = None
-        self._parser = httptools.HttpRequestParser(self)
+        self._parser = _new_parser(self)
         # Parsing state of the request being read.
         self._reading = _Request()
         self._url_parts: list[bytes] = []
@@ -172,6 +241,20 @@ class ClientProtocol(asyncio.Protocol):
         self._broken = False
         # The message being parsed was answered at its head (a bad version): its body is dropped.
         self._discarding = False
+        # Message boundaries: a message has begun and not completed; messages completed so far.
+        self._in_message = False
+        self._completed = 0
+        # The real method of the message being parsed when llhttp was given a placeholder, and the
+        # start of such a message whose method token has not ended yet.
+        self._method_token: str | None = None
+        self._pending_start: bytes | None = None
+        # Framing headers of the message being parsed, judged at its head as Go does.
+        self._te_headers = 0
+        self._te_value = b""
+        self._content_length_too_large = False
+        self._body_announced = False
+        # The CONNECT just parsed had no body: parsing goes on after llhttp's protocol-switch stop.
+        self._connect_goes_on = False
         # Handling state.
         self._queue: collections.deque[_Request] = collections.deque()
         self._current: _Request | None = None
@@ -224,28 +307,88 @@ class ClientProtocol(asyncio.Protocol):
                     return
                 else:
                     self._first_line = seen + len(data)
+        pending = self._pending_start
+        if pending is not None:
+            self._pending_start = None
+            self._restart_message(pending + data)
+        else:
+            self._feed(data)
+        if not self._broken and not self._in_body and self._head_bytes > MAX_HEADER_BYTES:
+            self._reject(_HEADERS_TOO_LARGE, linger=True)
+
+    def _feed(self, data: bytes) -> None:
+        at_boundary = not self._in_message
+        completed = self._completed
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # Go's handlers ignore Upgrade; whatever follows the head is not HTTP we understand.
-            self._broken = True
-            if self._current is None and not self._queue:
-                self._close()
-            elif self._queue:
-                self._queue[-1].keep_alive = False
-            elif self._current is not None:
-                self._current.keep_alive = False
-            return
-        except httptools.HttpParserError:
+        except httptools.HttpParserUpgrade as e:
+            self._upgraded(data, int(e.args[0]) if e.args else len(data))
+        except httptools.HttpParserError as e:
+            if self._broken:
+                return
+            reason = str(e)
+            if any(m in reason for m in _METHOD_ERRORS):
+                if at_boundary:
+                    # The failing message starts right after the last one completed in this read.
+                    start = _messages_end(data, self._completed - completed)
+                    return self._restart_message(data[start:])
+                return self._reject(_BAD_REQUEST)
+            if "Transfer-Encoding" in reason:
+                return self._reject(_UNSUPPORTED_TRANSFER_ENCODING)
             self._reject(_BAD_REQUEST)
+
+    def _restart_message(self, data: bytes) -> None:
+        """``data`` starts a message whose method llhttp refuses: parse it (and what follows) with a
+        fresh parser, the method token replaced by a placeholder."""
+        self._parser = _new_parser(self)
+        self._in_message = False
+        # What the refused parse saw of the message (llhttp refuses RTSP's methods after the URL).
+        self._url_parts.clear()
+        self._reading = _Request()
+        self._has_host = False
+        self._te_headers, self._te_value, self._content_length_too_large = 0, b"", False
+        self._body_announced = False
+        start = 0
+        while start < len(data) and data[start] in b"\r\n":
+            start += 1
+        space = data.find(b" ", start)
+        token = data[start:space] if space >= 0 else data[start:]
+        if any(c not in _TOKEN_BYTES for c in token) or (space == start):
+            # Go: "invalid method", 400.
+            return self._reject(_BAD_REQUEST)
+        if space < 0:
+            # The token has not ended yet: wait for the rest (bounded by the header limits).
+            self._pending_start = data
             return
-        if not self._in_body and self._head_bytes > MAX_HEADER_BYTES:
-            self._reject(_HEADERS_TOO_LARGE, linger=True)
+        self._method_token = token.decode("latin-1")
+        self._feed(_PLACEHOLDER_METHOD + data[space:])
+
+    def _upgraded(self, data: bytes, head_end: int) -> None:
+        """llhttp stopped after a head it takes for a protocol switch.  A CONNECT without a body is a
+        request like any other to Go: the connection goes on after its answer.  An Upgrade header
+        is ignored by Go's handlers, but what follows is not HTTP we understand: it is the last answer."""
+        if self._connect_goes_on:
+            self._connect_goes_on = False
+            self._parser = _new_parser(self)
+            self._in_message = False
+            if head_end < len(data):
+                self._feed(data[head_end:])
+            return
+        self._broken = True
+        if self._current is None and not self._queue:
+            self._close()
+        elif self._queue:
+            self._queue[-1].keep_alive = False
+        elif self._current is not None:
+            self._current.keep_alive = False
 
     # -- httptools callbacks -----------------------------------------------------------
 
-    # No on_message_begin (one Python call less per request): the state of the next message is reset
-    # where this one's is used up, in on_headers_complete and on_message_complete.
+    # The state of the next message is reset where this one's is used up, in on_headers_complete and
+    # on_message_complete; on_message_begin only marks that a message has begun.
+
+    def on_message_begin(self) -> None:
+        self._in_message = True
 
     def on_url(self, url: bytes) -> None:
         self._url_parts.append(url)
@@ -262,35 +405,69 @@ class ClientProtocol(asyncio.Protocol):
             self._reading.origin = value.decode("latin-1")
         elif n == 13 and name.lower() == b"authorization" and self._reading.authorization is None:
             self._reading.authorization = value.decode("latin-1")
+        elif n == 17 and name.lower() == b"transfer-encoding":
+            self._te_headers += 1
+            self._te_value = value
+        elif n == 14 and name.lower() == b"content-length":
+            digits = value.strip(b" \t")
+            if digits.isdigit():
+                length = int(digits)
+                self._body_announced = length > 0
+                self._content_length_too_large = length > _MAX_CONTENT_LENGTH
 
     def on_headers_complete(self) -> None:
         self._in_body = True
         self._head_bytes = 0
         r = self._reading
         parser = self._parser
-        r.method = parser.get_method().decode("latin-1")
+        if self._method_token is None:
+            r.method = parser.get_method().decode("latin-1")
+        else:
+            r.method, self._method_token = self._method_token, None
         version = parser.get_http_version()
         r.http11 = version == "1.1"
         r.keep_alive = parser.should_keep_alive()
         url_parts = self._url_parts
         r.target = url_parts[0] if len(url_parts) == 1 else b"".join(url_parts)
         url_parts.clear()
-        if parser.should_upgrade():
+        te_headers, te_value, too_large = self._te_headers, self._te_value, self._content_length_too_large
+        body_announced = self._body_announced
+        if te_headers or body_announced:
+            self._te_headers, self._te_value, self._content_length_too_large = 0, b"", False
+            self._body_announced = False
+        if r.method == "CONNECT":
+            # llhttp reads no body after a CONNECT head; Go reads it as any other.
+            r.connect_body = bool(te_headers) or body_announced
+            if r.connect_body:
+                r.keep_alive = False
+            self._connect_goes_on = not r.connect_body
+        elif parser.should_upgrade():
             # Whatever follows the head is not HTTP we understand: this is the last answer.
             r.keep_alive = False
         if version not in _HTTP_VERSIONS:
             # Answered now, as Go answers at the request line, whether or not a body follows; nothing
             # after it is read (the rest of this read included).
-            r.bad = _BAD_REQUEST
-            self._broken = True
-            self._discarding = True
-            self._reading = _Request()
-            self._has_host = False
-            self._submit(r)
-            return
+            return self._answer_at_head(r, _BAD_REQUEST)
+        if te_headers and (te_headers != 1 or te_value.strip(b" \t").lower() != b"chunked"):
+            # Go's parseTransferEncoding.  Go ignores the header on HTTP/1.0 and reads by Content-Length;
+            # llhttp would read such a body to the end of the connection, so it is refused as on 1.1.
+            return self._answer_at_head(r, _UNSUPPORTED_TRANSFER_ENCODING)
+        if too_large and not te_headers:
+            # With chunked framing Go ignores the Content-Length (llhttp is told to as well).
+            return self._answer_at_head(r, _BAD_REQUEST)
         if r.http11 and not self._has_host:
             r.bad = _NO_HOST
         self._has_host = False
+
+    def _answer_at_head(self, r: _Request, response: bytes) -> None:
+        """Refuse the message being parsed now (as Go does while reading it), whether or not a body
+        follows; nothing after it is read (the rest of this read included)."""
+        r.bad = response
+        self._broken = True
+        self._discarding = True
+        self._reading = _Request()
+        self._has_host = False
+        self._submit(r)
 
     def on_body(self, body: bytes) -> None:
         if self._discarding:
@@ -305,6 +482,8 @@ class ClientProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._in_body = False
+        self._in_message = False
+        self._completed += 1
         if self._discarding:
             self._body_parts.clear()
             return
@@ -412,6 +591,9 @@ class ClientProtocol(asyncio.Protocol):
         if not raw_path.startswith(b"/"):
             if raw_path == b"*" and r.method == "OPTIONS":
                 return self._reply(200, b"", b"")
+            if r.method == "CONNECT":
+                # An authority-form target: Go's URL has an empty path, which no handler serves.
+                return self._reply(404, PLAIN_ERROR_HEADERS, NOT_FOUND_BODY)
             scheme = raw_path.find(b"://")
             if scheme <= 0:
                 return self._reply_bad()
