@@ -119,7 +119,8 @@ def test_bad_version_with_a_body_is_answered_whatever_the_reads() -> None:
 
 @pytest.mark.xfail(strict=True, reason="api/protocol.py checks the first line's length before parsing a read")
 def test_long_unparsable_first_line_gets_one_answer_whatever_the_reads() -> None:
-    line = b"FET /v2/keys/" + b"k" * 4100 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    # (An unknown method token such as "FET" is a request now: only a start Go cannot read differs.)
+    line = b"G\x01T /v2/keys/" + b"k" * 4100 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
     assert http_target._run([line[:3], line[3:]]) == http_target._run([line])
 
 

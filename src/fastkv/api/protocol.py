@@ -117,6 +117,8 @@ _MAX_CONTENT_LENGTH = (1 << 63) - 1
 _TOKEN_BYTES = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 # What an unknown method is replaced by for llhttp (the real token is kept aside).
 _PLACEHOLDER_METHOD = b"GET"
+# The most kept of a message in progress to find where the next one starts.
+_MAX_MESSAGE_PREFIX = 64 * 1024
 # llhttp's refusals of a method token that Go takes as any other.
 _METHOD_ERRORS = ("Invalid method", "HTTP/2 Connection Preface")
 
@@ -248,6 +250,11 @@ class ClientProtocol(asyncio.Protocol):
         # start of such a message whose method token has not ended yet.
         self._method_token: str | None = None
         self._pending_start: bytes | None = None
+        # The bytes so far of the message in progress when a read ended in its head or chunked body
+        # (None when it began in an earlier read without them), and its Content-Length (-1: none or
+        # chunked).
+        self._message_prefix: bytes | None = None
+        self._body_length = -1
         # Framing headers of the message being parsed, judged at its head as Go does.
         self._te_headers = 0
         self._te_value = b""
@@ -317,25 +324,52 @@ class ClientProtocol(asyncio.Protocol):
             self._reject(_HEADERS_TOO_LARGE, linger=True)
 
     def _feed(self, data: bytes) -> None:
-        at_boundary = not self._in_message
         completed = self._completed
+        # Where this read's bytes stand against message boundaries, for a method refused below.
+        prefix = self._message_prefix
+        self._message_prefix = None
+        length_left = -1
+        if not self._in_message:
+            prefix = b""
+        elif prefix is None and self._in_body and self._body_length >= 0:
+            length_left = self._body_length - self._body_size
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
             self._upgraded(data, int(e.args[0]) if e.args else len(data))
+            return
         except httptools.HttpParserError as e:
             if self._broken:
                 return
             reason = str(e)
             if any(m in reason for m in _METHOD_ERRORS):
-                if at_boundary:
-                    # The failing message starts right after the last one completed in this read.
-                    start = _messages_end(data, self._completed - completed)
-                    return self._restart_message(data[start:])
-                return self._reject(_BAD_REQUEST)
+                count = self._completed - completed
+                if prefix is not None:
+                    base = prefix + data
+                elif length_left >= 0 and count > 0:
+                    base, count = data[length_left:], count - 1
+                else:
+                    return self._reject(_BAD_REQUEST)
+                # The refused message starts right after the last one completed.
+                return self._restart_message(base[_messages_end(base, count) :])
             if "Transfer-Encoding" in reason:
                 return self._reject(_UNSUPPORTED_TRANSFER_ENCODING)
-            self._reject(_BAD_REQUEST)
+            return self._reject(_BAD_REQUEST)
+        if self._in_message and (not self._in_body or self._body_length < 0):
+            # The read ended inside a head or a chunked body: keep the message's bytes so far (up to a
+            # bound), in case a method llhttp refuses follows it.  A Content-Length body needs none.
+            if completed == self._completed and prefix is not None:
+                kept = prefix + data
+            elif prefix is not None:
+                base = prefix + data
+                kept = base[_messages_end(base, self._completed - completed) :]
+            elif length_left >= 0 and completed != self._completed:
+                base = data[length_left:]
+                kept = base[_messages_end(base, self._completed - completed - 1) :]
+            else:
+                kept = None
+            if kept is not None and len(kept) <= _MAX_MESSAGE_PREFIX:
+                self._message_prefix = kept
 
     def _restart_message(self, data: bytes) -> None:
         """``data`` starts a message whose method llhttp refuses: parse it (and what follows) with a
@@ -348,6 +382,7 @@ class ClientProtocol(asyncio.Protocol):
         self._has_host = False
         self._te_headers, self._te_value, self._content_length_too_large = 0, b"", False
         self._body_announced = False
+        self._body_length = -1
         start = 0
         while start < len(data) and data[start] in b"\r\n":
             start += 1
@@ -413,6 +448,7 @@ class ClientProtocol(asyncio.Protocol):
             if digits.isdigit():
                 length = int(digits)
                 self._body_announced = length > 0
+                self._body_length = length
                 self._content_length_too_large = length > _MAX_CONTENT_LENGTH
 
     def on_headers_complete(self) -> None:
@@ -435,6 +471,10 @@ class ClientProtocol(asyncio.Protocol):
         if te_headers or body_announced:
             self._te_headers, self._te_value, self._content_length_too_large = 0, b"", False
             self._body_announced = False
+        if te_headers:
+            self._body_length = -1
+        elif self._body_length < 0:
+            self._body_length = 0
         if r.method == "CONNECT":
             # llhttp reads no body after a CONNECT head; Go reads it as any other.
             r.connect_body = bool(te_headers) or body_announced
@@ -483,6 +523,7 @@ class ClientProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self._in_body = False
         self._in_message = False
+        self._body_length = -1
         self._completed += 1
         if self._discarding:
             self._body_parts.clear()
