@@ -51,6 +51,7 @@ from ..v2store.errors import RAFT_INTERNAL, V2Error
 from ..v2store.event import Event
 from . import cluster
 from .auth import no_auth, serve_auth
+from .debugvars import serve_debug_vars
 from .keys import MAX_FORM_SIZE, build_form, key_path, parse_key_request
 from .response import (
     CT_JSON,
@@ -650,7 +651,8 @@ class ClientProtocol(asyncio.Protocol):
         if method == "OPTIONS":
             return self._reply(200, b"", b"")
         cleaned = clean_path(path)
-        if cleaned != path:
+        # Go's ServeMux routes a CONNECT by its path as sent, without the redirect to the clean one.
+        if cleaned != path and method != "CONNECT":
             location = redirect_target(cleaned, raw_query)
             headers = b"Location: " + location.encode("latin-1") + b"\r\n"
             if method == "GET":
@@ -681,6 +683,8 @@ class ClientProtocol(asyncio.Protocol):
             return cluster.serve_version(self._reply, method)
         elif path == "/health":
             return cluster.serve_health(self._server, self._reply, method)
+        elif path == "/debug/vars":
+            return serve_debug_vars(self._server, self._reply, method)
         elif path == "/metrics":
             # etcd's promhttp handler answers every method alike (HEAD without the body).
             return self._reply(200, METRICS_CONTENT_TYPE, self._server.metrics_text())
