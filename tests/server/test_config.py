@@ -113,7 +113,7 @@ def test_defaults_are_etcd_34s(tmp_path, monkeypatch):
     assert (cfg.max_snapshots, cfg.max_wals) == (5, 5)
     assert cfg.strict_reconfig_check is True
     assert cfg.force_new_cluster is False
-    assert cfg.enable_v2 is False
+    assert cfg.enable_v2 is True  # etcd 3.4: false; fastkv serves v2 unless told not to
     assert (cfg.log_level, cfg.debug, cfg.enable_pprof, cfg.metrics) == ("info", False, False, "basic")
     assert (cfg.discovery, cfg.discovery_srv, cfg.discovery_fallback) == ("", "", "proxy")
     assert not cfg.show_help and not cfg.show_version

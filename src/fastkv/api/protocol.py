@@ -215,8 +215,12 @@ class _Request:
 
 
 class ClientProtocol(asyncio.Protocol):
-    def __init__(self, server: V2Server, metrics_only: bool = False, tls: ServerTLS | None = None) -> None:
+    def __init__(
+        self, server: V2Server, metrics_only: bool = False, tls: ServerTLS | None = None, v2: bool = True
+    ) -> None:
         self._server = server
+        # --enable-v2: with it false, every /v2 path is unknown (404), as in etcd 3.4.
+        self._v2 = v2
         self._tls = tls
         # The verified client certificate's first CN (the v2 auth user when no Authorization header
         # is sent, with --client-cert-auth), or "".
@@ -664,6 +668,8 @@ class ClientProtocol(asyncio.Protocol):
             return self._reply(301, headers, b"")
         if self._metrics_only and path != "/metrics" and path != "/health":
             return self._reply(404, PLAIN_ERROR_HEADERS, NOT_FOUND_BODY)
+        if not self._v2 and path.startswith("/v2"):
+            return self._reply(404, PLAIN_ERROR_HEADERS, NOT_FOUND_BODY)
         if path.startswith("/v2/keys"):
             if len(path) == 8 or path[8] == "/":
                 return self._serve_keys(r, path[8:], raw_query)
@@ -1011,14 +1017,20 @@ class ClientProtocol(asyncio.Protocol):
 
 
 async def serve_client(
-    server: V2Server, host: str, port: int, metrics_only: bool = False, tls: ServerTLS | None = None
+    server: V2Server,
+    host: str,
+    port: int,
+    metrics_only: bool = False,
+    tls: ServerTLS | None = None,
+    v2: bool = True,
 ) -> asyncio.Server:
     """Listen for clients on host:port; every connection is served by a ClientProtocol
     (``metrics_only``: a --listen-metrics-urls listener, serving /metrics and /health; ``tls``:
-    an https listener, whose certificates are re-read per handshake when they change)."""
+    an https listener, whose certificates are re-read per handshake when they change; ``v2``: the
+    /v2 API is served, --enable-v2)."""
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: ClientProtocol(server, metrics_only, tls),
+        lambda: ClientProtocol(server, metrics_only, tls, v2),
         host,
         port,
         reuse_address=True,
