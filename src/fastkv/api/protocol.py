@@ -264,7 +264,6 @@ class ClientProtocol(asyncio.Protocol):
         self._te_headers = 0
         self._te_value = b""
         self._content_length_too_large = False
-        self._body_announced = False
         # The CONNECT just parsed had no body: parsing goes on after llhttp's protocol-switch stop.
         self._connect_goes_on = False
         # Handling state.
@@ -319,62 +318,79 @@ class ClientProtocol(asyncio.Protocol):
                     return
                 else:
                     self._first_line = seen + len(data)
-        pending = self._pending_start
-        if pending is not None:
-            self._pending_start = None
-            self._restart_message(pending + data)
+        if self._pending_start is not None:
+            data, self._pending_start = self._pending_start + data, None
+            self._restart_message(data)
         else:
             self._feed(data)
-        if not self._broken and not self._in_body and self._head_bytes > MAX_HEADER_BYTES:
+        if not self._in_body and self._head_bytes > MAX_HEADER_BYTES and not self._broken:
             self._reject(_HEADERS_TOO_LARGE, linger=True)
 
     def _feed(self, data: bytes) -> None:
         completed = self._completed
-        # Where this read's bytes stand against message boundaries, for a method refused below.
-        prefix = self._message_prefix
-        self._message_prefix = None
+        mid_message = self._in_message
+        # Where a read that starts inside a message stands (for a method refused in it): the
+        # message's bytes so far, or what is left of its Content-Length body.
         length_left = -1
-        if not self._in_message:
-            prefix = b""
-        elif prefix is None and self._in_body and self._body_length >= 0:
+        if mid_message and self._message_prefix is None and self._in_body and self._body_length >= 0:
             length_left = self._body_length - self._body_size
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
+            self._message_prefix = None
             self._upgraded(data, int(e.args[0]) if e.args else len(data))
             return
         except httptools.HttpParserError as e:
-            if self._broken:
-                return
-            reason = str(e)
-            if any(m in reason for m in _METHOD_ERRORS):
-                count = self._completed - completed
-                if prefix is not None:
-                    base = prefix + data
-                elif length_left >= 0 and count > 0:
-                    base, count = data[length_left:], count - 1
-                else:
-                    return self._reject(_BAD_REQUEST)
-                # The refused message starts right after the last one completed.
-                return self._restart_message(base[_messages_end(base, count) :])
-            if "Transfer-Encoding" in reason:
-                return self._reject(_UNSUPPORTED_TRANSFER_ENCODING)
-            return self._reject(_BAD_REQUEST)
-        if self._in_message and (not self._in_body or self._body_length < 0):
-            # The read ended inside a head or a chunked body: keep the message's bytes so far (up to a
-            # bound), in case a method llhttp refuses follows it.  A Content-Length body needs none.
-            if completed == self._completed and prefix is not None:
-                kept = prefix + data
-            elif prefix is not None:
-                base = prefix + data
-                kept = base[_messages_end(base, self._completed - completed) :]
-            elif length_left >= 0 and completed != self._completed:
-                base = data[length_left:]
-                kept = base[_messages_end(base, self._completed - completed - 1) :]
-            else:
-                kept = None
-            if kept is not None and len(kept) <= _MAX_MESSAGE_PREFIX:
-                self._message_prefix = kept
+            self._parse_error(str(e), data, self._completed - completed, mid_message, length_left)
+            return
+        if self._in_message:
+            self._keep_message_prefix(data, self._completed - completed, mid_message, length_left)
+        elif mid_message:
+            self._message_prefix = None
+
+    def _from_boundary(
+        self, data: bytes, count: int, mid_message: bool, length_left: int
+    ) -> tuple[bytes, int] | None:
+        """``data`` (one read, in which ``count`` messages completed) from its first message boundary
+        on, with the number of messages completed in that part; None where that is not known."""
+        if not mid_message:
+            return data, count
+        prefix = self._message_prefix
+        if prefix is not None:
+            return prefix + data, count
+        if length_left >= 0 and count > 0:
+            return data[length_left:], count - 1
+        return None
+
+    def _parse_error(self, reason: str, data: bytes, count: int, mid_message: bool, length_left: int) -> None:
+        if self._broken:
+            return
+        if any(m in reason for m in _METHOD_ERRORS):
+            found = self._from_boundary(data, count, mid_message, length_left)
+            self._message_prefix = None
+            if found is None:
+                return self._reject(_BAD_REQUEST)
+            base, count = found
+            # The refused message starts right after the last one completed.
+            return self._restart_message(base[_messages_end(base, count) :])
+        self._message_prefix = None
+        if "Transfer-Encoding" in reason:
+            return self._reject(_UNSUPPORTED_TRANSFER_ENCODING)
+        self._reject(_BAD_REQUEST)
+
+    def _keep_message_prefix(self, data: bytes, count: int, mid_message: bool, length_left: int) -> None:
+        """The read ended inside a message: keep its bytes so far when it is in its head or a chunked
+        body (up to a bound), in case a method llhttp refuses follows it.  A Content-Length body needs
+        none: what is left of it is known."""
+        if self._in_body and self._body_length >= 0:
+            self._message_prefix = None
+            return
+        found = self._from_boundary(data, count, mid_message, length_left)
+        kept = None
+        if found is not None:
+            base, count = found
+            kept = base[_messages_end(base, count) :] if count else base
+        self._message_prefix = kept if kept is not None and len(kept) <= _MAX_MESSAGE_PREFIX else None
 
     def _restart_message(self, data: bytes) -> None:
         """``data`` starts a message whose method llhttp refuses: parse it (and what follows) with a
@@ -386,7 +402,6 @@ class ClientProtocol(asyncio.Protocol):
         self._reading = _Request()
         self._has_host = False
         self._te_headers, self._te_value, self._content_length_too_large = 0, b"", False
-        self._body_announced = False
         self._body_length = -1
         start = 0
         while start < len(data) and data[start] in b"\r\n":
@@ -452,9 +467,9 @@ class ClientProtocol(asyncio.Protocol):
             digits = value.strip(b" \t")
             if digits.isdigit():
                 length = int(digits)
-                self._body_announced = length > 0
                 self._body_length = length
-                self._content_length_too_large = length > _MAX_CONTENT_LENGTH
+                if length > _MAX_CONTENT_LENGTH:
+                    self._content_length_too_large = True
 
     def on_headers_complete(self) -> None:
         self._in_body = True
@@ -471,38 +486,48 @@ class ClientProtocol(asyncio.Protocol):
         url_parts = self._url_parts
         r.target = url_parts[0] if len(url_parts) == 1 else b"".join(url_parts)
         url_parts.clear()
-        te_headers, te_value, too_large = self._te_headers, self._te_value, self._content_length_too_large
-        body_announced = self._body_announced
-        if te_headers or body_announced:
-            self._te_headers, self._te_value, self._content_length_too_large = 0, b"", False
-            self._body_announced = False
-        if te_headers:
-            self._body_length = -1
-        elif self._body_length < 0:
-            self._body_length = 0
-        if r.method == "CONNECT":
-            # llhttp reads no body after a CONNECT head; Go reads it as any other.
-            r.connect_body = bool(te_headers) or body_announced
-            if r.connect_body:
-                r.keep_alive = False
-            self._connect_goes_on = not r.connect_body
-        elif parser.should_upgrade():
-            # Whatever follows the head is not HTTP we understand: this is the last answer.
-            r.keep_alive = False
-        if version not in _HTTP_VERSIONS:
+        if self._te_headers or self._content_length_too_large or r.method == "CONNECT":
+            if self._judge_framing(r, version):
+                return
+        elif version not in _HTTP_VERSIONS:
             # Answered now, as Go answers at the request line, whether or not a body follows; nothing
             # after it is read (the rest of this read included).
             return self._answer_at_head(r, _BAD_REQUEST)
-        if te_headers and (te_headers != 1 or te_value.strip(b" \t").lower() != b"chunked"):
-            # Go's parseTransferEncoding.  Go ignores the header on HTTP/1.0 and reads by Content-Length;
-            # llhttp would read such a body to the end of the connection, so it is refused as on 1.1.
-            return self._answer_at_head(r, _UNSUPPORTED_TRANSFER_ENCODING)
-        if too_large and not te_headers:
-            # With chunked framing Go ignores the Content-Length (llhttp is told to as well).
-            return self._answer_at_head(r, _BAD_REQUEST)
+        elif parser.should_upgrade():
+            # Whatever follows the head is not HTTP we understand: this is the last answer.
+            r.keep_alive = False
         if r.http11 and not self._has_host:
             r.bad = _NO_HOST
         self._has_host = False
+
+    def _judge_framing(self, r: _Request, version: str) -> bool:
+        """Go's checks of a head with Transfer-Encoding, an oversized Content-Length or a CONNECT;
+        True when the message was answered here."""
+        te_headers, te_value, too_large = self._te_headers, self._te_value, self._content_length_too_large
+        self._te_headers, self._te_value, self._content_length_too_large = 0, b"", False
+        if te_headers:
+            self._body_length = -1  # chunked framing (any Content-Length is ignored, as by Go)
+        if r.method == "CONNECT":
+            # llhttp reads no body after a CONNECT head; Go reads it as any other.  Without one, the
+            # connection goes on after llhttp's protocol-switch stop.
+            r.connect_body = bool(te_headers) or self._body_length > 0
+            if r.connect_body:
+                r.keep_alive = False
+            self._connect_goes_on = not r.connect_body
+        elif self._parser.should_upgrade():
+            r.keep_alive = False
+        if version not in _HTTP_VERSIONS:
+            self._answer_at_head(r, _BAD_REQUEST)
+            return True
+        if te_headers and (te_headers != 1 or te_value.strip(b" \t").lower() != b"chunked"):
+            # Go's parseTransferEncoding.  Go ignores the header on HTTP/1.0 and reads by Content-Length;
+            # llhttp would read such a body to the end of the connection, so it is refused as on 1.1.
+            self._answer_at_head(r, _UNSUPPORTED_TRANSFER_ENCODING)
+            return True
+        if too_large and not te_headers:
+            self._answer_at_head(r, _BAD_REQUEST)
+            return True
+        return False
 
     def _answer_at_head(self, r: _Request, response: bytes) -> None:
         """Refuse the message being parsed now (as Go does while reading it), whether or not a body
