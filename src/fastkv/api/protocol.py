@@ -21,15 +21,18 @@ Rules and invariants:
   does not fit (probed: 4094 bytes + CRLF pass, 4095 + CRLF do not).  Later requests on the connection
   reach Go's server directly and only have its 1 MiB limit, here too.  Where etcd resets, fastkv answers
   ``414 URI Too Long`` and closes: the key is refused all the same, and a client can tell why.
-- Framing as Go's reads it: on HTTP/1.1 a ``Transfer-Encoding`` other than exactly one header saying
-  ``chunked`` (any case) gets ``501 Not Implemented`` and a close; with ``chunked`` a Content-Length is
-  ignored; a Content-Length past int64 gets ``400 Bad Request``.  These are answered at the head, so
-  nothing of the body is read.
+- Framing as Go's reads it: a ``Transfer-Encoding`` other than exactly one header saying ``chunked`` (any
+  case) gets ``501 Not Implemented`` and a close (on HTTP/1.0 too, where Go ignores the header: llhttp
+  would read such a body to the connection's end); with ``chunked`` a Content-Length is ignored; a
+  Content-Length past int64 gets ``400 Bad Request``.  These are answered at the head, so nothing of the
+  body is read.
 - Any method token is a request, as in Go: llhttp knows a fixed list, so a message whose method it
-  refuses (or treats specially: CONNECT, RTSP's, PRI) is re-fed from its first byte to a new parser with
-  a placeholder method, and the real token is what routing sees (405 with ``Allow``, 404, 301 as etcd).
-  The message's first byte is found by re-parsing the read it arrived in; when its start lies in an
-  earlier read (a method token split between reads), it is refused with 400 and a close.
+  refuses (an unknown token, RTSP's, PRI) is re-fed from its first byte to a new parser with a
+  placeholder method, and the real token is what routing sees (405 with ``Allow``, 404, 301 as etcd).
+  A CONNECT without a body is parsed on after llhttp's protocol-switch stop, as Go reads on.
+  The message's first byte is found by re-parsing the read from its first message boundary: a read that
+  starts inside a message uses what is left of its Content-Length body, or the bytes of its head or
+  chunked body kept when the previous read ended inside them (up to 64 KiB; past that: 400 and close).
 - Only HTTP/1.0 and HTTP/1.1 are served.  A request line without a version (HTTP/0.9, which httptools
   accepts) or with another major version gets ``400 Bad Request`` and the connection closes; etcd closes
   silently on a connection's first request (cmux), and Go answers 400/505 on later ones.
