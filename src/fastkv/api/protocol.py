@@ -123,8 +123,9 @@ _TOKEN_BYTES = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZab
 _PLACEHOLDER_METHOD = b"GET"
 # The most kept of a message in progress to find where the next one starts.
 _MAX_MESSAGE_PREFIX = 64 * 1024
-# llhttp's refusals of a method token that Go takes as any other.
-_METHOD_ERRORS = ("Invalid method", "HTTP/2 Connection Preface")
+# llhttp's refusals, besides HttpParserInvalidMethodError, of a method token Go takes as any other
+# (RTSP's methods on HTTP/1.x, PRI without HTTP/2's preface).
+_METHOD_ERRORS = ("Invalid method for HTTP/x.x request", "HTTP/2 Connection Preface")
 
 
 def _new_parser(protocol: Any) -> httptools.HttpRequestParser:
@@ -344,7 +345,7 @@ class ClientProtocol(asyncio.Protocol):
             self._upgraded(data, int(e.args[0]) if e.args else len(data))
             return
         except httptools.HttpParserError as e:
-            self._parse_error(str(e), data, self._completed - completed, mid_message, length_left)
+            self._parse_error(e, data, self._completed - completed, mid_message, length_left)
             return
         if self._in_message:
             self._keep_message_prefix(data, self._completed - completed, mid_message, length_left)
@@ -365,10 +366,15 @@ class ClientProtocol(asyncio.Protocol):
             return data[length_left:], count - 1
         return None
 
-    def _parse_error(self, reason: str, data: bytes, count: int, mid_message: bool, length_left: int) -> None:
+    def _parse_error(
+        self, error: httptools.HttpParserError, data: bytes, count: int, mid_message: bool, length_left: int
+    ) -> None:
         if self._broken:
             return
-        if any(m in reason for m in _METHOD_ERRORS):
+        reason = str(error)
+        if isinstance(error, httptools.HttpParserInvalidMethodError) or any(
+            m in reason for m in _METHOD_ERRORS
+        ):
             found = self._from_boundary(data, count, mid_message, length_left)
             self._message_prefix = None
             if found is None:
