@@ -106,7 +106,20 @@ ALLOW = {
     "/v2/auth/roles/x": "GET,PUT,DELETE",
     "/debug/vars": "GET",
 }
-METHODS = ["PROPFIND", "PATCH", "TRACE", "CONNECT", "FOO", "get", "PLAY", "PRI", "X-CUSTOM", "M-SEARCH"]
+METHODS = [
+    "PROPFIND",
+    "PATCH",
+    "TRACE",
+    "CONNECT",
+    "FOO",
+    "get",
+    "PLAY",
+    "PRI",
+    "X-CUSTOM",
+    "M-SEARCH",
+    "GETX",
+    "PROPFINDX",
+]
 
 
 def exchange_one(target: Target, request: bytes) -> tuple[int, dict[str, str], bytes]:
