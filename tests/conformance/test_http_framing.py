@@ -142,6 +142,8 @@ def test_unknown_methods_on_unclean_and_unknown_paths(target: Target, method: st
         target, f"{method} /v2/keys/../a?x=1 HTTP/1.1\r\n".encode() + host + b"\r\n"
     )
     assert (status, headers.get("location"), body) == (301, "/v2/a?x=1", b"")
+    # etcd's /metrics handler answers every method.
+    assert exchange_one(target, f"{method} /metrics HTTP/1.1\r\n".encode() + host + b"\r\n")[0] == 200
     for path in ("/nope", "/v2/nope", "/v2/stats/nope", "/v2/auth", "/debug/vars/"):
         status, _, body = exchange_one(target, f"{method} {path} HTTP/1.1\r\n".encode() + host + b"\r\n")
         assert (status, body) == (404, b"404 page not found\n"), path
