@@ -29,8 +29,9 @@ from fastkv.server import metrics
 from fastkv.server.admin import MemberNotFound
 from tests.api.fake import FakeServer
 
-# Statuses fastkv may answer on the client port (etcd's set for these endpoints).
-STATUSES = frozenset({200, 201, 204, 301, 400, 403, 404, 405, 409, 412, 414, 415, 431, 500, 503})
+# Statuses fastkv may answer on the client port (etcd's set for these endpoints; 501 is Go's answer to a
+# Transfer-Encoding it does not support).
+STATUSES = frozenset({200, 201, 204, 301, 400, 403, 404, 405, 409, 412, 414, 415, 431, 500, 501, 503})
 MAX_LOOP_TURNS = 10_000
 BYTE_BY_BYTE_LIMIT = 600
 _DATE = re.compile(rb"\r\nDate: [^\r\n]*\r\n")
