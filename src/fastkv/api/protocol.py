@@ -31,8 +31,9 @@ Rules and invariants:
   placeholder method, and the real token is what routing sees (405 with ``Allow``, 404, 301 as etcd).
   A CONNECT without a body is parsed on after llhttp's protocol-switch stop, as Go reads on.
   The message's first byte is found by re-parsing the read from its first message boundary: a read that
-  starts inside a message uses what is left of its Content-Length body, or the bytes of its head or
-  chunked body kept when the previous read ended inside them (up to 64 KiB; past that: 400 and close).
+  starts inside a message uses what is left of its Content-Length body, or the bytes kept from a
+  boundary on when the previous read ended inside a head or chunked body (up to 64 KiB of them; a
+  refused method behind a longer one split over reads gets 400 and a close).
 - Only HTTP/1.0 and HTTP/1.1 are served.  A request line without a version (HTTP/0.9, which httptools
   accepts) or with another major version gets ``400 Bad Request`` and the connection closes; etcd closes
   silently on a connection's first request (cmux), and Go answers 400/505 on later ones.
@@ -148,7 +149,7 @@ class _MessageCounter:
         self.completed += 1
 
 
-def _messages_end(data: bytes, count: int) -> int:
+def _messages_end(data: bytes | bytearray, count: int) -> int:
     """The offset in ``data`` (which starts at a message boundary) just past its first ``count``
     messages: the shortest prefix a fresh parser completes ``count`` messages in."""
     if count <= 0:
@@ -262,7 +263,8 @@ class ClientProtocol(asyncio.Protocol):
         # The bytes so far of the message in progress when a read ended in its head or chunked body
         # (None when it began in an earlier read without them), and its Content-Length (-1: none or
         # chunked).
-        self._message_prefix: bytes | None = None
+        self._message_prefix: bytearray | None = None
+        self._prefix_messages = 0
         self._body_length = -1
         # Framing headers of the message being parsed, judged at its head as Go does.
         self._te_headers = 0
@@ -354,14 +356,15 @@ class ClientProtocol(asyncio.Protocol):
 
     def _from_boundary(
         self, data: bytes, count: int, mid_message: bool, length_left: int
-    ) -> tuple[bytes, int] | None:
-        """``data`` (one read, in which ``count`` messages completed) from its first message boundary
-        on, with the number of messages completed in that part; None where that is not known."""
+    ) -> tuple[bytes | bytearray, int] | None:
+        """The bytes from a message boundary up to the end of ``data`` (one read, in which ``count``
+        messages completed), with the number of messages completed in them; None where unknown."""
         if not mid_message:
             return data, count
-        prefix = self._message_prefix
-        if prefix is not None:
-            return prefix + data, count
+        kept = self._message_prefix
+        if kept is not None:
+            kept += data
+            return kept, self._prefix_messages + count
         if length_left >= 0 and count > 0:
             return data[length_left:], count - 1
         return None
@@ -381,25 +384,34 @@ class ClientProtocol(asyncio.Protocol):
                 return self._reject(_BAD_REQUEST)
             base, count = found
             # The refused message starts right after the last one completed.
-            return self._restart_message(base[_messages_end(base, count) :])
+            return self._restart_message(bytes(base[_messages_end(base, count) :]))
         self._message_prefix = None
         if "Transfer-Encoding" in reason:
             return self._reject(_UNSUPPORTED_TRANSFER_ENCODING)
         self._reject(_BAD_REQUEST)
 
     def _keep_message_prefix(self, data: bytes, count: int, mid_message: bool, length_left: int) -> None:
-        """The read ended inside a message: keep its bytes so far when it is in its head or a chunked
-        body (up to a bound), in case a method llhttp refuses follows it.  A Content-Length body needs
-        none: what is left of it is known."""
+        """The read ended inside a message: keep the bytes from a message boundary on when it is in
+        its head or a chunked body (up to a bound), in case a method llhttp refuses follows it.  A
+        Content-Length body needs none: what is left of it is known.  Where the message in progress
+        starts is worked out only when it is needed (or the bytes kept pass the bound)."""
         if self._in_body and self._body_length >= 0:
             self._message_prefix = None
             return
         found = self._from_boundary(data, count, mid_message, length_left)
-        kept = None
-        if found is not None:
-            base, count = found
-            kept = base[_messages_end(base, count) :] if count else base
-        self._message_prefix = kept if kept is not None and len(kept) <= _MAX_MESSAGE_PREFIX else None
+        if found is None:
+            self._message_prefix = None
+            return
+        base, count = found
+        kept = base if isinstance(base, bytearray) else bytearray(base)
+        if len(kept) > _MAX_MESSAGE_PREFIX:
+            del kept[: _messages_end(kept, count)]
+            count = 0
+            if len(kept) > _MAX_MESSAGE_PREFIX:
+                self._message_prefix = None
+                return
+        self._message_prefix = kept
+        self._prefix_messages = count
 
     def _restart_message(self, data: bytes) -> None:
         """``data`` starts a message whose method llhttp refuses: parse it (and what follows) with a
