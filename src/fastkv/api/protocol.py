@@ -260,12 +260,12 @@ class ClientProtocol(asyncio.Protocol):
         # start of such a message whose method token has not ended yet.
         self._method_token: str | None = None
         self._pending_start: bytes | None = None
-        # The bytes so far of the message in progress when a read ended in its head or chunked body
-        # (None when it began in an earlier read without them), and its Content-Length (-1: none or
-        # chunked).
+        # The bytes from a message boundary on when a read ended in a head or chunked body (None
+        # when not known), and how many messages complete in them.
         self._message_prefix: bytearray | None = None
         self._prefix_messages = 0
-        self._body_length = -1
+        # The Content-Length header of the message being parsed (None: none, or chunked framing).
+        self._content_length: bytes | None = None
         # Framing headers of the message being parsed, judged at its head as Go does.
         self._te_headers = 0
         self._te_value = b""
@@ -338,8 +338,13 @@ class ClientProtocol(asyncio.Protocol):
         # Where a read that starts inside a message stands (for a method refused in it): the
         # message's bytes so far, or what is left of its Content-Length body.
         length_left = -1
-        if mid_message and self._message_prefix is None and self._in_body and self._body_length >= 0:
-            length_left = self._body_length - self._body_size
+        if (
+            mid_message
+            and self._message_prefix is None
+            and self._in_body
+            and self._content_length is not None
+        ):
+            length_left = int(self._content_length) - self._body_size
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -395,7 +400,7 @@ class ClientProtocol(asyncio.Protocol):
         its head or a chunked body (up to a bound), in case a method llhttp refuses follows it.  A
         Content-Length body needs none: what is left of it is known.  Where the message in progress
         starts is worked out only when it is needed (or the bytes kept pass the bound)."""
-        if self._in_body and self._body_length >= 0:
+        if self._in_body and self._content_length is not None:
             self._message_prefix = None
             return
         found = self._from_boundary(data, count, mid_message, length_left)
@@ -423,7 +428,7 @@ class ClientProtocol(asyncio.Protocol):
         self._reading = _Request()
         self._has_host = False
         self._te_headers, self._te_value, self._content_length_too_large = 0, b"", False
-        self._body_length = -1
+        self._content_length = None
         start = 0
         while start < len(data) and data[start] in b"\r\n":
             start += 1
@@ -485,11 +490,10 @@ class ClientProtocol(asyncio.Protocol):
             self._te_headers += 1
             self._te_value = value
         elif n == 14 and name.lower() == b"content-length":
-            digits = value.strip(b" \t")
-            if digits.isdigit():
-                length = int(digits)
-                self._body_length = length
-                if length > _MAX_CONTENT_LENGTH:
+            self._content_length = value
+            if len(value) > 18:  # 18 digits always fit an int64
+                digits = value.strip(b" \t")
+                if digits.isdigit() and int(digits) > _MAX_CONTENT_LENGTH:
                     self._content_length_too_large = True
 
     def on_headers_complete(self) -> None:
@@ -527,11 +531,13 @@ class ClientProtocol(asyncio.Protocol):
         te_headers, te_value, too_large = self._te_headers, self._te_value, self._content_length_too_large
         self._te_headers, self._te_value, self._content_length_too_large = 0, b"", False
         if te_headers:
-            self._body_length = -1  # chunked framing (any Content-Length is ignored, as by Go)
+            self._content_length = None  # chunked framing (any Content-Length is ignored, as by Go)
         if r.method == "CONNECT":
             # llhttp reads no body after a CONNECT head; Go reads it as any other.  Without one, the
             # connection goes on after llhttp's protocol-switch stop.
-            r.connect_body = bool(te_headers) or self._body_length > 0
+            r.connect_body = bool(te_headers) or (
+                self._content_length is not None and int(self._content_length) > 0
+            )
             if r.connect_body:
                 r.keep_alive = False
             self._connect_goes_on = not r.connect_body
@@ -574,7 +580,7 @@ class ClientProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self._in_body = False
         self._in_message = False
-        self._body_length = -1
+        self._content_length = None
         self._completed += 1
         if self._discarding:
             self._body_parts.clear()
