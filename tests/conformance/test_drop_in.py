@@ -282,6 +282,15 @@ def test_bad_escapes_in_a_query(api: Api) -> None:
     assert (r.status, r.json()["errorCode"], r.json()["cause"]) == (400, 210, 'invalid URL escape "%zz"')
     r = api.request("GET", "/v2/keys/?a=%2")
     assert (r.status, r.json()["errorCode"], r.json()["cause"]) == (400, 210, 'invalid URL escape "%2"')
+    # The auth listings parse their form after the listing: an unreadable query is etcd's internal error.
+    for path in ("/v2/auth/users", "/v2/auth/roles"):
+        for query in ("%zz", "a=%2", "a=1;b=2"):
+            r = api.request("GET", f"{path}?{query}")
+            assert (r.status, r.body) == (500, b'{"message":"Internal Server Error"}'), (path, query)
+            assert r.header("Content-Type") == "application/json" and r.header("X-Etcd-Cluster-Id")
+        assert api.request("GET", f"{path}?detail=true&a=%41").status == 200
+    # Other auth paths ignore their query.
+    assert api.request("GET", "/v2/auth/enable?%zz").status == 200
 
 
 @pytest.mark.skipif(os.environ.get("FASTKV_TARGET_URL") is not None, reason="needs the target's kind")

@@ -732,7 +732,7 @@ class ClientProtocol(asyncio.Protocol):
                     return self._serve_guarded_members(r, path)
                 return cluster.serve_members(server, self._reply, method, path[11:], r.content_type, r.body)
             if path == "/v2/auth" or path.startswith("/v2/auth/"):
-                return self._serve_auth(r, path)
+                return self._serve_auth(r, path, raw_query)
             if path == "/v2/machines":
                 return cluster.serve_machines(server, self._reply, method)
             if path.startswith("/v2/stats/") and path[10:] in ("self", "store", "leader"):
@@ -750,7 +750,7 @@ class ClientProtocol(asyncio.Protocol):
 
     # -- /v2/auth and the endpoints that need root ------------------------------------
 
-    def _serve_auth(self, r: _Request, path: str) -> None:
+    def _serve_auth(self, r: _Request, path: str, raw_query: bytes) -> None:
         task = self._loop.create_task(
             serve_auth(
                 self._server.auth,
@@ -761,6 +761,7 @@ class ClientProtocol(asyncio.Protocol):
                 r.body,
                 r.authorization,
                 self.cert_cn or None,
+                raw_query,
             )
         )
         task.add_done_callback(self._async_done(r))
