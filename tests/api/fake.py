@@ -169,6 +169,12 @@ class FakeServer:
     def leader_id(self) -> int:
         return self.member_id
 
+    def raft_status(self) -> dict[str, object]:
+        return {"id": self.member_id, "term": 2, "vote": self.member_id, "lead": self.member_id,
+                "state": "StateLeader", "commit": self.raft_index(), "applied": self.raft_index(),
+                "progress": {self.member_id: {"match": 3, "next": 4, "state": "StateReplicate"}},
+                "lead_transferee": 0}  # fmt: skip
+
     def members(self) -> list[FakeMember]:
         return list(reversed(self.member_list))
 

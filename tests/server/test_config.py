@@ -113,7 +113,7 @@ def test_defaults_are_etcd_34s(tmp_path, monkeypatch):
     assert (cfg.max_snapshots, cfg.max_wals) == (5, 5)
     assert cfg.strict_reconfig_check is True
     assert cfg.force_new_cluster is False
-    assert cfg.enable_v2 is False
+    assert cfg.enable_v2 is True  # etcd 3.4: false; fastkv serves v2 unless told not to
     assert (cfg.log_level, cfg.debug, cfg.enable_pprof, cfg.metrics) == ("info", False, False, "basic")
     assert (cfg.discovery, cfg.discovery_srv, cfg.discovery_fallback) == ("", "", "proxy")
     assert not cfg.show_help and not cfg.show_version
@@ -687,3 +687,12 @@ def test_errors_match_real_etcd(argv, env):
     assert e.message in proc.stderr
     if e.exit_code == 2:
         assert proc.stderr.startswith(e.message + "\nUsage:\n")
+
+
+def test_enable_v2_false_from_flag_environment_and_config_file(tmp_path, data_dir):
+    """etcd's --enable-v2 (default true here, false in etcd 3.4): each source can turn v2 off."""
+    assert parse_config(["--enable-v2=false"], {}).enable_v2 is False
+    assert parse_config(["--enable-v2", "--enable-v2=false"], {}).enable_v2 is False
+    assert parse_config([], {"ETCD_ENABLE_V2": "false"}).enable_v2 is False
+    path = write(tmp_path, f"name: n1\ndata-dir: {data_dir}\nenable-v2: false\n")
+    assert parse_config(["--config-file", path], {}).enable_v2 is False

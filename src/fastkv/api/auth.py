@@ -24,6 +24,7 @@ from fastkv.v2auth import Auth, AuthError
 from fastkv.v2auth.model import DecodeError, Role, User, decode_role, decode_user
 from fastkv.v2store.errors import V2Error
 
+from .._native.httpcodec import parse_form
 from .response import CT_JSON, METHOD_NOT_ALLOWED_BODY, PLAIN_ERROR_HEADERS, go_json, http_error_body
 
 Reply = Callable[..., None]
@@ -32,6 +33,7 @@ log = logging.getLogger("fastkv.api")
 
 INSUFFICIENT_CREDENTIALS_BODY = http_error_body("Insufficient credentials")
 INVALID_JSON = "Invalid JSON in request body."
+INTERNAL_ERROR_BODY = http_error_body("Internal Server Error")
 
 ALLOW_GET = b"Allow: GET\r\n"
 ALLOW_ITEM = b"Allow: GET,PUT,DELETE\r\n"
@@ -85,18 +87,20 @@ async def serve_auth(
     body: bytes,
     authorization: str | None,
     cert_cn: str | None = None,
+    query: bytes = b"",
 ) -> None:
-    """Serve ``/v2/auth<sub>`` (``sub`` is the path after ``/v2/auth``, e.g. ``/users/alice``)."""
+    """Serve ``/v2/auth<sub>`` (``sub`` is the path after ``/v2/auth``, e.g. ``/users/alice``;
+    ``query`` the raw query string)."""
     if sub == "/enable":
         return await _enable(auth, cluster_id, reply, method, authorization, cert_cn)
     for kind in ("users", "roles"):
         base = "/" + kind
         if sub == base or sub.startswith(base + "/"):
             if sub == base:
-                return await _collection(auth, cluster_id, reply, method, kind, authorization, cert_cn)
+                return await _collection(auth, cluster_id, reply, method, kind, authorization, cert_cn, query)
             pieces = posixpath.normpath(sub).split("/")
             if len(pieces) == 2:
-                return await _collection(auth, cluster_id, reply, method, kind, authorization, cert_cn)
+                return await _collection(auth, cluster_id, reply, method, kind, authorization, cert_cn, query)
             if len(pieces) != 3:
                 return reply(400, CT_JSON, http_error_body("Invalid path"))
             return await _item(auth, cluster_id, reply, method, kind, pieces[2], body, authorization, cert_cn)
@@ -131,12 +135,16 @@ async def _collection(
     kind: str,
     authorization: str | None,
     cert_cn: str | None,
+    query: bytes = b"",
 ) -> None:
     if method != "GET":
         return reply(405, ALLOW_GET + PLAIN_ERROR_HEADERS, METHOD_NOT_ALLOWED_BODY)
     if not await auth.has_root_access(authorization, cert_cn):
         return no_auth(reply)
     ctx = _Ctx(reply, cluster_id)
+    if query and parse_form(query, {}) is not None:
+        # etcd parses the listing's form and answers a query Go cannot parse as an internal error.
+        return ctx.reply(500, ctx.ok_headers, INTERNAL_ERROR_BODY)
     store = auth.store
     try:
         if kind == "roles":

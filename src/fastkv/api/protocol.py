@@ -25,6 +25,19 @@ Rules and invariants:
   does not fit (probed: 4094 bytes + CRLF pass, 4095 + CRLF do not).  Later requests on the connection
   reach Go's server directly and only have its 1 MiB limit, here too.  Where etcd resets, fastkv answers
   ``414 URI Too Long`` and closes: the key is refused all the same, and a client can tell why.
+- Framing as Go's reads it: a ``Transfer-Encoding`` other than exactly one header saying ``chunked`` (any
+  case) gets ``501 Not Implemented`` and a close (on HTTP/1.0 too, where Go ignores the header: llhttp
+  would read such a body to the connection's end); with ``chunked`` a Content-Length is ignored; a
+  Content-Length past int64 gets ``400 Bad Request``.  These are answered at the head, so nothing of the
+  body is read.
+- Any method token is a request, as in Go: llhttp knows a fixed list, so a message whose method it
+  refuses (an unknown token, RTSP's, PRI) is re-fed from its first byte to a new parser with a
+  placeholder method, and the real token is what routing sees (405 with ``Allow``, 404, 301 as etcd).
+  A CONNECT without a body is parsed on after llhttp's protocol-switch stop, as Go reads on.
+  The message's first byte is found by re-parsing the read from its first message boundary: a read that
+  starts inside a message uses what is left of its Content-Length body, or the bytes kept from a
+  boundary on when the previous read ended inside a head or chunked body (up to 64 KiB of them; a
+  refused method behind a longer one split over reads gets 400 and a close).
 - Only HTTP/1.0 and HTTP/1.1 are served.  A request line without a version (HTTP/0.9, which httptools
   accepts) or with another major version gets ``400 Bad Request`` and the connection closes; etcd closes
   silently on a connection's first request (cmux), and Go answers 400/505 on later ones.
@@ -48,6 +61,7 @@ from ..v2store.errors import RAFT_INTERNAL, V2Error
 from ..v2store.event import Event
 from . import cluster, mirror
 from .auth import no_auth, serve_auth
+from .debugvars import serve_debug_vars
 from .keys import MAX_FORM_SIZE, build_form, key_path, parse_key_request
 from .response import (
     CT_JSON,
@@ -119,6 +133,66 @@ _NO_HOST = malformed_response(400, "Bad Request: missing required Host header")
 _HEADERS_TOO_LARGE = malformed_response(431, "Request Header Fields Too Large")
 _FIRST_LINE_TOO_LONG = malformed_response(414, "URI Too Long")
 _HTTP_VERSIONS = frozenset(("1.0", "1.1"))
+# Go's unsupportedTEError answer (no status text in the body, unlike its other refusals).
+_UNSUPPORTED_TRANSFER_ENCODING = (
+    b"HTTP/1.1 501 Not Implemented\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
+    b"Unsupported transfer encoding"
+)
+# Go's parseContentLength: strconv.ParseUint(value, 10, 63).
+_MAX_CONTENT_LENGTH = (1 << 63) - 1
+# RFC 7230 tchar: what Go's validMethod accepts in a method token.
+_TOKEN_BYTES = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+# What an unknown method is replaced by for llhttp (the real token is kept aside).
+_PLACEHOLDER_METHOD = b"GET"
+# The most kept of a message in progress to find where the next one starts.
+_MAX_MESSAGE_PREFIX = 64 * 1024
+# llhttp's refusals, besides HttpParserInvalidMethodError, of a method token Go takes as any other
+# (RTSP's methods on HTTP/1.x, PRI without HTTP/2's preface).
+_METHOD_ERRORS = ("Invalid method for HTTP/x.x request", "HTTP/2 Connection Preface")
+
+
+def _new_parser(protocol: Any) -> httptools.HttpRequestParser:
+    parser = httptools.HttpRequestParser(protocol)
+    # Transfer-Encoding is judged in on_headers_complete as Go does (501), and chunked framing wins over
+    # a Content-Length as in Go, so llhttp must not refuse these itself.
+    parser.set_dangerous_leniencies(lenient_chunked_length=True, lenient_transfer_encoding=True)
+    return parser
+
+
+class _MessageCounter:
+    """httptools callbacks that only count complete messages (to locate message boundaries)."""
+
+    __slots__ = ("completed",)
+
+    def __init__(self) -> None:
+        self.completed = 0
+
+    def on_message_complete(self) -> None:
+        self.completed += 1
+
+
+def _messages_end(data: bytes | bytearray, count: int) -> int:
+    """The offset in ``data`` (which starts at a message boundary) just past its first ``count``
+    messages: the shortest prefix a fresh parser completes ``count`` messages in."""
+    if count <= 0:
+        return 0
+
+    def completed_in(n: int) -> int:
+        counter = _MessageCounter()
+        try:
+            _new_parser(counter).feed_data(data[:n])
+        except httptools.HttpParserError:
+            pass
+        return counter.completed
+
+    lo, hi = 0, len(data)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if completed_in(mid) >= count:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 def _no_value_body(action: str) -> bytes:
@@ -142,6 +216,7 @@ class _Request:
         "bad",
         "authorization",
         "auth_checked",
+        "connect_body",
     )
 
     def __init__(self) -> None:
@@ -162,11 +237,17 @@ class _Request:
         self.authorization: str | None = None
         # The v2 auth check passed (after a password check off the loop).
         self.auth_checked = False
+        # A CONNECT whose head announced a body (llhttp does not read it): the connection ends after it.
+        self.connect_body = False
 
 
 class ClientProtocol(asyncio.Protocol):
-    def __init__(self, server: V2Server, metrics_only: bool = False, tls: ServerTLS | None = None) -> None:
+    def __init__(
+        self, server: V2Server, metrics_only: bool = False, tls: ServerTLS | None = None, v2: bool = True
+    ) -> None:
         self._server = server
+        # --enable-v2: with it false, every /v2 path is unknown (404), as in etcd 3.4.
+        self._v2 = v2
         self._tls = tls
         # The verified client certificate's first CN (the v2 auth user when no Authorization header
         # is sent, with --client-cert-auth), or "".
@@ -183,7 +264,7 @@ class ClientProtocol(asyncio.Protocol):
         self._cors_static = cors_lines("*") if self._cors_any else b""
         self._cluster_id = b"X-Etcd-Cluster-Id: %x\r\n" % server.cluster_id
         self._transport: asyncio.Transport | None = None
-        self._parser = httptools.HttpRequestParser(self)
+        self._parser = _new_parser(self)
         # Parsing state of the request being read.
         self._reading = _Request()
         self._url_parts: list[bytes] = []
@@ -197,6 +278,25 @@ class ClientProtocol(asyncio.Protocol):
         self._broken = False
         # The message being parsed was answered at its head (a bad version): its body is dropped.
         self._discarding = False
+        # Message boundaries: a message has begun and not completed; messages completed so far.
+        self._in_message = False
+        self._completed = 0
+        # The real method of the message being parsed when llhttp was given a placeholder, and the
+        # start of such a message whose method token has not ended yet.
+        self._method_token: str | None = None
+        self._pending_start: bytes | None = None
+        # The bytes from a message boundary on when a read ended in a head or chunked body (None
+        # when not known), and how many messages complete in them.
+        self._message_prefix: bytearray | None = None
+        self._prefix_messages = 0
+        # The Content-Length header of the message being parsed (None: none, or chunked framing).
+        self._content_length: bytes | None = None
+        # Framing headers of the message being parsed, judged at its head as Go does.
+        self._te_headers = 0
+        self._te_value = b""
+        self._content_length_too_large = False
+        # The CONNECT just parsed had no body: parsing goes on after llhttp's protocol-switch stop.
+        self._connect_goes_on = False
         # Handling state.
         self._queue: collections.deque[_Request] = collections.deque()
         self._current: _Request | None = None
@@ -260,28 +360,152 @@ class ClientProtocol(asyncio.Protocol):
                     return
                 else:
                     self._first_line = seen + len(data)
+        if self._pending_start is not None:
+            data, self._pending_start = self._pending_start + data, None
+            self._restart_message(data)
+        else:
+            self._feed(data)
+        if not self._in_body and self._head_bytes > MAX_HEADER_BYTES and not self._broken:
+            self._reject(_HEADERS_TOO_LARGE, linger=True)
+
+    def _feed(self, data: bytes) -> None:
+        completed = self._completed
+        mid_message = self._in_message
+        # Where a read that starts inside a message stands (for a method refused in it): the
+        # message's bytes so far, or what is left of its Content-Length body.
+        length_left = -1
+        if (
+            mid_message
+            and self._message_prefix is None
+            and self._in_body
+            and self._content_length is not None
+        ):
+            length_left = int(self._content_length) - self._body_size
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # Go's handlers ignore Upgrade; whatever follows the head is not HTTP we understand.
-            self._broken = True
-            if self._current is None and not self._queue:
-                self._close()
-            elif self._queue:
-                self._queue[-1].keep_alive = False
-            elif self._current is not None:
-                self._current.keep_alive = False
+        except httptools.HttpParserUpgrade as e:
+            self._message_prefix = None
+            self._upgraded(data, int(e.args[0]) if e.args else len(data))
             return
-        except httptools.HttpParserError:
-            self._reject(_BAD_REQUEST)
+        except httptools.HttpParserError as e:
+            self._parse_error(e, data, self._completed - completed, mid_message, length_left)
             return
-        if not self._in_body and self._head_bytes > MAX_HEADER_BYTES:
-            self._reject(_HEADERS_TOO_LARGE, linger=True)
+        if self._in_message:
+            self._keep_message_prefix(data, self._completed - completed, mid_message, length_left)
+        elif mid_message:
+            self._message_prefix = None
+
+    def _from_boundary(
+        self, data: bytes, count: int, mid_message: bool, length_left: int
+    ) -> tuple[bytes | bytearray, int] | None:
+        """The bytes from a message boundary up to the end of ``data`` (one read, in which ``count``
+        messages completed), with the number of messages completed in them; None where unknown."""
+        if not mid_message:
+            return data, count
+        kept = self._message_prefix
+        if kept is not None:
+            kept += data
+            return kept, self._prefix_messages + count
+        if length_left >= 0 and count > 0:
+            return data[length_left:], count - 1
+        return None
+
+    def _parse_error(
+        self, error: httptools.HttpParserError, data: bytes, count: int, mid_message: bool, length_left: int
+    ) -> None:
+        if self._broken:
+            return
+        reason = str(error)
+        if isinstance(error, httptools.HttpParserInvalidMethodError) or any(
+            m in reason for m in _METHOD_ERRORS
+        ):
+            found = self._from_boundary(data, count, mid_message, length_left)
+            self._message_prefix = None
+            if found is None:
+                return self._reject(_BAD_REQUEST)
+            base, count = found
+            # The refused message starts right after the last one completed.
+            return self._restart_message(bytes(base[_messages_end(base, count) :]))
+        self._message_prefix = None
+        if "Transfer-Encoding" in reason:
+            return self._reject(_UNSUPPORTED_TRANSFER_ENCODING)
+        self._reject(_BAD_REQUEST)
+
+    def _keep_message_prefix(self, data: bytes, count: int, mid_message: bool, length_left: int) -> None:
+        """The read ended inside a message: keep the bytes from a message boundary on when it is in
+        its head or a chunked body (up to a bound), in case a method llhttp refuses follows it.  A
+        Content-Length body needs none: what is left of it is known.  Where the message in progress
+        starts is worked out only when it is needed (or the bytes kept pass the bound)."""
+        if self._in_body and self._content_length is not None:
+            self._message_prefix = None
+            return
+        found = self._from_boundary(data, count, mid_message, length_left)
+        if found is None:
+            self._message_prefix = None
+            return
+        base, count = found
+        kept = base if isinstance(base, bytearray) else bytearray(base)
+        if len(kept) > _MAX_MESSAGE_PREFIX:
+            del kept[: _messages_end(kept, count)]
+            count = 0
+            if len(kept) > _MAX_MESSAGE_PREFIX:
+                self._message_prefix = None
+                return
+        self._message_prefix = kept
+        self._prefix_messages = count
+
+    def _restart_message(self, data: bytes) -> None:
+        """``data`` starts a message whose method llhttp refuses: parse it (and what follows) with a
+        fresh parser, the method token replaced by a placeholder."""
+        self._parser = _new_parser(self)
+        self._in_message = False
+        # What the refused parse saw of the message (llhttp refuses RTSP's methods after the URL).
+        self._url_parts.clear()
+        self._reading = _Request()
+        self._has_host = False
+        self._te_headers, self._te_value, self._content_length_too_large = 0, b"", False
+        self._content_length = None
+        start = 0
+        while start < len(data) and data[start] in b"\r\n":
+            start += 1
+        space = data.find(b" ", start)
+        token = data[start:space] if space >= 0 else data[start:]
+        if any(c not in _TOKEN_BYTES for c in token) or (space == start):
+            # Go: "invalid method", 400.
+            return self._reject(_BAD_REQUEST)
+        if space < 0:
+            # The token has not ended yet: wait for the rest (bounded by the header limits).
+            self._pending_start = data
+            return
+        self._method_token = token.decode("latin-1")
+        self._feed(_PLACEHOLDER_METHOD + data[space:])
+
+    def _upgraded(self, data: bytes, head_end: int) -> None:
+        """llhttp stopped after a head it takes for a protocol switch.  A CONNECT without a body is a
+        request like any other to Go: the connection goes on after its answer.  An Upgrade header
+        is ignored by Go's handlers, but what follows is not HTTP we understand: it is the last answer."""
+        if self._connect_goes_on:
+            self._connect_goes_on = False
+            self._parser = _new_parser(self)
+            self._in_message = False
+            if head_end < len(data):
+                self._feed(data[head_end:])
+            return
+        self._broken = True
+        if self._current is None and not self._queue:
+            self._close()
+        elif self._queue:
+            self._queue[-1].keep_alive = False
+        elif self._current is not None:
+            self._current.keep_alive = False
 
     # -- httptools callbacks -----------------------------------------------------------
 
-    # No on_message_begin (one Python call less per request): the state of the next message is reset
-    # where this one's is used up, in on_headers_complete and on_message_complete.
+    # The state of the next message is reset where this one's is used up, in on_headers_complete and
+    # on_message_complete; on_message_begin only marks that a message has begun.
+
+    def on_message_begin(self) -> None:
+        self._in_message = True
 
     def on_url(self, url: bytes) -> None:
         self._url_parts.append(url)
@@ -298,35 +522,85 @@ class ClientProtocol(asyncio.Protocol):
             self._reading.origin = value.decode("latin-1")
         elif n == 13 and name.lower() == b"authorization" and self._reading.authorization is None:
             self._reading.authorization = value.decode("latin-1")
+        elif n == 17 and name.lower() == b"transfer-encoding":
+            self._te_headers += 1
+            self._te_value = value
+        elif n == 14 and name.lower() == b"content-length":
+            self._content_length = value
+            if len(value) > 18:  # 18 digits always fit an int64
+                digits = value.strip(b" \t")
+                if digits.isdigit() and int(digits) > _MAX_CONTENT_LENGTH:
+                    self._content_length_too_large = True
 
     def on_headers_complete(self) -> None:
         self._in_body = True
         self._head_bytes = 0
         r = self._reading
         parser = self._parser
-        r.method = parser.get_method().decode("latin-1")
+        if self._method_token is None:
+            r.method = parser.get_method().decode("latin-1")
+        else:
+            r.method, self._method_token = self._method_token, None
         version = parser.get_http_version()
         r.http11 = version == "1.1"
         r.keep_alive = parser.should_keep_alive()
         url_parts = self._url_parts
         r.target = url_parts[0] if len(url_parts) == 1 else b"".join(url_parts)
         url_parts.clear()
-        if parser.should_upgrade():
-            # Whatever follows the head is not HTTP we understand: this is the last answer.
-            r.keep_alive = False
-        if version not in _HTTP_VERSIONS:
+        if self._te_headers or self._content_length_too_large or r.method == "CONNECT":
+            if self._judge_framing(r, version):
+                return
+        elif version not in _HTTP_VERSIONS:
             # Answered now, as Go answers at the request line, whether or not a body follows; nothing
             # after it is read (the rest of this read included).
-            r.bad = _BAD_REQUEST
-            self._broken = True
-            self._discarding = True
-            self._reading = _Request()
-            self._has_host = False
-            self._submit(r)
-            return
+            return self._answer_at_head(r, _BAD_REQUEST)
+        elif parser.should_upgrade():
+            # Whatever follows the head is not HTTP we understand: this is the last answer.
+            r.keep_alive = False
         if r.http11 and not self._has_host:
             r.bad = _NO_HOST
         self._has_host = False
+
+    def _judge_framing(self, r: _Request, version: str) -> bool:
+        """Go's checks of a head with Transfer-Encoding, an oversized Content-Length or a CONNECT;
+        True when the message was answered here."""
+        te_headers, te_value, too_large = self._te_headers, self._te_value, self._content_length_too_large
+        self._te_headers, self._te_value, self._content_length_too_large = 0, b"", False
+        if te_headers:
+            self._content_length = None  # chunked framing (any Content-Length is ignored, as by Go)
+        if r.method == "CONNECT":
+            # llhttp reads no body after a CONNECT head; Go reads it as any other.  Without one, the
+            # connection goes on after llhttp's protocol-switch stop.
+            r.connect_body = bool(te_headers) or (
+                self._content_length is not None and int(self._content_length) > 0
+            )
+            if r.connect_body:
+                r.keep_alive = False
+            self._connect_goes_on = not r.connect_body
+        elif self._parser.should_upgrade():
+            r.keep_alive = False
+        if version not in _HTTP_VERSIONS:
+            self._answer_at_head(r, _BAD_REQUEST)
+            return True
+        if te_headers and (te_headers != 1 or te_value.strip(b" \t").lower() != b"chunked"):
+            # Go's parseTransferEncoding.  Go ignores the header on HTTP/1.0 and reads by Content-Length;
+            # llhttp would read such a body to the end of the connection, so it is refused as on 1.1.
+            self._answer_at_head(r, _UNSUPPORTED_TRANSFER_ENCODING)
+            return True
+        if too_large and not te_headers:
+            self._answer_at_head(r, _BAD_REQUEST)
+            return True
+        return False
+
+    def _answer_at_head(self, r: _Request, response: bytes) -> None:
+        """Refuse the message being parsed now (as Go does while reading it), whether or not a body
+        follows; nothing after it is read (the rest of this read included)."""
+        r.bad = response
+        self._broken = True
+        self._discarding = True
+        self._reading = _Request()
+        self._has_host = False
+        self._submit(r)
 
     def on_body(self, body: bytes) -> None:
         if self._discarding:
@@ -341,6 +615,9 @@ class ClientProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._in_body = False
+        self._in_message = False
+        self._content_length = None
+        self._completed += 1
         if self._discarding:
             self._body_parts.clear()
             return
@@ -448,6 +725,9 @@ class ClientProtocol(asyncio.Protocol):
         if not raw_path.startswith(b"/"):
             if raw_path == b"*" and r.method == "OPTIONS":
                 return self._reply(200, b"", b"")
+            if r.method == "CONNECT":
+                # An authority-form target: Go's URL has an empty path, which no handler serves.
+                return self._reply(404, PLAIN_ERROR_HEADERS, NOT_FOUND_BODY)
             scheme = raw_path.find(b"://")
             if scheme <= 0:
                 return self._reply_bad()
@@ -463,7 +743,8 @@ class ClientProtocol(asyncio.Protocol):
         if method == "OPTIONS":
             return self._reply(200, b"", b"")
         cleaned = clean_path(path)
-        if cleaned != path:
+        # Go's ServeMux routes a CONNECT by its path as sent, without the redirect to the clean one.
+        if cleaned != path and method != "CONNECT":
             location = redirect_target(cleaned, raw_query)
             headers = b"Location: " + location.encode("latin-1") + b"\r\n"
             if method == "GET":
@@ -475,6 +756,8 @@ class ClientProtocol(asyncio.Protocol):
             return self._reply(301, headers, b"")
         if self._metrics_only and path != "/metrics" and path != "/health":
             return self._reply(404, PLAIN_ERROR_HEADERS, NOT_FOUND_BODY)
+        if not self._v2 and path.startswith("/v2"):
+            return self._reply(404, PLAIN_ERROR_HEADERS, NOT_FOUND_BODY)
         if path.startswith("/v2/keys"):
             if len(path) == 8 or path[8] == "/":
                 return self._serve_keys(r, path[8:], raw_query)
@@ -485,7 +768,7 @@ class ClientProtocol(asyncio.Protocol):
                     return self._serve_guarded_members(r, path)
                 return cluster.serve_members(server, self._reply, method, path[11:], r.content_type, r.body)
             if path == "/v2/auth" or path.startswith("/v2/auth/"):
-                return self._serve_auth(r, path)
+                return self._serve_auth(r, path, raw_query)
             if path == "/v2/machines":
                 return cluster.serve_machines(server, self._reply, method)
             if path.startswith("/v2/stats/") and path[10:] in ("self", "store", "leader"):
@@ -496,6 +779,8 @@ class ClientProtocol(asyncio.Protocol):
             return cluster.serve_version(self._reply, method)
         elif path == "/health":
             return cluster.serve_health(self._server, self._reply, method, raw_query)
+        elif path == "/debug/vars":
+            return serve_debug_vars(self._server, self._reply, method)
         elif path == "/metrics":
             # etcd's promhttp handler answers every method alike (HEAD without the body).
             return self._reply(200, METRICS_CONTENT_TYPE, self._server.metrics_text())
@@ -503,7 +788,7 @@ class ClientProtocol(asyncio.Protocol):
 
     # -- /v2/auth and the endpoints that need root ------------------------------------
 
-    def _serve_auth(self, r: _Request, path: str) -> None:
+    def _serve_auth(self, r: _Request, path: str, raw_query: bytes) -> None:
         task = self._loop.create_task(
             serve_auth(
                 self._server.auth,
@@ -514,6 +799,7 @@ class ClientProtocol(asyncio.Protocol):
                 r.body,
                 r.authorization,
                 self.cert_cn or None,
+                raw_query,
             )
         )
         task.add_done_callback(self._async_done(r))
@@ -861,14 +1147,20 @@ class ClientProtocol(asyncio.Protocol):
 
 
 async def serve_client(
-    server: V2Server, host: str, port: int, metrics_only: bool = False, tls: ServerTLS | None = None
+    server: V2Server,
+    host: str,
+    port: int,
+    metrics_only: bool = False,
+    tls: ServerTLS | None = None,
+    v2: bool = True,
 ) -> asyncio.Server:
     """Listen for clients on host:port; every connection is served by a ClientProtocol
     (``metrics_only``: a --listen-metrics-urls listener, serving /metrics and /health; ``tls``:
-    an https listener, whose certificates are re-read per handshake when they change)."""
+    an https listener, whose certificates are re-read per handshake when they change; ``v2``: the
+    /v2 API is served, --enable-v2)."""
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: ClientProtocol(server, metrics_only, tls),
+        lambda: ClientProtocol(server, metrics_only, tls, v2),
         host,
         port,
         reuse_address=True,

@@ -64,7 +64,9 @@ async def _serve(server: EtcdServer, member_tls: MemberTLS) -> int:
             host, port = _listen_address(url)
             try:
                 tls = member_tls.client if url.startswith("https://") else None
-                listeners.append(await serve_client(server, host, port, metrics_only, tls))
+                listeners.append(
+                    await serve_client(server, host, port, metrics_only, tls, server.cfg.enable_v2)
+                )
             except OSError as e:
                 raise StartupError(f"listen tcp {host}:{port}: {e.strerror or e}") from None
         await server.start()

@@ -315,7 +315,7 @@ def _flags() -> dict[str, _Flag]:
         f("pre-vote", "bool", False, used=False),
         f("auto-compaction-retention", "str", "0", used=False),
         f("auto-compaction-mode", "str", "periodic", used=False),
-        f("enable-v2", "bool", False),
+        f("enable-v2", "bool", True),
         # security
         f("cert-file", "str", ""),
         f("key-file", "str", ""),
@@ -716,7 +716,8 @@ class Config:
     discovery_srv_name: str = ""
     strict_reconfig_check: bool = True
     force_new_cluster: bool = False
-    enable_v2: bool = False  # accepted; fastkv always serves the v2 API
+    # etcd 3.4 defaults to false; fastkv serves v2 unless told not to (it is the API it has).
+    enable_v2: bool = True
     max_snapshots: int = 5
     max_wals: int = 5
     max_request_bytes: int = 1572864
@@ -1148,7 +1149,10 @@ def _help() -> str:
                     "--strict-reconfig-check 'true'",
                     "Reject reconfiguration requests that would cause quorum loss.",
                 ),
-                ("--enable-v2 'false'", "Accepted for etcd compatibility; fastkv always serves the v2 API."),
+                (
+                    "--enable-v2 'true'",
+                    "Accept etcd V2 client requests (etcd 3.4 defaults to false; false: /v2/... answers 404).",
+                ),
             ],
         ),
         (

@@ -475,6 +475,9 @@ class EtcdServer:
     def leader_id(self) -> int:
         return self._ready_loop.raft.lead
 
+    def raft_status(self) -> dict[str, object]:
+        return self._ready_loop.raft.status()
+
     def members(self) -> list[Member]:
         return self._applier.membership.sorted()
 

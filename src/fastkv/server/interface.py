@@ -92,6 +92,11 @@ class V2Server(Protocol):
         """The leader this member follows, 0 when none is known."""
         ...
 
+    def raft_status(self) -> dict[str, object]:
+        """The Raft node's status (id, term, vote, lead, state, commit, applied; progress and
+        lead_transferee on the leader), for /debug/vars."""
+        ...
+
     def members(self) -> list[Member]:
         """The cluster's members in id order."""
         ...
