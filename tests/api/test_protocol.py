@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from fastkv.server.interface import OutcomeUnknown
 from fastkv.v2store.errors import LEADER_ELECT, RAFT_INTERNAL, V2Error
 from tests.api.fake import FakeServer
 from tests.api.harness import Conn, one, req, run
@@ -98,6 +99,20 @@ def test_propose_failures() -> None:
         srv.fail_with = V2Error(LEADER_ELECT)
         r = await one(port, req("DELETE", "/v2/keys/a"))
         assert r.status == 500 and b'"errorCode":301' in r.body
+
+    run(t, srv)
+
+
+def test_a_write_of_unknown_outcome_is_never_answered_as_failed() -> None:
+    """The member stopped while the write may have been in the log: the connection closes with no
+    answer (a client must treat it like a timeout), as a crashed member's would."""
+    srv = FakeServer()
+    srv.fail_with = OutcomeUnknown(RAFT_INTERNAL, "etcdserver: server stopped")
+
+    async def t(srv: FakeServer, port: int) -> None:
+        conn = await Conn.open(port)
+        await conn.send(req("PUT", "/v2/keys/a", b"value=1"))
+        assert await conn.read_all() == b""
 
     run(t, srv)
 

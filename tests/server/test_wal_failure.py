@@ -8,6 +8,7 @@ import pytest
 
 from fastkv.server.config import parse_config
 from fastkv.server.etcdserver import EtcdServer
+from fastkv.server.interface import OutcomeUnknown
 from fastkv.storage.wal import WALWriteError
 from fastkv.v2store.errors import RAFT_INTERNAL, V2Error
 from fastkv.v2store.request import V2Request
@@ -41,11 +42,15 @@ def test_failed_fsync_stops_acknowledging(tmp_path):
         with pytest.raises(V2Error) as err:
             await asyncio.wait_for(srv.propose(V2Request("PUT", "/b", value="2")), 5)
         assert err.value.code == RAFT_INTERNAL
+        # /b was in the log when the save failed: whether it ends up applied (here, or by other
+        # members of a cluster) is unknown, so it is not reported as failed.
+        assert isinstance(err.value, OutcomeUnknown)
         assert "WAL write failed" in (srv.fatal_error or "")
         # Even once the disk "recovers", nothing more is acknowledged: no retry-and-carry-on.
         srv.wal.save = real_save  # type: ignore[method-assign]
-        with pytest.raises(V2Error):
+        with pytest.raises(V2Error) as err:
             await asyncio.wait_for(srv.propose(V2Request("PUT", "/c", value="3")), 5)
+        assert not isinstance(err.value, OutcomeUnknown)  # refused before it was proposed
         assert "WAL write failed" in await asyncio.wait_for(srv.wait_fatal(), 5)
         await srv.stop()
 

@@ -54,7 +54,7 @@ import httptools
 
 from .._native.httpcodec import clean_path, unescape
 from .._native.watchfan import Sink, send_all
-from ..server.interface import V2Server
+from ..server.interface import OutcomeUnknown, V2Server
 from ..tls import ServerTLS
 from ..v2auth.access import KeysAccess
 from ..v2store.errors import RAFT_INTERNAL, V2Error
@@ -936,6 +936,10 @@ class ClientProtocol(asyncio.Protocol):
         if self._transport is None or self._current is None:
             return
         if err is not None:
+            if isinstance(err, OutcomeUnknown):
+                # Applied or not, nobody here can tell: no answer may say it failed.
+                self._transport.abort()
+                return
             return self._reply_error(err)
         if event is None:
             return self._reply_error(V2Error(RAFT_INTERNAL, "received response with no Event/Watcher"))

@@ -11,6 +11,10 @@ Rules:
 - ``done(event, error)`` is called exactly once, on the event loop, with either an event or a
   ``V2Error`` (a write's event may be None only for SYNC, which clients cannot send).
 - ``get`` is the local read with no parameters (the hot path of a plain ``GET /v2/keys/k``).
+- A write whose member stops (a durability failure, removal, shutdown) after its entry may have left
+  it is finished with :class:`OutcomeUnknown`: the other members may still commit it, so no answer
+  may say it failed.  The keys API closes the connection without an answer, as a crashed member's
+  would be; a client must treat it like a timeout.
 """
 
 from __future__ import annotations
@@ -27,6 +31,13 @@ from ..v2store.watcher import FanOut, Watcher
 from .membership import Member
 
 Done = Callable[[Event | None, V2Error | None], None]
+
+
+class OutcomeUnknown(V2Error):
+    """The member stopped while this write may have been in the Raft log: applied or not, nobody
+    here can tell.  Never to be answered as a failure."""
+
+
 WatchCallback = Callable[[Event], None]
 
 

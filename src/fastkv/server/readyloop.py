@@ -80,7 +80,7 @@ from .applier import ApplierV2
 from .bootstrap import OLD_SUFFIX, OpenedMember, StartupError
 from .config import Config
 from .security import MemberTLS
-from .wait import Wait
+from .wait import Wait, Waiter
 
 log = logging.getLogger("fastkv.etcdserver")
 
@@ -296,6 +296,7 @@ class ReadyLoop:
                 await self.transport.stop()
             except Exception:  # noqa: BLE001 - stopping anyway
                 pass
+        never_proposed = self._never_proposed()
         self._proposals.clear()
         self._unsent.clear()
         self._internal_at.clear()
@@ -316,12 +317,9 @@ class ReadyLoop:
             self._writer.submit(self.wal.save, self._unsaved_hard_state, [])
             self._unsaved_hard_state = None
         self._closed = True
-        if self._holding:
-            # Entries of the held Ready may be partly on disk and applied after a restart: their
-            # outcome is unknown, which is what a timeout says ("server stopped" would not).
-            self.wait.fail_all(V2Error(RAFT_INTERNAL, "etcdserver: request timed out"))
-        else:
-            self.wait.fail_all(V2Error(RAFT_INTERNAL, "etcdserver: server stopped"))
+        # Requests never proposed are answered "server stopped"; a write that may be in the log
+        # (the held Ready's included: partly on disk, applied after a restart) is of unknown outcome.
+        self._fail_waiters(V2Error(RAFT_INTERNAL, "etcdserver: server stopped"), never_proposed)
         # Off the loop: a snapshot checkpoint may still be running on the writer.
         await asyncio.get_running_loop().run_in_executor(None, self._writer.shutdown, True)
         self.close_files()
@@ -834,6 +832,24 @@ class ReadyLoop:
                 **{"local-member-id": f"{self.member_id:x}", "alarm": "NOSPACE"},
             )
 
+    def _never_proposed(self) -> set[int]:
+        """Request ids that certainly never reached a Raft log: still queued here, or forwards the
+        transport dropped unsent."""
+        ids = {rid for rid, _ in self._proposals}
+        ids.update(c[0] for c in self._conf_proposals)
+        ids.update(rid for rid, _ in self._unsent)
+        return ids
+
+    def _fail_waiters(self, err: V2Error, never_proposed: set[int]) -> None:
+        """Finish every waiting request as the member stops: reads and requests never proposed get
+        ``err``; a write that may be in a log (here or on the leader it was forwarded to) gets
+        OutcomeUnknown, since the cluster may still commit it."""
+
+        def may_be_proposed(rid: int, w: Waiter) -> bool:
+            return rid not in never_proposed and (w.req is None or w.req.method != "QGET")
+
+        self.wait.fail_all(err, may_be_proposed)
+
     def _refuse_unproposed(self) -> None:
         """Client requests queued but not yet in the Raft log are answered "no space" and dropped:
         a request refused is never proposed afterwards.  The member's own proposals stay."""
@@ -993,7 +1009,7 @@ class ReadyLoop:
             return
         self.fatal = reason
         event(log, logging.CRITICAL, "the member stops acknowledging writes and exits", reason=reason)
-        self.wait.fail_all(V2Error(RAFT_INTERNAL, "etcdserver: " + reason))
+        self._fail_waiters(V2Error(RAFT_INTERNAL, "etcdserver: " + reason), self._never_proposed())
         self._on_fatal(reason)
 
     # -- snapshots -----------------------------------------------------------------------

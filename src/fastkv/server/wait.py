@@ -18,6 +18,7 @@ from typing import Any
 
 from ..v2store.errors import V2Error
 from ..v2store.request import V2Request
+from .interface import OutcomeUnknown
 
 # done(result, error): exactly one of them is meaningful; result may be None.
 Done = Callable[[Any, V2Error | None], None]
@@ -69,7 +70,12 @@ class Wait:
             out.append(rid)
         return [self._waiters.pop(rid) for rid in out]
 
-    def fail_all(self, err: V2Error) -> None:
+    def fail_all(self, err: V2Error, may_be_proposed: Callable[[int, Waiter], bool] | None = None) -> None:
+        """Finish every waiter with ``err``; those for which ``may_be_proposed(rid, waiter)`` holds
+        (a write whose entry may be in the log) with OutcomeUnknown instead."""
         waiters, self._waiters = self._waiters, {}
-        for w in waiters.values():
-            w.done(None, V2Error(err.code, err.cause, err.index))
+        for rid, w in waiters.items():
+            if may_be_proposed is not None and may_be_proposed(rid, w):
+                w.done(None, OutcomeUnknown(err.code, err.cause, err.index))
+            else:
+                w.done(None, V2Error(err.code, err.cause, err.index))
