@@ -65,7 +65,11 @@ def wait_converged(members: list[ServerProcess], timeout: float = 30.0) -> Conve
             indexes = {url: v[0] for url, v in views.items()}
             nodes = {url: json.dumps(v[1], sort_keys=True) for url, v in views.items()}
             if len(set(indexes.values())) == 1 and len(set(nodes.values())) == 1:
-                return Converged(True, f"index {next(iter(indexes.values()))}", {u: flatten(v[1]) for u, v in views.items()})
+                return Converged(
+                    True,
+                    f"index {next(iter(indexes.values()))}",
+                    {u: flatten(v[1]) for u, v in views.items()},
+                )
             last = f"indexes {indexes}; trees equal: {len(set(nodes.values())) == 1}"
         except (OSError, RuntimeError, http.client.HTTPException, ValueError) as e:
             last = repr(e)

@@ -2,13 +2,13 @@
 
 fastkv: every member dials each peer through its own fault proxy (FASTKV_PEER_DIAL names the
 proxy per peer id), so a link is one ordered pair of members: ``block(a, b)`` drops what ``a``
-sends to ``b`` and nothing else.  Disks fail through the LD_PRELOAD library of diskfault.c (one
-control file per member) and clocks jump through libfaketime (one offset file per member): both
-only when the run asks for them, so other runs see untouched processes.
+sends to ``b`` and nothing else.  Disks fail and wall clocks jump through the LD_PRELOAD library
+of faultlib.c (control files per member), loaded only when the run has disk or clock faults, so
+other runs see untouched processes.
 
 etcd: started the same way (static bootstrap, same timing flags) with no proxies; its peers dial
-the advertised peer URLs directly, and etcd is a static Go binary that neither libfaketime nor
-the disk library can reach.  ``supports`` says which fault kinds a cluster can do.
+the advertised peer URLs directly, and etcd is a static Go binary that an LD_PRELOAD library
+cannot reach.  ``supports`` says which fault kinds a cluster can do.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -30,24 +31,16 @@ from tests.support.procs import ServerProcess, fastkv_argv, free_port, start_clu
 
 TIMING = ["--heartbeat-interval", "50", "--election-timeout", "500"]
 HERE = os.path.dirname(os.path.abspath(__file__))
-FAKETIME_LIBS = (
-    "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
-    "/usr/lib/faketime/libfaketimeMT.so.1",
-)
 
 
 class HarnessError(Exception):
     """The harness could not do what the schedule asked (a member did not come back, ...)."""
 
 
-def faketime_lib() -> str | None:
-    return next((p for p in FAKETIME_LIBS if os.path.exists(p)), None)
-
-
-def build_disk_fault_lib(cache_dir: str) -> str | None:
-    """Compiles diskfault.c into ``cache_dir`` (once); None when no C compiler is there."""
-    src = os.path.join(HERE, "diskfault.c")
-    out = os.path.join(cache_dir, "libnemesisdisk.so")
+def build_fault_lib(cache_dir: str) -> str | None:
+    """Compiles faultlib.c into ``cache_dir`` (once); None when no C compiler is there."""
+    src = os.path.join(HERE, "faultlib.c")
+    out = os.path.join(cache_dir, "libnemesisfault.so")
     if os.path.exists(out) and os.path.getmtime(out) >= os.path.getmtime(src):
         return out
     cc = shutil.which("cc") or shutil.which("gcc")
@@ -114,10 +107,9 @@ class Cluster:
                     for b in self.names
                     if b != a
                 )
-        self.disk_lib: str | None = None
-        if disk_faults and target == "fastkv":
-            self.disk_lib = build_disk_fault_lib(os.path.join(base_dir, "..", ".nemesis-lib"))
-        self.faketime: str | None = faketime_lib() if clock_faults and target == "fastkv" else None
+        self.fault_lib: str | None = None
+        if (disk_faults or clock_faults) and target == "fastkv":
+            self.fault_lib = build_fault_lib(os.path.join(tempfile.gettempdir(), "nemesis-lib"))
         for n in self.names:
             member_env[n].update(self._fault_env(n))
         try:
@@ -141,31 +133,18 @@ class Cluster:
     def supports(self, kind: str) -> bool:
         if kind == "partition":
             return bool(self.proxies)
-        if kind == "disk":
-            return self.disk_lib is not None
-        if kind == "clock":
-            return self.faketime is not None
+        if kind in ("disk", "clock"):
+            return self.fault_lib is not None
         return kind in ("process", "membership")
 
     def _fault_env(self, name: str) -> dict[str, str]:
-        env: dict[str, str] = {}
-        preload = []
-        if self.disk_lib:
-            preload.append(self.disk_lib)
-            env["NEMESIS_DISK_FAULT"] = os.path.join(self.control_dir, f"{name}.disk")
-        if self.faketime:
-            preload.append(self.faketime)
-            clock_file = os.path.join(self.control_dir, f"{name}.clock")
-            with open(clock_file, "w") as f:
-                f.write("+0\n")
-            env["FAKETIME_TIMESTAMP_FILE"] = clock_file
-            env["FAKETIME_CACHE_DURATION"] = "1"
-            # Only the wall clock jumps (as an NTP step does); monotonic time never goes back.
-            env["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"
-            env["DONT_FAKE_MONOTONIC"] = "1"
-        if preload:
-            env["LD_PRELOAD"] = ":".join(preload)
-        return env
+        if not self.fault_lib:
+            return {}
+        return {
+            "LD_PRELOAD": self.fault_lib,
+            "NEMESIS_DISK_FAULT": os.path.join(self.control_dir, f"{name}.disk"),
+            "NEMESIS_CLOCK_OFFSET": os.path.join(self.control_dir, f"{name}.clock"),
+        }
 
     # --- members --------------------------------------------------------------------------------
 
@@ -265,12 +244,12 @@ class Cluster:
         os.replace(path + ".tmp", path)
 
     def set_clock(self, m: ServerProcess, offset_s: int) -> None:
-        """Steps ``m``'s wall clock to ``offset_s`` from true time (libfaketime, within ~1 s)."""
+        """Steps ``m``'s wall clock to ``offset_s`` from true time (within 20 ms)."""
         name = self.name_of(m)
         self.log(f"clock {name}: {offset_s:+d}s")
         path = os.path.join(self.control_dir, f"{name}.clock")
         with open(path + ".tmp", "w") as f:
-            f.write(f"{offset_s:+d}\n")
+            f.write(f"{offset_s}\n")
         os.replace(path + ".tmp", path)
 
     # --- membership -----------------------------------------------------------------------------
@@ -288,7 +267,11 @@ class Cluster:
             lambda: self._members_call(others, "DELETE", f"/v2/members/{ident}", ok=(204, 404)),
             timeout,
         )
-        self._until(f"{vname} gone from the member list", lambda: self._member_id(others[0], victim.peer_url) is None, timeout)
+        self._until(
+            f"{vname} gone from the member list",
+            lambda: self._member_id(others[0], victim.peer_url) is None,
+            timeout,
+        )
         self.removed.add(vname)
         try:
             victim.proc.wait(15)
@@ -301,8 +284,10 @@ class Cluster:
         self.log(f"member add {name} {peer}")
         self._until(
             f"add {name}",
-            lambda: self._members_call(others, "POST", "/v2/members", json_body={"peerURLs": [peer]}, ok=(201,))
-            or self._member_id(others[0], peer) is not None,
+            lambda: (
+                self._members_call(others, "POST", "/v2/members", json_body={"peerURLs": [peer]}, ok=(201,))
+                or self._member_id(others[0], peer) is not None
+            ),
             timeout,
         )
         status, body = call(others[0].url, "GET", "/v2/members", timeout=5)
@@ -341,7 +326,12 @@ class Cluster:
         return next((m["id"] for m in body["members"] if peer_url in m["peerURLs"]), None)
 
     def _members_call(
-        self, via: list[ServerProcess], method: str, path: str, json_body: Any = None, ok: tuple[int, ...] = ()
+        self,
+        via: list[ServerProcess],
+        method: str,
+        path: str,
+        json_body: Any = None,
+        ok: tuple[int, ...] = (),
     ) -> bool:
         import json
         import urllib.error
@@ -380,9 +370,9 @@ class Cluster:
         self.heal_links()
         for m in self.live():
             name = self.name_of(m)
-            if self.disk_lib and os.path.exists(os.path.join(self.control_dir, f"{name}.disk")):
+            if os.path.exists(os.path.join(self.control_dir, f"{name}.disk")):
                 self.set_disk(m, "")
-            if self.faketime:
+            if os.path.exists(os.path.join(self.control_dir, f"{name}.clock")):
                 self.set_clock(m, 0)
             if name in self.paused:
                 self.resume(m)

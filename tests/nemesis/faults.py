@@ -2,12 +2,11 @@
 the fault for a seeded while, undoes it, then waits until every member answers again.
 
 A class needs one ability of the cluster (``Cluster.supports``): ``process`` (signals), ``partition``
-(per-pair links), ``disk`` (the LD_PRELOAD disk library), ``clock`` (libfaketime) or ``membership``.
+(per-pair links), ``disk`` (the LD_PRELOAD library of faultlib.c), ``clock`` (the same library) or ``membership``.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Callable
@@ -147,7 +146,9 @@ CLASSES: dict[str, FaultClass] = {
     c.name: c
     for c in (
         FaultClass("kill-leader", "process", "kill -9 of the leader, restarted after the hold", kill_leader),
-        FaultClass("kill-member", "process", "kill -9 of a random member, restarted after the hold", kill_member),
+        FaultClass(
+            "kill-member", "process", "kill -9 of a random member, restarted after the hold", kill_member
+        ),
         FaultClass("kill-all", "process", "kill -9 of every member at once, all restarted", kill_all),
         FaultClass("fast-restart", "process", "2-4 kill -9 + immediate restarts in a row", fast_restart),
         FaultClass("sigstop", "process", "SIGSTOP of the leader or a member, SIGCONT after the hold", pause),
@@ -157,7 +158,9 @@ CLASSES: dict[str, FaultClass] = {
         FaultClass("fsync-eio", "disk", "fsync/fdatasync fail with EIO on a member", _disk("fsync")),
         FaultClass("disk-full", "disk", "writes to files fail with ENOSPC on a member", _disk("enospc")),
         FaultClass("clock-jump", "clock", "a member's wall clock steps by 1 min - 3 h", clock_jump),
-        FaultClass("membership", "membership", "member remove + add of a fresh member under load", membership),
+        FaultClass(
+            "membership", "membership", "member remove + add of a fresh member under load", membership
+        ),
     )
 }
 
@@ -169,9 +172,3 @@ MIXED_EXCLUDES = {"membership"}
 
 def available(cluster_supports: Callable[[str], bool]) -> list[str]:
     return [name for name, c in CLASSES.items() if cluster_supports(c.needs)]
-
-
-def faketime_available() -> bool:
-    from tests.nemesis.cluster import faketime_lib
-
-    return faketime_lib() is not None and os.access(faketime_lib() or "", os.R_OK)

@@ -44,11 +44,13 @@ def plan(target: str, requested: list[str] | None) -> tuple[list[str], dict[str,
     for name in names:
         c = faults.CLASSES[name]
         if target == "etcd" and c.needs == "partition":
-            skipped[name] = "etcd dials its peers' advertised URLs itself: no per-pair link to cut (no proxy hook)"
+            skipped[name] = (
+                "etcd dials its peers' advertised URLs itself: no per-pair link to cut (no proxy hook)"
+            )
         elif target == "etcd" and c.needs in ("disk", "clock"):
-            skipped[name] = "etcd is a static Go binary: LD_PRELOAD (disk library, libfaketime) cannot reach it"
-        elif c.needs == "clock" and not faults.faketime_available():
-            skipped[name] = "libfaketime not installed"
+            skipped[name] = "etcd is a static Go binary: the LD_PRELOAD fault library cannot reach it"
+        elif c.needs in ("disk", "clock") and not shutil.which("cc") and not shutil.which("gcc"):
+            skipped[name] = "no C compiler to build the fault library"
     runnable = [n for n in names if n not in skipped] + [faults.MIXED]
     if requested:
         unknown = [r for r in requested if r not in runnable and r not in skipped]
@@ -58,7 +60,9 @@ def plan(target: str, requested: list[str] | None) -> tuple[list[str], dict[str,
     return runnable, skipped
 
 
-def one_run(target: str, cls: str, seed: int, n_faults: int, out_dir: str, log_lines: list[str]) -> dict[str, Any]:
+def one_run(
+    target: str, cls: str, seed: int, n_faults: int, out_dir: str, log_lines: list[str]
+) -> dict[str, Any]:
     rng = random.Random(seed)
     began = time.monotonic()
 
@@ -74,7 +78,12 @@ def one_run(target: str, cls: str, seed: int, n_faults: int, out_dir: str, log_l
     load: Load | None = None
     try:
         cluster = Cluster(
-            target, base_dir, log, disk_faults="disk" in wants, clock_faults="clock" in wants, token=f"nemesis-{seed}"
+            target,
+            base_dir,
+            log,
+            disk_faults="disk" in wants,
+            clock_faults="clock" in wants,
+            token=f"nemesis-{seed}",
         )
         pool = [n for n in mixed_pool if cluster.supports(faults.CLASSES[n].needs)]
         load = Load(cluster.client_urls, seed)
@@ -117,7 +126,9 @@ def one_run(target: str, cls: str, seed: int, n_faults: int, out_dir: str, log_l
             errored=len(load.rec.errored) + len(load.errored_keys()),
         )
     except (HarnessError, RuntimeError, OSError, AssertionError, KeyError, ValueError) as e:
-        record.update(passed=False, error=f"{type(e).__name__}: {e}"[:3000], trace=traceback.format_exc()[-3000:])
+        record.update(
+            passed=False, error=f"{type(e).__name__}: {e}"[:3000], trace=traceback.format_exc()[-3000:]
+        )
     finally:
         if load is not None and not load.stop_flag.is_set():
             try:
@@ -131,7 +142,9 @@ def one_run(target: str, cls: str, seed: int, n_faults: int, out_dir: str, log_l
         if not record.get("passed"):
             keep = os.path.join(out_dir, f"failed-{target}-{seed}")
             shutil.rmtree(keep, ignore_errors=True)
-            shutil.copytree(base_dir, keep, ignore=shutil.ignore_patterns("*.sst", "*.wal", "*.snap", "*.log.*"))
+            shutil.copytree(
+                base_dir, keep, ignore=shutil.ignore_patterns("*.sst", "*.wal", "*.snap", "*.log.*")
+            )
         shutil.rmtree(base_dir, ignore_errors=True)
     return record
 
@@ -176,7 +189,11 @@ def markdown(target: str, rows: list[dict[str, Any]]) -> str:
         if "not_run" in r:
             lines.append(f"| {r['class']} | not run: {r['not_run']} | | | | | | | | | |")
             continue
-        unavail = f"{r['unavail_max_s']:.2f} / {r['unavail_median_s']:.2f}" if r["unavail_max_s"] is not None else "-"
+        unavail = (
+            f"{r['unavail_max_s']:.2f} / {r['unavail_median_s']:.2f}"
+            if r["unavail_max_s"] is not None
+            else "-"
+        )
         lines.append(
             f"| {r['class']} | {r['runs']} | {r['passed']} | {r['linearizable']}/{r['runs']} | {r['acked_lost']} "
             f"| {r['late_applied']} | {r['not_converged']} | {r['harness_errors']} | {unavail} | {r['acked']} "
@@ -227,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", choices=("fastkv", "etcd"), default="fastkv")
     ap.add_argument("--seed", type=int, default=None, help="first seed (default: from the clock, printed)")
     ap.add_argument("--faults", type=int, default=3, help="faults per run")
-    ap.add_argument("--classes", default="", help="comma-separated fault classes (default: all the target supports)")
+    ap.add_argument(
+        "--classes", default="", help="comma-separated fault classes (default: all the target supports)"
+    )
     ap.add_argument("--out", default="build/nemesis")
     ap.add_argument("--ledger", default="", help="a docs file with ledger markers to record the runs in")
     args = ap.parse_args(argv)
@@ -238,7 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     classes, skipped = plan(args.target, [c for c in args.classes.split(",") if c] or None)
     out_dir = os.path.join(args.out, args.target)
     os.makedirs(out_dir, exist_ok=True)
-    print(f"nemesis: target {args.target}, seeds {seed}..{seed + args.runs - 1}, classes {classes}", flush=True)
+    print(
+        f"nemesis: target {args.target}, seeds {seed}..{seed + args.runs - 1}, classes {classes}", flush=True
+    )
     for name, why in skipped.items():
         print(f"  not run: {name}: {why}", flush=True)
     records: list[dict[str, Any]] = []

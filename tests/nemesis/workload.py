@@ -21,15 +21,55 @@ the runner can measure the longest stretch without a successful operation around
 
 from __future__ import annotations
 
+import http.client
+import json
 import random
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
+from typing import Any
 
-from tests.support.history import CLIENT_TIMEOUT_S, Ambiguous, NotSent, call
+from tests.support.history import CLIENT_TIMEOUT_S, Ambiguous, NotSent
 from tests.support.linearizability import INFINITY, Operation, cas, read, write
 
 KEYS = ("r0", "r1", "r2")
+
+
+class Answered5xx(Exception):
+    """A member answered with a server error: ``status`` and ``body`` (a JSON error, mostly)."""
+
+    def __init__(self, status: int, body: object) -> None:
+        super().__init__(f"{status} {body}")
+        self.status = status
+        self.body = body
+
+
+def call(url: str, method: str, path: str, form: dict[str, str] | None = None) -> tuple[int, Any]:
+    """tests.support.history.call, with the body of a 5xx answer kept: (status, JSON body);
+    NotSent when refused, Ambiguous on a timeout or reset, Answered5xx on a server error."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=CLIENT_TIMEOUT_S)
+    body = urllib.parse.urlencode(form) if form is not None else None
+    headers = {"Content-Type": "application/x-www-form-urlencoded"} if body is not None else {}
+    try:
+        conn.connect()
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        status, payload = resp.status, resp.read()
+    except ConnectionRefusedError as e:
+        raise NotSent from e
+    except (OSError, http.client.HTTPException) as e:
+        raise Ambiguous from e
+    finally:
+        conn.close()
+    try:
+        decoded = json.loads(payload or b"null")
+    except ValueError:
+        decoded = payload[:200].decode(errors="replace")
+    if status >= 500:
+        raise Answered5xx(status, decoded)
+    return status, decoded
 
 
 class Recorder:
@@ -84,7 +124,7 @@ class RegisterClient(threading.Thread):
         start = time.monotonic_ns()
         try:
             status, body = call(url, "GET", f"/v2/keys/{key}?quorum=true")
-        except Ambiguous:
+        except (Ambiguous, Answered5xx):
             return
         ret = time.monotonic_ns()
         if status == 200:
@@ -102,10 +142,12 @@ class RegisterClient(threading.Thread):
         start = time.monotonic_ns()
         try:
             status, body = call(url, "PUT", f"/v2/keys/{key}", {"value": value})
-        except Ambiguous as e:
+        except Ambiguous:
             self.history.append(write(key, start, INFINITY, value, self.client_id))
-            if e.args and isinstance(e.args[0], int):  # a 5xx answer: the member said it failed
-                self.rec.error(value, f"PUT {key}={value}: {e.args[0]}")
+            return
+        except Answered5xx as e:  # the member said it failed: unknown to the checker, watched
+            self.history.append(write(key, start, INFINITY, value, self.client_id))
+            self.rec.error(value, f"PUT {key}={value}: {e}")
             return
         ret = time.monotonic_ns()
         if status in (200, 201):
@@ -123,10 +165,12 @@ class RegisterClient(threading.Thread):
         start = time.monotonic_ns()
         try:
             status, body = call(url, "PUT", f"/v2/keys/{key}", {"value": new, "prevValue": expected})
-        except Ambiguous as e:
+        except Ambiguous:
             self.history.append(cas(key, start, INFINITY, expected, new, None, self.client_id))
-            if e.args and isinstance(e.args[0], int):
-                self.rec.error(new, f"CAS {key} {expected}->{new}: {e.args[0]}")
+            return
+        except Answered5xx as e:
+            self.history.append(cas(key, start, INFINITY, expected, new, None, self.client_id))
+            self.rec.error(new, f"CAS {key} {expected}->{new}: {e}")
             return
         ret = time.monotonic_ns()
         if status == 200:
@@ -145,7 +189,9 @@ class RegisterClient(threading.Thread):
 class AckWriter(threading.Thread):
     """PUTs a fresh key per request; ``acked``: key -> value of every acknowledged one."""
 
-    def __init__(self, ident: int, urls: Callable[[], list[str]], stop: threading.Event, rec: Recorder) -> None:
+    def __init__(
+        self, ident: int, urls: Callable[[], list[str]], stop: threading.Event, rec: Recorder
+    ) -> None:
         super().__init__(daemon=True, name=f"nemesis-writer-{ident}")
         self.writer_id = ident
         self.urls = urls
@@ -164,11 +210,11 @@ class AckWriter(threading.Thread):
             key, value = f"acked/w{self.writer_id}-{n}", f"a{self.writer_id}-{n}"
             try:
                 status, body = call(url, "PUT", f"/v2/keys/{key}", {"value": value})
-            except Ambiguous as e:
-                if e.args and isinstance(e.args[0], int):
-                    self.errored_keys[key] = f"{e.args[0]}"
-                else:
-                    self.unknown += 1
+            except Ambiguous:
+                self.unknown += 1
+                continue
+            except Answered5xx as e:
+                self.errored_keys[key] = str(e)
                 continue
             except NotSent:
                 time.sleep(0.02)

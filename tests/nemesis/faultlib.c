@@ -1,12 +1,20 @@
-/* An LD_PRELOAD library that makes a process's disk fail on command, for the nemesis.
+/* An LD_PRELOAD library that makes a process's disk fail and its wall clock jump on command,
+ * for the nemesis.
  *
- * The file named by $NEMESIS_DISK_FAULT holds the fault in force (re-read at most every 20 ms):
+ * Disk.  The file named by $NEMESIS_DISK_FAULT holds the fault in force (re-read at most every
+ * 20 ms):
  *   "fsync"   fsync/fdatasync/sync_file_range fail with EIO (the disk lost what was written);
  *   "enospc"  writes and preallocations to regular files fail with ENOSPC (the disk is full),
  *             fsync still works;
  *   anything else, or no file: no fault.
- * Only regular files are touched: sockets, pipes and terminals never see a fault.  Statically
- * linked programs (etcd, written in Go) bypass libc, so the library has no effect on them. */
+ * Only regular files are touched: sockets, pipes and terminals never see a fault.
+ *
+ * Clock.  The file named by $NEMESIS_CLOCK_OFFSET holds a signed number of seconds added to the
+ * wall clock (CLOCK_REALTIME and its coarse variant, gettimeofday, time), re-read at most every
+ * 20 ms: a step, as an NTP correction makes.  Monotonic clocks are left alone.  (libfaketime does
+ * the same but slowed a fastkv cluster down twentyfold.)
+ *
+ * Statically linked programs (etcd, written in Go) bypass libc: the library cannot reach them. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -15,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -24,10 +33,20 @@ enum { NONE = 0, FSYNC_EIO = 1, DISK_FULL = 2 };
 
 static atomic_int mode;
 static atomic_llong checked_at_ns = -1;
+static atomic_llong offset_s;
+static atomic_llong offset_checked_at_ns = -1;
+
+typedef int (*clock_gettime_fn)(clockid_t, struct timespec *);
+static clock_gettime_fn real_clock_gettime;
+
+static int call_real_clock_gettime(clockid_t id, struct timespec *ts) {
+    if (!real_clock_gettime) real_clock_gettime = (clock_gettime_fn)dlsym(RTLD_NEXT, "clock_gettime");
+    return real_clock_gettime(id, ts);
+}
 
 static long long now_ns(void) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    call_real_clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
@@ -37,8 +56,6 @@ static long long now_ns(void) {
         if (!real_##name) real_##name = dlsym(RTLD_NEXT, #name); \
     }
 
-REAL(ssize_t, read, int, void *, size_t)
-REAL(int, open, const char *, int, ...)
 REAL(ssize_t, write, int, const void *, size_t)
 REAL(ssize_t, pwrite, int, const void *, size_t, off_t)
 REAL(ssize_t, pwrite64, int, const void *, size_t, off_t)
@@ -58,12 +75,10 @@ static int current_mode(void) {
     const char *path = getenv("NEMESIS_DISK_FAULT");
     int m = NONE;
     if (path && *path) {
-        load_open();
-        load_read();
-        int fd = real_open(path, O_RDONLY | O_CLOEXEC);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd >= 0) {
             char buf[16] = {0};
-            ssize_t n = real_read(fd, buf, sizeof buf - 1);
+            ssize_t n = read(fd, buf, sizeof buf - 1);
             close(fd);
             if (n > 0) {
                 if (strncmp(buf, "fsync", 5) == 0) m = FSYNC_EIO;
@@ -73,6 +88,47 @@ static int current_mode(void) {
     }
     atomic_store(&mode, m);
     return m;
+}
+
+static long long clock_offset(void) {
+    const char *path = getenv("NEMESIS_CLOCK_OFFSET");
+    if (!path || !*path) return 0;
+    long long now = now_ns();
+    long long last = atomic_load(&offset_checked_at_ns);
+    if (last >= 0 && now - last < 20000000LL) return atomic_load(&offset_s);
+    atomic_store(&offset_checked_at_ns, now);
+    long long off = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        char buf[32] = {0};
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (n > 0) off = strtoll(buf, NULL, 10);
+    }
+    atomic_store(&offset_s, off);
+    return off;
+}
+
+int clock_gettime(clockid_t id, struct timespec *ts) {
+    int rc = call_real_clock_gettime(id, ts);
+    if (rc == 0 && (id == CLOCK_REALTIME || id == CLOCK_REALTIME_COARSE)) ts->tv_sec += clock_offset();
+    return rc;
+}
+
+int gettimeofday(struct timeval *tv, void *tz) {
+    struct timespec ts;
+    (void)tz;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    tv->tv_sec = ts.tv_sec;
+    tv->tv_usec = ts.tv_nsec / 1000;
+    return 0;
+}
+
+time_t time(time_t *out) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (out) *out = ts.tv_sec;
+    return ts.tv_sec;
 }
 
 static int regular(int fd) {
