@@ -6,9 +6,11 @@ sends to ``b`` and nothing else.  Disks fail and wall clocks jump through the LD
 of faultlib.c (control files per member), loaded only when the run has disk or clock faults, so
 other runs see untouched processes.
 
-etcd: started the same way (static bootstrap, same timing flags) with no proxies; its peers dial
-the advertised peer URLs directly, and etcd is a static Go binary that an LD_PRELOAD library
-cannot reach.  ``supports`` says which fault kinds a cluster can do.
+etcd: started the same way (static bootstrap, same timing flags); its members dial the advertised
+peer URLs themselves, so links are cut with iptables instead (tests/nemesis/iptables.py: each
+member under its own uid, connections marked by who dialed them) when the harness runs as root
+with iptables.  etcd is a static Go binary that an LD_PRELOAD library cannot reach: no disk or
+clock faults for it.  ``supports`` says which fault kinds a cluster can do.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 from fastkv.server.identity import format_id, member_id_for
 from fastkv.transport.faultproxy import ThreadedFaultProxy
 from fastkv.transport.transport import PEER_DIAL_ENV
+from tests.nemesis import iptables
 from tests.support.history import Ambiguous, NotSent, call
 from tests.support.procs import ServerProcess, fastkv_argv, free_port, start_cluster, wait_http_ok
 
@@ -84,6 +87,7 @@ class Cluster:
         self.token = token
         self.names = [f"m{i}" for i in range(size)]
         self.proxies: dict[tuple[str, str], ThreadedFaultProxy] = {}
+        self.links: iptables.IptablesLinks | None = None
         self.blocked: set[tuple[str, str]] = set()
         self.paused: set[str] = set()
         self.removed: set[str] = set()
@@ -113,26 +117,66 @@ class Cluster:
         for n in self.names:
             member_env[n].update(self._fault_env(n))
         try:
-            members = start_cluster(
-                target,
-                size,
-                base_dir=base_dir,
-                extra=TIMING,
-                token=token,
-                ports=ports,
-                member_env=member_env,
-                timeout=60,
-            )
+            if target == "etcd" and iptables.available():
+                self.links = iptables.IptablesLinks()
+                self.members = self._start_etcd_per_uid(ports)
+            else:
+                members = start_cluster(
+                    target,
+                    size,
+                    base_dir=base_dir,
+                    extra=TIMING,
+                    token=token,
+                    ports=ports,
+                    member_env=member_env,
+                    timeout=60,
+                )
+                self.members = dict(zip(self.names, members, strict=True))
         except Exception:
-            self._close_proxies()
+            self._close_links()
             raise
-        self.members = dict(zip(self.names, members, strict=True))
+
+    def _as_uid(self, name: str, peer_port: int, data_dir: str) -> list[str]:
+        """The argv prefix running member ``name`` under its own uid (its connections marked)."""
+        assert self.links is not None
+        uid = self.links.add_member(name, peer_port)
+        os.chmod(self.base_dir, 0o755)
+        os.makedirs(data_dir, exist_ok=True)
+        os.chown(data_dir, uid, uid)
+        return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+
+    def _start_etcd_per_uid(self, ports: dict[str, tuple[int, int]]) -> dict[str, ServerProcess]:
+        initial = ",".join(f"{n}=http://127.0.0.1:{ports[n][1]}" for n in self.names)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
+        members: dict[str, ServerProcess] = {}
+        for n in self.names:
+            url, peer = f"http://127.0.0.1:{ports[n][0]}", f"http://127.0.0.1:{ports[n][1]}"
+            data_dir = os.path.join(self.base_dir, n)
+            argv = self._as_uid(n, ports[n][1], data_dir) + [
+                "etcd", "--enable-v2", "--name", n, "--data-dir", os.path.join(data_dir, "data"),
+                "--listen-client-urls", url, "--advertise-client-urls", url,
+                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                "--initial-cluster", initial, "--initial-cluster-state", "new",
+                "--initial-cluster-token", self.token, *TIMING,
+            ]  # fmt: skip
+            log_path = os.path.join(data_dir, "server.log")
+            with open(log_path, "ab") as log:
+                proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+            members[n] = ServerProcess("etcd", url, peer, data_dir, argv, proc, log_path, env)
+        try:
+            for m in members.values():
+                wait_http_ok(m.url + "/health", 60, m.proc)
+        except (RuntimeError, TimeoutError) as e:
+            for m in members.values():
+                m.kill9()
+            raise HarnessError(f"etcd cluster did not start: {e}") from None
+        return members
 
     # --- what this cluster can do -------------------------------------------------------------
 
     def supports(self, kind: str) -> bool:
         if kind == "partition":
-            return bool(self.proxies)
+            return bool(self.proxies) or self.links is not None
         if kind in ("disk", "clock"):
             return self.fault_lib is not None
         return kind in ("process", "membership")
@@ -222,14 +266,20 @@ class Cluster:
         """Drop what ``src`` sends to ``dst`` (one direction)."""
         a, b = self.name_of(src), self.name_of(dst)
         self.log(f"block {a} -> {b}")
-        self.proxies[(a, b)].set_blackhole()
+        if self.links is not None:
+            self.links.block(a, b)
+        else:
+            self.proxies[(a, b)].set_blackhole()
         self.blocked.add((a, b))
 
     def heal_links(self) -> None:
         if self.blocked:
             self.log("heal all links")
-        for pair in list(self.blocked):
-            self.proxies[pair].heal()
+        if self.links is not None:
+            self.links.heal()
+        else:
+            for pair in list(self.blocked):
+                self.proxies[pair].heal()
         self.blocked.clear()
 
     # --- disks and clocks -----------------------------------------------------------------------
@@ -298,6 +348,8 @@ class Cluster:
         data_dir = os.path.join(self.base_dir, name)
         os.makedirs(data_dir, exist_ok=True)
         base = fastkv_argv() if self.target == "fastkv" else ["etcd", "--enable-v2"]
+        if self.links is not None:
+            base = self._as_uid(name, pport, data_dir) + base
         argv = base + [
             "--name", name,
             "--data-dir", os.path.join(data_dir, "data"),
@@ -385,13 +437,15 @@ class Cluster:
     def logs(self, tail: int = 3000) -> str:
         return "\n".join(f"--- {n}\n{m.log()[-tail:]}" for n, m in self.members.items())
 
-    def _close_proxies(self) -> None:
+    def _close_links(self) -> None:
         for proxy in self.proxies.values():
             proxy.close()
+        if self.links is not None:
+            self.links.close()
 
     def close(self) -> None:
         for m in self.members.values():
             if self.running(m):
                 m.proc.send_signal(signal.SIGCONT)
                 m.kill9()
-        self._close_proxies()
+        self._close_links()
