@@ -243,11 +243,24 @@ class Cluster:
         if wait:
             self.wait_up(m, timeout)
 
-    def wait_up(self, m: ServerProcess, timeout: float = 60.0) -> None:
-        try:
-            wait_http_ok(m.url + "/health", timeout, m.proc)
-        except (RuntimeError, TimeoutError) as e:
-            raise HarnessError(f"{self.name_of(m)} did not come back: {e}\n{m.log()[-1500:]}") from None
+    def wait_up(self, m: ServerProcess, timeout: float = 60.0, restarts: int = 2) -> None:
+        """Waits until ``m`` answers /health.  A member that exits meanwhile on its own (a disk
+        error that struck just before the fault was undone is fatal a moment later) is started
+        again, as an operator would, at most ``restarts`` times."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                wait_http_ok(m.url + "/health", max(1.0, deadline - time.monotonic()), m.proc)
+                return
+            except (RuntimeError, TimeoutError) as e:
+                if restarts > 0 and not self.running(m) and time.monotonic() < deadline:
+                    restarts -= 1
+                    self.log(
+                        f"{self.name_of(m)} exited ({m.proc.returncode}) while coming back: started again"
+                    )
+                    m.launch()
+                    continue
+                raise HarnessError(f"{self.name_of(m)} did not come back: {e}\n{m.log()[-1500:]}") from None
 
     def pause(self, m: ServerProcess) -> None:
         self.log(f"SIGSTOP {self.name_of(m)}")
