@@ -162,6 +162,7 @@ def table(records: list[dict[str, Any]], skipped: dict[str, str]) -> list[dict[s
                 "runs": len(runs),
                 "passed": sum(1 for r in runs if r.get("passed")),
                 "faults": len(gaps),
+                "checked": sum(1 for r in runs if "linearizable" in r),
                 "linearizable": sum(1 for r in runs if r.get("linearizable") == "linearizable"),
                 "acked_lost": sum(r.get("lost", 0) for r in runs),
                 "late_applied": sum(r.get("late", 0) for r in runs),
@@ -178,7 +179,7 @@ def table(records: list[dict[str, Any]], skipped: dict[str, str]) -> list[dict[s
 
 def markdown(target: str, rows: list[dict[str, Any]]) -> str:
     head = (
-        f"| {target}: class | runs | passed | linearizable | acked writes lost | late-applied errored writes "
+        f"| {target}: class | runs | passed | linearizable / checked | acked writes lost | late-applied errored writes "
         "| not converged | harness errors | unavailability max / median (s) | acked writes | errored writes |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
@@ -193,7 +194,7 @@ def markdown(target: str, rows: list[dict[str, Any]]) -> str:
             else "-"
         )
         lines.append(
-            f"| {r['class']} | {r['runs']} | {r['passed']} | {r['linearizable']}/{r['runs']} | {r['acked_lost']} "
+            f"| {r['class']} | {r['runs']} | {r['passed']} | {r['linearizable']}/{r['checked']} | {r['acked_lost']} "
             f"| {r['late_applied']} | {r['not_converged']} | {r['harness_errors']} | {unavail} | {r['acked']} "
             f"| {r['errored']} |"
         )
@@ -247,7 +248,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out", default="build/nemesis")
     ap.add_argument("--ledger", default="", help="a docs file with ledger markers to record the runs in")
+    ap.add_argument(
+        "--report", default="", help="only print the table of the runs recorded in this runs.jsonl"
+    )
     args = ap.parse_args(argv)
+    if args.report:
+        with open(args.report) as f:
+            recs = [r for r in map(json.loads, f) if r["target"] == args.target]
+        print(markdown(args.target, table(recs, plan(args.target, None)[1])), end="")
+        return 0
     if args.target == "etcd" and not have_etcd():
         print("etcd is not installed", file=sys.stderr)
         return 2
