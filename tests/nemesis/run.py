@@ -122,6 +122,7 @@ def one_run(
             ops=verdicts.ops,
             acked=verdicts.acked,
             errored=len(load.rec.errored) + len(load.errored_keys()),
+            unexpected_reads=load.rec.unexpected[:10],
         )
     except (HarnessError, RuntimeError, OSError, AssertionError, KeyError, ValueError) as e:
         record.update(

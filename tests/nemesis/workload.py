@@ -133,6 +133,8 @@ class RegisterClient(threading.Thread):
         elif status == 404 and body.get("errorCode") == 100:
             value = None
         else:
+            with self.rec.lock:
+                self.rec.unexpected.append(f"GET {key}: {status} {body}")
             time.sleep(0.02)
             return
         self.history.append(read(key, start, ret, value, self.client_id))
@@ -155,7 +157,7 @@ class RegisterClient(threading.Thread):
             self.history.append(write(key, start, ret, value, self.client_id))
             self.rec.success(ret)
         else:
-            # Answered with a definite error: never in the history as done; applied later = caught.
+            # Answered with an error (not 2xx): unknown to the checker; applied later = caught.
             self.history.append(write(key, start, INFINITY, value, self.client_id))
             self.rec.error(value, f"PUT {key}={value}: {status} {body}")
             time.sleep(0.02)
