@@ -349,11 +349,21 @@ class Cluster:
             f"add {name}",
             lambda: (
                 self._members_call(others, "POST", "/v2/members", json_body={"peerURLs": [peer]}, ok=(201,))
-                or self._member_id(others[0], peer) is not None
+                or self._member_id(others[0], peer) not in (None, "?")
             ),
             timeout,
         )
-        status, body = call(others[0].url, "GET", "/v2/members", timeout=5)
+        body: Any = None
+
+        def listed() -> bool:
+            nonlocal body
+            try:
+                status, body = call(others[0].url, "GET", "/v2/members", timeout=5)
+            except (Ambiguous, NotSent):
+                return False
+            return status == 200 and any(peer in m["peerURLs"] for m in body["members"])
+
+        self._until(f"{name} in the member list", listed, timeout)
         initial = []
         for mem in body["members"]:
             mname = mem.get("name") or (name if peer in mem["peerURLs"] else "")
