@@ -58,6 +58,11 @@ def plan(target: str, requested: list[str] | None) -> tuple[list[str], dict[str,
     return runnable, skipped
 
 
+def _all_but_logs(directory: str, names: list[str]) -> list[str]:
+    """copytree's ignore: keep the directories and the server logs, nothing of the data."""
+    return [n for n in names if not n.endswith(".log") and not os.path.isdir(os.path.join(directory, n))]
+
+
 def one_run(
     target: str, cls: str, seed: int, n_faults: int, out_dir: str, log_lines: list[str]
 ) -> dict[str, Any]:
@@ -141,9 +146,7 @@ def one_run(
         if not record.get("passed"):
             keep = os.path.join(out_dir, f"failed-{target}-{seed}")
             shutil.rmtree(keep, ignore_errors=True)
-            shutil.copytree(
-                base_dir, keep, ignore=shutil.ignore_patterns("*.sst", "*.wal", "*.snap", "*.log.*")
-            )
+            shutil.copytree(base_dir, keep, ignore=_all_but_logs)
         shutil.rmtree(base_dir, ignore_errors=True)
     return record
 
