@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-test
 WHEEL_TOOLS := $(VENV)/.installed-wheel-tools
 SOURCES := pyproject.toml setup.py src/fastkv/__init__.py $(wildcard native/*.pyx native/*.pxd)
 
-.PHONY: run test test-etcd test-cluster lint typecheck bench clean wheel venv fuzz
+.PHONY: run test test-etcd test-cluster lint typecheck bench clean wheel venv fuzz torture
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,18 @@ FUZZ_SECONDS ?= 600
 fuzz: $(STAMP)
 	status=0; for t in $(FUZZ_TARGETS); do nice $(PY) -m tests.fuzz.run $$t -max_total_time=$(FUZZ_SECONDS) \
 	  -max_len=4096 -timeout=10 -print_final_stats=1 || status=1; done; exit $$status
+
+# The nemesis (tests/nemesis, docs/reliability.md): RUNS seeded runs against TARGET (fastkv or etcd),
+# each a fresh 3-member cluster under load hurt by one fault class in turn (SEED: the first seed,
+# default from the clock; CLASSES: a comma-separated subset).  The per-class table goes to
+# build/nemesis/$(TARGET)/, the runs to the ledger of docs/reliability.md.
+RUNS ?= 10
+TARGET ?= fastkv
+SEED ?=
+CLASSES ?=
+torture: $(STAMP) etcd-bin
+	$(PY) -m tests.nemesis.run --runs $(RUNS) --target $(TARGET) $(if $(SEED),--seed $(SEED)) \
+	  $(if $(CLASSES),--classes $(CLASSES)) --ledger docs/reliability.md
 
 bench: $(STAMP) etcd-bin
 	$(PY) -m pip install -q -e ".[bench]"
