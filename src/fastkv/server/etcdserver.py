@@ -14,8 +14,12 @@ start, the attribute publication, the TTL SYNC proposals, the request timeout sw
 and stop.
 
 Rules worth keeping in mind:
+- Time is cluster time (clusterclock.py, docs/design.md "Time"): the leader stamps each request it
+  makes with its cluster time (the readyloop stamps what followers forward), TTLs become absolute
+  on apply from those stamps, and local reads show ttls at this member's estimate of cluster time.
+  No member's wall clock, once the member runs, moves it; a skew between the two is logged.
 - TTL expiry is a SYNC entry proposed by the leader every 500 ms while TTL keys exist, carrying
-  the leader's clock, so every replica expires the same keys at the same index.
+  the leader's cluster time, so every replica expires the same keys at the same index.
 - Each member publishes its name and client URLs as an ENTRY_MEMBER_ATTRIBUTES entry once it knows
   a leader, retried until applied; a member is ready (systemd READY=1) once its own is applied.
 - A request's answer is final: once the sweep answers "request timed out", its proposal is dropped
@@ -51,6 +55,7 @@ from . import stats
 from .admin import MembershipAdmin
 from .applier import CLUSTER_VERSION_PATH, ApplierV2
 from .bootstrap import StartupError, open_member
+from .clusterclock import ClusterClock
 from .config import Config
 from .interface import Done, WatchCallback
 from .membership import Member, Membership
@@ -77,10 +82,12 @@ class EtcdServer:
         cfg: Config,
         *,
         clock: Callable[[], int] = time.time_ns,
+        mono: Callable[[], int] = time.monotonic_ns,
         rng: random.Random | None = None,
         tls: MemberTLS | None = None,
     ) -> None:
         """Open (or bootstrap) the member's data dir and recover its state.  Raises StartupError.
+        ``clock``/``mono``: the wall and monotonic clocks (unix ns, ns) cluster time is made from.
         ``tls``: the member's TLS (security.prepare_tls) when any of its URLs is https."""
         self.cfg = cfg
         self.name = cfg.name
@@ -96,6 +103,8 @@ class EtcdServer:
         self._applier: ApplierV2 = opened.applier
         self._applier.client_urls = self.client_urls
         self._applier.listener = self
+        # Seeded from the applied state's time (the replay is done) or the wall clock, read once here.
+        self.cluster_clock = ClusterClock(self._applier.time_ns, wall=clock, mono=mono)
         self._wait = Wait(rng.getrandbits(48) << 16, 5.0 + 2 * cfg.election_timeout_ms / 1000.0)
         self._loop_: asyncio.AbstractEventLoop | None = None
         self._ready_loop = ReadyLoop(
@@ -103,11 +112,12 @@ class EtcdServer:
             opened,
             self._wait,
             clock,
-            on_leader_change=self._maybe_publish,
+            on_leader_change=self._on_leader_change,
             on_rejected_gone=self.self_removed,
             on_fatal=lambda reason: self._stopped.set(),
             cluster_info=self._cluster_info,
             tls=tls,
+            cluster_time=self.cluster_clock.now,
         )
         self._admin = MembershipAdmin(
             lambda: self._applier.membership,
@@ -200,6 +210,20 @@ class EtcdServer:
     def member_published(self, member_id: int) -> None:
         # Ahead of any request waiting to be served: /0/version takes the index etcd gives it.
         self._maybe_set_cluster_version()
+
+    def stamp_applied(self, stamp_ns: int, term: int, index: int) -> None:
+        """A follower caught up with its leader follows the leader's stamps of the current term; any
+        other applied stamp is a lower bound of cluster time."""
+        raft = self._ready_loop.raft
+        if raft.state != LEADER and raft.lead != 0 and term == raft.term and index >= raft.log.committed:
+            self.cluster_clock.follow(stamp_ns)
+        else:
+            self.cluster_clock.observe(stamp_ns)
+
+    @property
+    def clock_skew_seconds(self) -> float:
+        """This member's wall clock minus cluster time (/metrics)."""
+        return self.cluster_clock.skew_ns() / 1e9
 
     def self_published(self) -> None:
         self._published = True
@@ -299,6 +323,12 @@ class EtcdServer:
             }
         ).decode()
 
+    def _on_leader_change(self) -> None:
+        """Raft's soft state changed, or a tick passed."""
+        if self.raft.state == LEADER:
+            self.cluster_clock.lead()
+        self._maybe_publish()
+
     def _maybe_publish(self) -> None:
         """Publish this member's name and client URLs through the log once a leader is known,
         retrying until the entry is applied (a proposal can be lost in a leader change)."""
@@ -325,15 +355,37 @@ class EtcdServer:
         if now < self._version_due:
             return
         self._version_due = now + PUBLISH_RETRY_S
-        req = V2Request("PUT", CLUSTER_VERSION_PATH, value=ETCD_CLUSTER_VERSION, id=self._wait.next_id())
+        req = V2Request(
+            "PUT",
+            CLUSTER_VERSION_PATH,
+            value=ETCD_CLUSTER_VERSION,
+            id=self._wait.next_id(),
+            time=self.cluster_clock.now(),
+        )
         self._ready_loop.propose_internal(0, req.encode())
 
     async def _sync_loop(self) -> None:
         while True:
             await asyncio.sleep(SYNC_INTERVAL_S)
             if self.raft.state == LEADER and self.store.has_ttl_keys() and not self.fatal_error:
-                req = V2Request("SYNC", "", id=self._wait.next_id(), time=self.now_ns())
+                req = V2Request("SYNC", "", id=self._wait.next_id(), time=self.cluster_clock.now())
                 self._ready_loop.propose(0, req.encode())
+            self._check_skew()
+
+    def _check_skew(self) -> None:
+        """Warn (rate-limited) when this member's wall clock is off cluster time by more than 1 s."""
+        skew = self.cluster_clock.skew_warning()
+        if skew is not None:
+            event(
+                log,
+                logging.WARNING,
+                "the wall clock differs from cluster time; TTLs follow cluster time",
+                **{
+                    "local-member-id": f"{self.member_id:x}",
+                    "clock-skew": f"{skew / 1e9:.3f}s",
+                    "cluster-time-anchored": self.cluster_clock.anchored,
+                },
+            )
 
     async def _sweep_loop(self) -> None:
         """Fail requests that waited longer than the request timeout (etcd's error 300)."""
@@ -349,7 +401,9 @@ class EtcdServer:
         method = req.method
         if method == "HEAD" or (method == "GET" and not req.quorum):
             try:
-                result = self._applier.store.get(req.path, req.recursive, req.sorted, self.now_ns())
+                result = self._applier.store.get(
+                    req.path, req.recursive, req.sorted, self.cluster_clock.now()
+                )
             except V2Error as err:
                 done(None, err)
                 return
@@ -368,6 +422,8 @@ class EtcdServer:
         rid = wait.next_id()
         req.id = rid
         wait.register(rid, req, done)
+        if self._ready_loop.raft.state == LEADER:
+            req.time = self.cluster_clock.now()
         if req.method == "QGET":
             # Linearizable without a log entry (ReadIndex).
             self._ready_loop.read(rid)
@@ -379,7 +435,9 @@ class EtcdServer:
         through the log as ENTRY_INTERNAL entries, QGET through ReadIndex, GET locally."""
         if req.method == "GET":
             try:
-                result = self._applier.store.get_internal(req.path, req.recursive, req.sorted, self.now_ns())
+                result = self._applier.store.get_internal(
+                    req.path, req.recursive, req.sorted, self.cluster_clock.now()
+                )
             except V2Error as err:
                 done(None, err)
                 return
@@ -392,6 +450,8 @@ class EtcdServer:
         rid = self._wait.next_id()
         req.id = rid
         self._wait.register(rid, req, done, internal=True)
+        if self._ready_loop.raft.state == LEADER:
+            req.time = self.cluster_clock.now()
         if req.method == "QGET":
             self._ready_loop.read(rid)
         else:
@@ -424,7 +484,7 @@ class EtcdServer:
         return fut, done
 
     def get(self, path: str, recursive: bool = False, sorted: bool = False) -> Event:
-        return self._applier.store.get(path, recursive, sorted, self.now_ns())
+        return self._applier.store.get(path, recursive, sorted, self.cluster_clock.now())
 
     def watch(self, path: str, recursive: bool, stream: bool, since: int, callback: WatchCallback) -> Watcher:
         return self._applier.store.watch(path, recursive, stream, since, callback)
