@@ -166,7 +166,7 @@ class ApplierV2:
             return V2Request.decode(e.data)
         req = w.req
         if not req.time:
-            req.time = V2Request.decode(e.data).time
+            req.time = V2Request.peek_time(e.data)
         return req
 
     def _stamp(self, req: V2Request, e: Entry, wall_ns: int) -> int:

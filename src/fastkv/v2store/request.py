@@ -32,6 +32,8 @@ _I64 = 1 << 63
 
 # Positions of the string fields in the encoded array (path, value, prev_value).
 _STR_FIELDS = (2, 3, 5)
+_REFRESH_VALUES = (b"null", b"false", b"true")
+_COMMA = ord(",")
 
 
 def _wrap_int64(v: int) -> int:
@@ -214,10 +216,41 @@ class V2Request:
             ttl=ttl,
         )
 
+    @staticmethod
+    def _time_span(data: bytes) -> tuple[int, int] | None:
+        """Where the ``time`` field's digits are in an encoded request whose strings needed no escaping
+        (13 elements ``[..., time, refresh]``, or 15 ``[..., time, refresh, [], ttl]``); None otherwise.
+        Found from the end: strings come earlier, and what follows ``time`` is never a string."""
+        end = len(data) - 1  # the closing bracket
+        if data[end] != 0x5D or data.endswith(b"]]"):
+            return None
+        i = data.rfind(b",[],")
+        if i >= 0 and data[i + 4 : end].isdigit():
+            end = i  # the 15-element form: refresh ends where the empty escape list begins
+        for value in _REFRESH_VALUES:
+            r = end - len(value)
+            if data.startswith(value, r) and data[r - 1] == _COMMA:
+                start = data.rfind(b",", 0, r - 1) + 1
+                return (start, r - 1) if start > 0 and data[start : r - 1].isdigit() else None
+        return None
+
+    @classmethod
+    def peek_time(cls, data: bytes) -> int:
+        """The cluster time stamped on an encoded request (0: none), decoding only if it must."""
+        span = cls._time_span(data)
+        return int(data[span[0] : span[1]]) if span is not None else cls.decode(data).time
+
     @classmethod
     def stamped(cls, data: bytes, time_ns: int) -> bytes:
         """The encoded request ``data`` stamped with cluster time ``time_ns`` if it carries no stamp yet
-        (what the leader does to a write a follower forwarded); ``data`` itself if it does."""
+        (what the leader does to a write a follower forwarded); ``data`` itself if it does.  The common
+        forms are stamped in place, without decoding and encoding it (a quarter of the time)."""
+        span = cls._time_span(data)
+        if span is not None:
+            start, stop = span
+            if data[start:stop] != b"0":
+                return data
+            return b"%b%d%b" % (data[:start], time_ns, data[stop:])
         req = cls.decode(data)
         if req.time:
             return data
