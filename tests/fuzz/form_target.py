@@ -5,8 +5,8 @@ limit, then runs ``build_form`` and ``parse_key_request`` as the client protocol
 
 Invariants:
 - ``build_form`` raises nothing but ``V2Error`` 210 (index 0); ``parse_key_request`` nothing but the
-  ``V2Error`` codes etcd's parseKeyRequest gives (201, 202, 203, 209, 211, 212; index 0), and asks for
-  the time only when a ttl is given; ``media_type`` never raises;
+  ``V2Error`` codes etcd's parseKeyRequest gives (201, 202, 203, 209, 211, 212; index 0), and carries a
+  given ttl relative (a uint64; the expiration is stamped on apply); ``media_type`` never raises;
 - the compiled ``parse_form`` and its pure-Python twin (tests/twins/httpcodec.py) agree on every input;
 - round trips against urllib.parse: on ASCII input without a form error whose escapes decode to UTF-8,
   the first value of every name is what ``urllib.parse.parse_qsl`` finds; and any decoded form, encoded
