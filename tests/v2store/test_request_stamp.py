@@ -7,7 +7,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastkv.v2store.request import V2Request
+from fastkv.v2store.request import V2Request, expiration_for_ttl
 
 T = 1_800_000_000_123_456_789
 
@@ -80,3 +80,22 @@ def test_a_ttl_is_carried_relative() -> None:
     assert orjson.loads(data)[-2:] == [[], 30]
     assert V2Request.decode(data).ttl == 30
     assert V2Request.decode(V2Request("PUT", "/k", value="v", ttl=0).encode()).ttl == 0
+
+
+def _go_expiration(now_ns: int, ttl_s: int) -> int:
+    """Go's now.Add(time.Duration(ttl) * time.Second).UnixNano(), each step wrapped to an int64."""
+
+    def wrap(v: int) -> int:
+        v &= (1 << 64) - 1
+        return v - (1 << 64) if v >= 1 << 63 else v
+
+    return wrap(now_ns + wrap(wrap(ttl_s) * 1_000_000_000))
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.one_of(st.integers(-(1 << 63), (1 << 63) - 1), st.just(T)),
+    st.one_of(st.integers(0, (1 << 64) - 1), st.integers(0, 1 << 40)),
+)
+def test_expiration_for_ttl_wraps_like_go(now_ns: int, ttl_s: int) -> None:
+    assert expiration_for_ttl(now_ns, ttl_s) == _go_expiration(now_ns, ttl_s)

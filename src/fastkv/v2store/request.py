@@ -46,6 +46,11 @@ def expiration_for_ttl(now_ns: int, ttl_s: int) -> int:
     ``now.Add(time.Duration(ttl) * time.Second).UnixNano()`` with Go's two's-complement wrapping, so a TTL
     too large for Go's time gives what etcd gives (a negative or pre-2000 expiry: permanent on create,
     already expired on update) instead of a far-future date."""
+    d = ttl_s * _NS_PER_S
+    if d < _I64:  # every ttl below 292 years: no wrapping in the duration
+        v = now_ns + d
+        if -_I64 <= v < _I64:
+            return v
     return _wrap_int64(now_ns + _wrap_int64(_wrap_int64(ttl_s) * _NS_PER_S))
 
 
