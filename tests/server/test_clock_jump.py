@@ -233,3 +233,35 @@ def test_a_whole_cluster_restart_after_downtime_expires_what_is_due(clocked) -> 
     poll("/due expired", lambda: node(leader.client_url, "/due") is None, 30)
     kept = node(leader.client_url, "/kept")
     assert kept is not None and 2 * 3600 - 60 <= kept["ttl"] <= 2 * 3600
+
+
+def skew_seconds(m: Member) -> float:
+    with urllib.request.urlopen(m.client_url + "/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("fastkv_cluster_time_skew_seconds "):
+                return float(line.split()[1])
+    raise AssertionError("no fastkv_cluster_time_skew_seconds")
+
+
+@pytest.mark.timeout(120)
+def test_a_member_restarted_into_an_idle_cluster_takes_the_current_time(clocked) -> None:
+    """The log's last stamp is seconds old (nothing was written since): a restarted member must not
+    take it for the current time; it asks the leader for a fresh stamp."""
+    launcher, _ = clocked
+    cluster, leader, followers = three(launcher)
+    late = followers[0]
+    late.stop()
+    request(leader.client_url, "PUT", "/plain", value="v")  # the restarted member catches up on it
+    written = time.monotonic()
+    # The cluster stays idle for four seconds: the last stamp in the log is that old.
+    time.sleep(max(0.0, 4 - (time.monotonic() - written)))
+    late.start()
+    late.wait_ready(30)
+    poll("the restarted member's cluster time", lambda: abs(skew_seconds(late)) < 0.5, 15)
+    before = time.time()
+    status, _, body = request(late.client_url, "PUT", "/k", value="v", ttl=TTL)
+    assert status == 201 and body["node"]["ttl"] == TTL
+    assert before + TTL - 1 <= unix(body["node"]["expiration"]) <= time.time() + TTL + 1
+    for m in cluster:
+        n = poll(f"/k on {m.name}", lambda m=m: node(m.client_url, "/k"), 10)
+        assert TTL - 2 <= n["ttl"] <= TTL, (m.name, n)

@@ -138,6 +138,9 @@ class EtcdServer:
         self._until_serving: list[Callable[[], None]] = []
         self._published = False
         self._publish_due = 0.0
+        # Whether this member applied a stamp made after it started (or leads): see _maybe_ask_time.
+        self._time_fresh = False
+        self._time_asked_due = 0.0
         self._version_due = 0.0
         # This member was removed from the cluster: it exits (status 0) and never comes back.
         self.removed = False
@@ -327,7 +330,30 @@ class EtcdServer:
         """Raft's soft state changed, or a tick passed."""
         if self.raft.state == LEADER:
             self.cluster_clock.lead()
+            self._time_fresh = True
+        else:
+            self._maybe_ask_time()
         self._maybe_publish()
+
+    def _maybe_ask_time(self) -> None:
+        """Until this member has applied a stamp the leader made after it started, it asks for one: an
+        unstamped SYNC, which the leader stamps on receipt.  The log alone is not enough: its last
+        stamp may be old (an idle cluster), and a clock anchored to it would stay behind.  Retried
+        every second until one is applied."""
+        if self._time_fresh or self.raft.lead == 0 or self._loop_ is None or self.fatal_error:
+            return
+        now = time.monotonic()
+        if now < self._time_asked_due:
+            return
+        self._time_asked_due = now + PUBLISH_RETRY_S
+
+        def applied(result: Any, err: V2Error | None) -> None:
+            if err is None:
+                self._time_fresh = True
+
+        req = V2Request("SYNC", "", id=self._wait.next_id())
+        self._wait.register(req.id, req, applied)
+        self._ready_loop.propose(req.id, req.encode())
 
     def _maybe_publish(self) -> None:
         """Publish this member's name and client URLs through the log once a leader is known,
