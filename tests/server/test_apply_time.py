@@ -195,3 +195,25 @@ def test_internal_entries_are_stamped_too(member: Member) -> None:
         )
     )
     assert member.applier.store.namespaces["2"].tree.find("/users/x").expire_ns == T0 + 9 * S
+
+
+def test_a_snapshot_carries_the_cluster_time(tmp_path) -> None:
+    """A follower that installs the leader's snapshot (a RocksDB checkpoint) takes its cluster time."""
+    leader = Member(str(tmp_path / "leader"))
+    follower = Member(str(tmp_path / "follower"))
+    try:
+        leader.apply(V2Request("PUT", "/k", value="v", ttl=30, time=T0 + 7 * S))
+        leader.backend.flush()
+        leader.backend.checkpoint(str(tmp_path / "snap"))
+        snap = Backend.open(str(tmp_path / "snap"))
+        follower.applier.restore(snap)
+        assert follower.applier.time_ns == T0 + 7 * S
+        assert follower.applier.store.tree.get("/k").expire_ns == T0 + 37 * S
+        follower.backend.close()
+        follower.applier.backend = follower.backend = snap
+        follower.index = snap.applied_index()
+        follower.apply(V2Request("PUT", "/j", value="v", ttl=1))  # unstamped: applies at the snapshot's time
+        assert follower.node("/j")["expire_ns"] == T0 + 8 * S
+    finally:
+        leader.close()
+        follower.close()
