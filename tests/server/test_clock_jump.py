@@ -257,7 +257,11 @@ def test_a_member_restarted_into_an_idle_cluster_takes_the_current_time(clocked)
     time.sleep(max(0.0, 4 - (time.monotonic() - written)))
     late.start()
     late.wait_ready(30)
-    poll("the restarted member's cluster time", lambda: abs(skew_seconds(late)) < 0.5, 15)
+    try:
+        poll("the restarted member's cluster time", lambda: abs(skew_seconds(late)) < 0.5, 15)
+    except TimeoutError as e:
+        logs = "\n".join(m.log_tail(15) for m in cluster)
+        raise AssertionError(f"{e}; skew {skew_seconds(late)} s\n{logs}") from None
     before = time.time()
     status, _, body = request(late.client_url, "PUT", "/k", value="v", ttl=TTL)
     assert status == 201 and body["node"]["ttl"] == TTL
