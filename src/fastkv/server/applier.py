@@ -71,9 +71,8 @@ class ApplyListener(Protocol):
 
     def member_published(self, member_id: int) -> None: ...
 
-    def stamp_applied(self, stamp_ns: int, term: int, index: int) -> None:
-        """The newest entry stamp of a round: ``stamp_ns``, on an entry of ``term``, the round ending at
-        ``index``."""
+    def stamp_applied(self, stamp_ns: int) -> None:
+        """The newest entry stamp of a round."""
         ...
 
 
@@ -99,7 +98,7 @@ class _Replay:
     def member_published(self, member_id: int) -> None:
         pass
 
-    def stamp_applied(self, stamp_ns: int, term: int, index: int) -> None:
+    def stamp_applied(self, stamp_ns: int) -> None:
         pass
 
 
@@ -120,9 +119,8 @@ class ApplierV2:
         self._membership_changed = False
         # The applied state's cluster time (unix ns; 0 = no stamp applied yet), kept with it in RocksDB.
         self.time_ns = backend.meta().cluster_time_ns
-        # The last stamp of the round being applied and its entry's term (0: none).
+        # The newest stamp of the round being applied (0: none).
         self._round_stamp = 0
-        self._round_stamp_term = 0
 
     def apply(
         self, entries: list[Entry], now_ns: int, wait: Wait, loop: asyncio.AbstractEventLoop | None
@@ -149,7 +147,7 @@ class ApplierV2:
         last = entries[-1]
         self.applied_index, self.applied_term = last.index, last.term
         if self._round_stamp:
-            self.listener.stamp_applied(self._round_stamp, self._round_stamp_term, last.index)
+            self.listener.stamp_applied(self._round_stamp)
         return self.backend.prepare(
             store.take_changes(),
             last.index,
@@ -169,11 +167,12 @@ class ApplierV2:
             req.time = V2Request.peek_time(e.data)
         return req
 
-    def _stamp(self, req: V2Request, e: Entry, wall_ns: int) -> int:
+    def _stamp(self, req: V2Request, wall_ns: int) -> int:
         """The cluster time ``req`` applies at: its stamp moves the applied state's time forward."""
         t = req.time
         if t:
-            self._round_stamp, self._round_stamp_term = t, e.term
+            if t > self._round_stamp:
+                self._round_stamp = t
             if t > self.time_ns:
                 self.time_ns = t
         now = self.time_ns or wall_ns
@@ -190,7 +189,7 @@ class ApplierV2:
                     continue  # a new leader's empty entry
                 w = wait.take(V2Request.peek_id(e.data))
                 req = self._request(w, e)
-                now = self._stamp(req, e, wall_ns)
+                now = self._stamp(req, wall_ns)
                 try:
                     result = store.apply(req, now)
                 except V2Error as err:
@@ -202,7 +201,7 @@ class ApplierV2:
             elif etype == ENTRY_INTERNAL:
                 w = wait.take(V2Request.peek_id(e.data))
                 req = self._request(w, e)
-                now = self._stamp(req, e, wall_ns)
+                now = self._stamp(req, wall_ns)
                 try:
                     result = store.apply_internal(req, now)
                 except V2Error as err:

@@ -7,9 +7,10 @@ The rules (docs/design.md, "Time"):
   bound of cluster time (the leader made it a commit latency ago), so ``observe`` only moves forward.
 - The base at start is the newest stamp of the applied state or the wall clock, whichever is later:
   the wall clock is read once per process, and it is the only witness of the time a member (or the
-  whole cluster) was down.  Such a clock is not *anchored*: the first fresh stamp of a live leader
-  (``follow``) replaces it in either direction, so a member restarted with a wrong wall clock takes
-  the cluster's time as soon as it follows a leader.  A member that leads is anchored by definition.
+  whole cluster) was down.  Such a clock is not *anchored*: a stamp the leader made for this member
+  after it started (``follow``, see EtcdServer._maybe_ask_time) replaces it in either direction, so
+  a member restarted with a wrong wall clock takes the cluster's time as soon as it follows a
+  leader.  A member that leads is anchored by definition.
 - ``skew_ns`` is how far this member's wall clock is from cluster time; ``skew_warning`` says when it
   is worth a log line (beyond a threshold, at most once per interval unless it changed by more than
   the threshold).
@@ -57,8 +58,8 @@ class ClusterClock:
             self._rebase(stamp_ns)
 
     def follow(self, stamp_ns: int) -> None:
-        """A stamp of the current leader applied as soon as it committed (this member is caught up): an
-        unanchored clock takes it as cluster time, even backwards; an anchored one only observes it."""
+        """A stamp the leader made after this member asked for it: an unanchored clock takes it as
+        cluster time, even backwards; an anchored one only observes it."""
         if self.anchored:
             self.observe(stamp_ns)
         else:

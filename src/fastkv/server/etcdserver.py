@@ -138,8 +138,6 @@ class EtcdServer:
         self._until_serving: list[Callable[[], None]] = []
         self._published = False
         self._publish_due = 0.0
-        # Whether this member applied a stamp made after it started (or leads): see _maybe_ask_time.
-        self._time_fresh = False
         self._time_asked_due = 0.0
         self._version_due = 0.0
         # This member was removed from the cluster: it exits (status 0) and never comes back.
@@ -214,14 +212,9 @@ class EtcdServer:
         # Ahead of any request waiting to be served: /0/version takes the index etcd gives it.
         self._maybe_set_cluster_version()
 
-    def stamp_applied(self, stamp_ns: int, term: int, index: int) -> None:
-        """A follower caught up with its leader follows the leader's stamps of the current term; any
-        other applied stamp is a lower bound of cluster time."""
-        raft = self._ready_loop.raft
-        if raft.state != LEADER and raft.lead != 0 and term == raft.term and index >= raft.log.committed:
-            self.cluster_clock.follow(stamp_ns)
-        else:
-            self.cluster_clock.observe(stamp_ns)
+    def stamp_applied(self, stamp_ns: int) -> None:
+        """An applied stamp is a lower bound of cluster time (the leader made it a while ago)."""
+        self.cluster_clock.observe(stamp_ns)
 
     @property
     def clock_skew_seconds(self) -> float:
@@ -330,28 +323,30 @@ class EtcdServer:
         """Raft's soft state changed, or a tick passed."""
         if self.raft.state == LEADER:
             self.cluster_clock.lead()
-            self._time_fresh = True
         else:
             self._maybe_ask_time()
         self._maybe_publish()
 
     def _maybe_ask_time(self) -> None:
-        """Until this member has applied a stamp the leader made after it started, it asks for one: an
-        unstamped SYNC, which the leader stamps on receipt.  The log alone is not enough: its last
-        stamp may be old (an idle cluster), and a clock anchored to it would stay behind.  Retried
-        every second until one is applied."""
-        if self._time_fresh or self.raft.lead == 0 or self._loop_ is None or self.fatal_error:
+        """A follower whose cluster time is not anchored (it started from the later of its wall clock
+        and its log's last stamp) asks the leader for the time: an unstamped SYNC, which the leader
+        stamps when it receives it, and whose applied time this member then takes as cluster time,
+        backwards too.  The log's last stamp alone will not do: in an idle cluster it may be old.
+        Retried every second until the clock is anchored (or this member leads)."""
+        clock = self.cluster_clock
+        if clock.anchored or self.raft.lead == 0 or self._loop_ is None or self.fatal_error:
             return
         now = time.monotonic()
         if now < self._time_asked_due:
             return
         self._time_asked_due = now + PUBLISH_RETRY_S
+        req = V2Request("SYNC", "", id=self._wait.next_id())
 
         def applied(result: Any, err: V2Error | None) -> None:
-            if err is None:
-                self._time_fresh = True
+            # Applied: req.time is now the time it applied at, the leader's fresh stamp or later.
+            if err is None and self.raft.state != LEADER:
+                clock.follow(req.time)
 
-        req = V2Request("SYNC", "", id=self._wait.next_id())
         self._wait.register(req.id, req, applied)
         self._ready_loop.propose(req.id, req.encode())
 
