@@ -3,7 +3,9 @@
 Every member runs under libfaketime with its own offset file (``<clock dir>/<member name>``, "+0" at
 start) and a real monotonic clock (FAKETIME_DONT_FAKE_MONOTONIC=1); writing "+2h" to a member's file
 moves that process's wall clock two hours ahead at once (FAKETIME_NO_CACHE=1).  Skipped when
-libfaketime is not installed (``make etcd-bin`` installs it on Debian).
+libfaketime is not installed (``make etcd-bin`` installs it on Debian).  With libfaketime 0.9.10 and
+a real monotonic clock, Python's ``time.sleep`` fails with EINVAL; the member never calls it (its
+waits are the event loop's), only discovery retries do, which these tests do not use.
 """
 
 from __future__ import annotations
