@@ -31,8 +31,8 @@ run: $(RUN_STAMP)
 # Installs the real etcd (for the tests that compare against it) and wrk (the benchmark tool's
 # load generator) when apt is available.
 etcd-bin:
-	@command -v etcd >/dev/null && command -v etcdctl >/dev/null && command -v wrk >/dev/null || \
-	  { command -v apt-get >/dev/null && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client wrk >/dev/null) || echo "etcd/wrk not installed: their tests will be skipped"; }
+	@command -v etcd >/dev/null && command -v etcdctl >/dev/null && command -v wrk >/dev/null && command -v faketime >/dev/null || \
+	  { command -v apt-get >/dev/null && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client wrk faketime >/dev/null) || echo "etcd/wrk/faketime not installed: their tests will be skipped"; }
 
 test: $(STAMP) etcd-bin
 	$(BIN)/pytest -q -p no:cacheprovider

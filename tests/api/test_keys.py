@@ -7,12 +7,10 @@ import pytest
 from fastkv.api.keys import MAX_FORM_SIZE, build_form, media_type, parse_key_request
 from fastkv.v2store.errors import V2Error
 
-NOW = 1_000_000_000_000
-
 
 def parse(method: str, key: str, query: bytes = b"", body: bytes = b"", ct: str | None = None):
     form = build_form(method, ct, body, False, query)
-    return parse_key_request(method, key, form, lambda: NOW)
+    return parse_key_request(method, key, form)
 
 
 def error_of(method: str, query: bytes, body: bytes = b"", ct: str | None = None) -> tuple[int, str, int]:
@@ -28,7 +26,8 @@ def test_plain_requests() -> None:
     req, nvos = parse("GET", "")
     assert (req.method, req.path, nvos) == ("GET", "/", False)
     req, _ = parse("PUT", "/a/b/", body=b"value=x%20y&ttl=5&prevExist=false", ct=FORM)
-    assert (req.path, req.value, req.prev_exist, req.expiration) == ("/a/b", "x y", False, NOW + 5 * 10**9)
+    # The ttl stays relative: the expiration is stamped when the entry is applied (cluster time).
+    assert (req.path, req.value, req.prev_exist, req.ttl, req.expiration) == ("/a/b", "x y", False, 5, 0)
 
 
 def test_body_wins_over_query_and_first_value_wins() -> None:
@@ -44,8 +43,10 @@ def test_body_ignored_for_delete_and_get() -> None:
 
 
 def test_ttl_rules() -> None:
-    assert parse("PUT", "/a", query=b"ttl=")[0].expiration == 0
-    assert parse("PUT", "/a", query=b"ttl=0")[0].expiration == NOW
+    assert parse("PUT", "/a", query=b"ttl=")[0].ttl is None
+    assert parse("PUT", "/a")[0].ttl is None
+    assert parse("PUT", "/a", query=b"ttl=0")[0].ttl == 0
+    assert parse("PUT", "/a", query=b"ttl=18446744073709551615")[0].ttl == (1 << 64) - 1
     assert error_of("PUT", b"ttl=-1") == (202, 'invalid value for "ttl"', 0)
     assert error_of("PUT", b"ttl=1.5")[0] == 202
 

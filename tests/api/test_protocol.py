@@ -60,7 +60,7 @@ def test_requests_built_for_the_server() -> None:
         await one(port, req("POST", "/v2/keys/q", b"value=j"))
         put, qget, delete, post = srv.proposals
         assert (put.method, put.path, put.value, put.prev_index) == ("PUT", "/x/y", "b", 3)
-        assert put.expiration == srv.clock_ns + 10 * 10**9
+        assert (put.ttl, put.expiration) == (10, 0)  # made absolute on apply, from cluster time
         assert (qget.method, qget.quorum, qget.wait) == ("QGET", True, True)
         assert (delete.method, delete.recursive, delete.dir) == ("DELETE", True, False)
         assert (post.method, post.path) == ("POST", "/q")

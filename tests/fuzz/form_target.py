@@ -5,8 +5,8 @@ limit, then runs ``build_form`` and ``parse_key_request`` as the client protocol
 
 Invariants:
 - ``build_form`` raises nothing but ``V2Error`` 210 (index 0); ``parse_key_request`` nothing but the
-  ``V2Error`` codes etcd's parseKeyRequest gives (201, 202, 203, 209, 211, 212; index 0), and asks for
-  the time only when a ttl is given; ``media_type`` never raises;
+  ``V2Error`` codes etcd's parseKeyRequest gives (201, 202, 203, 209, 211, 212; index 0), and carries a
+  given ttl relative (a uint64; the expiration is stamped on apply); ``media_type`` never raises;
 - the compiled ``parse_form`` and its pure-Python twin (tests/twins/httpcodec.py) agree on every input;
 - round trips against urllib.parse: on ASCII input without a form error whose escapes decode to UTF-8,
   the first value of every name is what ``urllib.parse.parse_qsl`` finds; and any decoded form, encoded
@@ -43,7 +43,6 @@ CONTENT_TYPES = (
 KEY_REQUEST_CODES = frozenset(
     {PREV_VALUE_REQUIRED, TTL_NAN, INDEX_NAN, INVALID_FIELD, REFRESH_VALUE, REFRESH_TTL_REQUIRED}
 )
-NOW_NS = 1_700_000_000_000_000_000
 
 
 class FuzzFailure(AssertionError):
@@ -114,14 +113,8 @@ def form(data: bytes) -> None:
     if not all(type(k) is str and type(v) is str for k, v in fields.items()):
         raise FuzzFailure(f"build_form returned non-str names or values: {fields!r}")
 
-    clock_calls: list[int] = []
-
-    def now_ns() -> int:
-        clock_calls.append(1)
-        return NOW_NS
-
     try:
-        req, no_value = parse_key_request(method, key, fields, now_ns)
+        req, no_value = parse_key_request(method, key, fields)
     except V2Error as e:
         if e.code not in KEY_REQUEST_CODES or e.index != 0:
             raise FuzzFailure(f"parse_key_request raised {e.code} index {e.index}: {e}") from e
@@ -131,10 +124,12 @@ def form(data: bytes) -> None:
         raise FuzzFailure(f"parse_key_request returned {(req, no_value)!r}")
     if not req.path.startswith("/") or (req.path != "/" and req.path.endswith("/")):
         raise FuzzFailure(f"request path {req.path!r} from key {key!r}")
-    if clock_calls and not fields.get("ttl"):
-        raise FuzzFailure("the clock was read without a ttl")
-    # Go's int64 nanoseconds: a TTL too large for Go's time wraps as it does there (expiration_for_ttl).
-    if not -(1 << 63) <= req.expiration < 1 << 63:
-        raise FuzzFailure(f"expiration {req.expiration} does not fit an int64")
+    # The ttl travels relative (a uint64, or None without a ttl); it is made absolute on apply.
+    if req.ttl is not None and not (fields.get("ttl") and 0 <= req.ttl < 1 << 64):
+        raise FuzzFailure(f"ttl {req.ttl!r} from {fields.get('ttl')!r}")
+    if req.ttl is None and fields.get("ttl"):
+        raise FuzzFailure(f"ttl {fields.get('ttl')!r} dropped")
+    if req.expiration:
+        raise FuzzFailure(f"expiration {req.expiration} stamped by the API")
     if req.wait and method != "GET":
         raise FuzzFailure(f"wait accepted on {method}")

@@ -54,6 +54,7 @@ SHARED_CLUSTER = [
 FASTKV_ONLY = [
     ("fastkv_wal_group_commit_entries", "histogram", set()),
     ("fastkv_apply_duration_seconds", "histogram", set()),
+    ("fastkv_cluster_time_skew_seconds", "gauge", set()),
 ]
 
 

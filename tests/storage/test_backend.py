@@ -277,23 +277,24 @@ def test_ttl_heap_rebuilt_with_tie_order(db_dir):
 def test_meta_membership_and_checkpoint(db_dir, tmp_path):
     store = Store()
     backend = Backend.open(db_dir)
-    assert backend.meta() == (0, 0, 0, None)
+    assert backend.meta() == (0, 0, 0, None, 0)
     store.apply(V2Request("PUT", "/k", value="v1"), NOW)
-    backend.write(backend.prepare(store.take_changes(), 7, 2, b"members-v1"))
+    backend.write(backend.prepare(store.take_changes(), 7, 2, b"members-v1", NOW))
     store.apply(V2Request("PUT", "/k", value="v2"), NOW)
     backend.write(backend.prepare(store.take_changes(), 9, 3))
-    assert backend.meta() == (9, 3, 2, b"members-v1")
+    # A round that did not move the cluster time keeps the last one written.
+    assert backend.meta() == (9, 3, 2, b"members-v1", NOW)
     cp = str(tmp_path / "checkpoint")
     backend.checkpoint(cp)
     store.apply(V2Request("PUT", "/k", value="v3"), NOW)
-    write_round(backend, store, 10, 3)
+    backend.write(backend.prepare(store.take_changes(), 10, 3, None, NOW + 5 * S))
     backend.close()
     copy = Backend.open(cp)
-    assert copy.meta() == (9, 3, 2, b"members-v1")
+    assert copy.meta() == (9, 3, 2, b"members-v1", NOW)
     assert copy.load_store().tree.find("/k").value == "v2"
     copy.close()
     again = Backend.open(db_dir)
-    assert again.meta() == (10, 3, 3, b"members-v1")
+    assert again.meta() == (10, 3, 3, b"members-v1", NOW + 5 * S)
     assert again.load_store().tree.find("/k").value == "v3"
 
 

@@ -13,8 +13,7 @@ refresh (209), refresh with a value (211), refresh without ttl (212).  Every par
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from .._native.httpcodec import parse_bool, parse_form, parse_uint64
 from ..v2store.errors import (
     INDEX_NAN,
     INVALID_FIELD,
@@ -25,12 +24,7 @@ from ..v2store.errors import (
     TTL_NAN,
     V2Error,
 )
-from ..v2store.request import V2Request, expiration_for_ttl
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-from .._native.httpcodec import parse_bool, parse_form, parse_uint64
+from ..v2store.request import V2Request
 
 # Go's net/http limit on a urlencoded body read by ParseForm.
 MAX_FORM_SIZE = 10 << 20
@@ -170,13 +164,12 @@ def key_path(key: str) -> str:
     return key.rstrip("/") or "/"
 
 
-def parse_key_request(
-    method: str, key: str, form: dict[str, str], now_ns: Callable[[], int]
-) -> tuple[V2Request, bool]:
+def parse_key_request(method: str, key: str, form: dict[str, str]) -> tuple[V2Request, bool]:
     """etcd's ``parseKeyRequest``: the V2Request and noValueOnSuccess, or V2Error (index 0).
 
     ``key`` is the decoded, clean URL path after ``/v2/keys`` ("" or "/a/b/"); the request path is the
-    path.Join'ed key ("/" for the root).  ``now_ns()`` is only called when a ttl is given.
+    path.Join'ed key ("/" for the root).  A ttl stays relative (``req.ttl``): the expiration is stamped
+    when the entry is applied, from the cluster time, not from this member's clock.
     """
     path = key.rstrip("/") or "/"  # key_path(key), inlined on this hot path
     if not form:
@@ -223,10 +216,6 @@ def parse_key_request(
                 raise V2Error(REFRESH_VALUE, "A value was provided on a refresh")
             if ttl < 0:
                 raise V2Error(REFRESH_TTL_REQUIRED, "No TTL value set")
-    expiration = 0
-    if ttl >= 0:
-        # Go wraps on absurd TTLs; clamping keeps the entry encodable and the key effectively permanent.
-        expiration = expiration_for_ttl(now_ns(), ttl)
     req = V2Request(
         method,
         path,
@@ -235,7 +224,7 @@ def parse_key_request(
         prev_value=prev_value or "",
         prev_index=prev_index,
         prev_exist=prev_exist,
-        expiration=expiration,
+        ttl=ttl if ttl >= 0 else None,
         wait=wait,
         since=since,
         recursive=recursive,

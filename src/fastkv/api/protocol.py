@@ -880,7 +880,7 @@ class ClientProtocol(asyncio.Protocol):
                 form = build_form(method, r.content_type, r.body, r.too_large, raw_query)
             else:
                 form = {}
-            req, no_value = parse_key_request(method, key, form, server.now_ns)
+            req, no_value = parse_key_request(method, key, form)
         except V2Error as e:
             if e.cause == "http: POST too large":
                 r.keep_alive = False  # Go does not drain a body that large

@@ -7,8 +7,11 @@ add to Raft, peers to dial, this member removed or published) is told to an ``Ap
 
 Rules:
 - Entries are applied in log order, one at a time, on the event loop; the same entries give the
-  same state on every member (time comes from the entry for SYNC, from ``now_ns`` only for the
-  read-side TTL views of the events).
+  same state on every member.  Time comes from the log (docs/design.md, "Time"): the applied state's
+  cluster time ``time_ns`` is the newest stamp the leader put on an entry (never backwards: an older
+  stamp after a newer one leaves it), every TTL becomes ``time_ns + ttl``, every SYNC expires what is
+  due at ``time_ns``, and the events' ttl views are computed at ``time_ns``.  The wall clock passed
+  in (``now_ns``) is only used while no stamp was ever applied (a log written before stamps).
 - A request's answer goes to its waiter, if this member has one: ``done(event, None)`` or
   ``done(None, V2Error)``.  A store error leaves the state (and the index) unchanged.
 - Configuration takes effect on apply (etcd's rule): membership changes are made here and then
@@ -41,7 +44,7 @@ from ..v2store.mirror import apply_mirror, refuses_user_writes
 from ..v2store.request import V2Request
 from ..v2store.store import Store
 from .membership import Member, Membership
-from .wait import Wait
+from .wait import Wait, Waiter
 
 log = logging.getLogger("fastkv.etcdserver")
 
@@ -76,6 +79,10 @@ class ApplyListener(Protocol):
 
     def member_published(self, member_id: int) -> None: ...
 
+    def stamp_applied(self, stamp_ns: int) -> None:
+        """The newest entry stamp of a round."""
+        ...
+
 
 class _Replay:
     """The listener while a member replays its log at start: Raft and peers do not exist yet (they
@@ -99,6 +106,9 @@ class _Replay:
     def member_published(self, member_id: int) -> None:
         pass
 
+    def stamp_applied(self, stamp_ns: int) -> None:
+        pass
+
 
 class ApplierV2:
     def __init__(self, member_id: int, store: Store, membership: Membership, backend: Backend) -> None:
@@ -117,6 +127,10 @@ class ApplierV2:
         self._membership_changed = False
         # Why user writes are refused (the store follows a mirror source), or None: checked per write.
         self.mirror_refusal = refuses_user_writes(store)
+        # The applied state's cluster time (unix ns; 0 = no stamp applied yet), kept with it in RocksDB.
+        self.time_ns = backend.meta().cluster_time_ns
+        # The newest stamp of the round being applied (0: none).
+        self._round_stamp = 0
 
     def apply(
         self, entries: list[Entry], now_ns: int, wait: Wait, loop: asyncio.AbstractEventLoop | None
@@ -128,6 +142,8 @@ class ApplierV2:
         failpoint.hit("before_apply")
         started = time.perf_counter()
         store = self.store
+        time_before = self.time_ns
+        self._round_stamp = 0
         if loop is not None and store.hub.count > 0:
             store.hub.hold()
             try:
@@ -140,14 +156,41 @@ class ApplierV2:
         self.apply_seconds.observe(time.perf_counter() - started)
         last = entries[-1]
         self.applied_index, self.applied_term = last.index, last.term
+        if self._round_stamp:
+            self.listener.stamp_applied(self._round_stamp)
         return self.backend.prepare(
             store.take_changes(),
             last.index,
             last.term,
             self.membership.save() if membership_changed else None,
+            self.time_ns if self.time_ns != time_before else None,
         )
 
-    def _apply_entries(self, entries: list[Entry], now: int, wait: Wait) -> None:
+    @staticmethod
+    def _request(w: Waiter | None, e: Entry) -> V2Request:
+        """The request an entry carries: this member's own object when it waits for it (it need not be
+        decoded again), with the stamp the leader gave the entry if it was made unstamped."""
+        if w is None or w.req is None:
+            return V2Request.decode(e.data)
+        req = w.req
+        if not req.time:
+            req.time = V2Request.peek_time(e.data)
+        return req
+
+    def _stamp(self, req: V2Request, wall_ns: int) -> int:
+        """The cluster time ``req`` applies at: its stamp moves the applied state's time forward."""
+        t = req.time
+        if t:
+            if t > self._round_stamp:
+                self._round_stamp = t
+            if t > self.time_ns:
+                self.time_ns = t
+        now = self.time_ns or wall_ns
+        if req.method == "SYNC":
+            req.time = now  # what is due at the applied state's time, never less
+        return now
+
+    def _apply_entries(self, entries: list[Entry], wall_ns: int, wait: Wait) -> None:
         store = self.store
         for e in entries:
             etype = e.type
@@ -155,7 +198,8 @@ class ApplierV2:
                 if not e.data:
                     continue  # a new leader's empty entry
                 w = wait.take(V2Request.peek_id(e.data))
-                req = w.req if w is not None and w.req is not None else V2Request.decode(e.data)
+                req = self._request(w, e)
+                now = self._stamp(req, wall_ns)
                 if self.mirror_refusal is not None and req.method != "QGET":
                     # A mirror: the source's events are its only writes, its expire events its expiry.
                     if w is not None:
@@ -171,7 +215,8 @@ class ApplierV2:
                     w.done(result, None)
             elif etype == ENTRY_INTERNAL:
                 w = wait.take(V2Request.peek_id(e.data))
-                req = w.req if w is not None and w.req is not None else V2Request.decode(e.data)
+                req = self._request(w, e)
+                now = self._stamp(req, wall_ns)
                 try:
                     result = store.apply_internal(req, now)
                 except V2Error as err:
@@ -181,7 +226,7 @@ class ApplierV2:
                 if w is not None:
                     w.done(result, None)
             elif etype == ENTRY_MIRROR:
-                self._apply_mirror(e, now, wait)
+                self._apply_mirror(e, self.time_ns or wall_ns, wait)
             elif etype == ENTRY_CONF_CHANGE:
                 self._apply_conf_change(e, wait)
                 self._membership_changed = True
@@ -299,3 +344,4 @@ class ApplierV2:
         if bm.membership is not None:
             self.membership = Membership.recover(bm.membership)
         self.applied_index, self.applied_term = bm.applied_index, bm.applied_term
+        self.time_ns = bm.cluster_time_ns

@@ -14,8 +14,12 @@ start, the attribute publication, the TTL SYNC proposals, the request timeout sw
 and stop.
 
 Rules worth keeping in mind:
+- Time is cluster time (clusterclock.py, docs/design.md "Time"): the leader stamps each request it
+  makes with its cluster time (the readyloop stamps what followers forward), TTLs become absolute
+  on apply from those stamps, and local reads show ttls at this member's estimate of cluster time.
+  No member's wall clock, once the member runs, moves it; a skew between the two is logged.
 - TTL expiry is a SYNC entry proposed by the leader every 500 ms while TTL keys exist, carrying
-  the leader's clock, so every replica expires the same keys at the same index.
+  the leader's cluster time, so every replica expires the same keys at the same index.
 - Each member publishes its name and client URLs as an ENTRY_MEMBER_ATTRIBUTES entry once it knows
   a leader, retried until applied; a member is ready (systemd READY=1) once its own is applied.
 - A request's answer is final: once the sweep answers "request timed out", its proposal is dropped
@@ -52,6 +56,7 @@ from . import stats
 from .admin import MembershipAdmin
 from .applier import CLUSTER_VERSION_PATH, ApplierV2
 from .bootstrap import StartupError, open_member
+from .clusterclock import ClusterClock
 from .config import Config
 from .interface import Done, WatchCallback
 from .membership import Member, Membership
@@ -78,10 +83,12 @@ class EtcdServer:
         cfg: Config,
         *,
         clock: Callable[[], int] = time.time_ns,
+        mono: Callable[[], int] = time.monotonic_ns,
         rng: random.Random | None = None,
         tls: MemberTLS | None = None,
     ) -> None:
         """Open (or bootstrap) the member's data dir and recover its state.  Raises StartupError.
+        ``clock``/``mono``: the wall and monotonic clocks (unix ns, ns) cluster time is made from.
         ``tls``: the member's TLS (security.prepare_tls) when any of its URLs is https."""
         self.cfg = cfg
         self.name = cfg.name
@@ -97,6 +104,8 @@ class EtcdServer:
         self._applier: ApplierV2 = opened.applier
         self._applier.client_urls = self.client_urls
         self._applier.listener = self
+        # Seeded from the applied state's time (the replay is done) or the wall clock, read once here.
+        self.cluster_clock = ClusterClock(self._applier.time_ns, wall=clock, mono=mono)
         self._wait = Wait(rng.getrandbits(48) << 16, 5.0 + 2 * cfg.election_timeout_ms / 1000.0)
         self._loop_: asyncio.AbstractEventLoop | None = None
         self._ready_loop = ReadyLoop(
@@ -104,11 +113,12 @@ class EtcdServer:
             opened,
             self._wait,
             clock,
-            on_leader_change=self._maybe_publish,
+            on_leader_change=self._on_leader_change,
             on_rejected_gone=self.self_removed,
             on_fatal=lambda reason: self._stopped.set(),
             cluster_info=self._cluster_info,
             tls=tls,
+            cluster_time=self.cluster_clock.now,
         )
         self._admin = MembershipAdmin(
             lambda: self._applier.membership,
@@ -129,6 +139,7 @@ class EtcdServer:
         self._until_serving: list[Callable[[], None]] = []
         self._published = False
         self._publish_due = 0.0
+        self._time_asked_due = 0.0
         self._version_due = 0.0
         # This member was removed from the cluster: it exits (status 0) and never comes back.
         self.removed = False
@@ -201,6 +212,15 @@ class EtcdServer:
     def member_published(self, member_id: int) -> None:
         # Ahead of any request waiting to be served: /0/version takes the index etcd gives it.
         self._maybe_set_cluster_version()
+
+    def stamp_applied(self, stamp_ns: int) -> None:
+        """An applied stamp is a lower bound of cluster time (the leader made it a while ago)."""
+        self.cluster_clock.observe(stamp_ns)
+
+    @property
+    def clock_skew_seconds(self) -> float:
+        """This member's wall clock minus cluster time (/metrics)."""
+        return self.cluster_clock.skew_ns() / 1e9
 
     def self_published(self) -> None:
         self._published = True
@@ -300,6 +320,44 @@ class EtcdServer:
             }
         ).decode()
 
+    def _on_leader_change(self) -> None:
+        """Raft's soft state changed, or a tick passed."""
+        if self.raft.state == LEADER:
+            self.cluster_clock.lead()
+        else:
+            self._maybe_ask_time()
+        self._maybe_publish()
+
+    def _maybe_ask_time(self) -> None:
+        """A follower whose cluster time is not anchored (it started from the later of its wall clock
+        and its log's last stamp) asks the leader for the time: an unstamped SYNC, which the leader
+        stamps when it receives it, and whose applied time this member then takes as cluster time,
+        backwards too.  The log's last stamp alone will not do: in an idle cluster it may be old.
+        Retried every second until the clock is anchored (or this member leads)."""
+        clock = self.cluster_clock
+        if (
+            clock.anchored
+            or self.raft.lead == 0
+            or self._loop_ is None
+            or self.fatal_error
+            or self._ready_loop.no_space
+        ):
+            return
+        now = time.monotonic()
+        if now < self._time_asked_due:
+            return
+        self._time_asked_due = now + PUBLISH_RETRY_S
+        req = V2Request("SYNC", "", id=self._wait.next_id())
+
+        def applied(result: Any, err: V2Error | None) -> None:
+            # Applied: req.time is now the time it applied at, the leader's fresh stamp or later.  A
+            # store that follows a mirror source refuses the SYNC, but only after stamping it.
+            if (err is None or err.code == ROOT_RONLY) and self.raft.state != LEADER:
+                clock.follow(req.time)
+
+        self._wait.register(req.id, req, applied)
+        self._ready_loop.propose(req.id, req.encode())
+
     def _maybe_publish(self) -> None:
         """Publish this member's name and client URLs through the log once a leader is known,
         retrying until the entry is applied (a proposal can be lost in a leader change)."""
@@ -328,7 +386,13 @@ class EtcdServer:
         if now < self._version_due:
             return
         self._version_due = now + PUBLISH_RETRY_S
-        req = V2Request("PUT", CLUSTER_VERSION_PATH, value=ETCD_CLUSTER_VERSION, id=self._wait.next_id())
+        req = V2Request(
+            "PUT",
+            CLUSTER_VERSION_PATH,
+            value=ETCD_CLUSTER_VERSION,
+            id=self._wait.next_id(),
+            time=self.cluster_clock.now(),
+        )
         self._ready_loop.propose_internal(0, req.encode())
 
     async def _sync_loop(self) -> None:
@@ -340,8 +404,24 @@ class EtcdServer:
                 and not self.fatal_error
                 and not self._ready_loop.no_space
             ):
-                req = V2Request("SYNC", "", id=self._wait.next_id(), time=self.now_ns())
+                req = V2Request("SYNC", "", id=self._wait.next_id(), time=self.cluster_clock.now())
                 self._ready_loop.propose(0, req.encode())
+            self._check_skew()
+
+    def _check_skew(self) -> None:
+        """Warn (rate-limited) when this member's wall clock is off cluster time by more than 1 s."""
+        skew = self.cluster_clock.skew_warning()
+        if skew is not None:
+            event(
+                log,
+                logging.WARNING,
+                "the wall clock differs from cluster time; TTLs follow cluster time",
+                **{
+                    "local-member-id": f"{self.member_id:x}",
+                    "clock-skew": f"{skew / 1e9:.3f}s",
+                    "cluster-time-anchored": self.cluster_clock.anchored,
+                },
+            )
 
     async def _sweep_loop(self) -> None:
         """Fail requests that waited longer than the request timeout (etcd's error 300)."""
@@ -357,7 +437,9 @@ class EtcdServer:
         method = req.method
         if method == "HEAD" or (method == "GET" and not req.quorum):
             try:
-                result = self._applier.store.get(req.path, req.recursive, req.sorted, self.now_ns())
+                result = self._applier.store.get(
+                    req.path, req.recursive, req.sorted, self.cluster_clock.now()
+                )
             except V2Error as err:
                 done(None, err)
                 return
@@ -379,6 +461,8 @@ class EtcdServer:
         rid = wait.next_id()
         req.id = rid
         wait.register(rid, req, done)
+        if self._ready_loop.raft.state == LEADER:
+            req.time = self.cluster_clock.now()
         if req.method == "QGET":
             # Linearizable without a log entry (ReadIndex).
             self._ready_loop.read(rid)
@@ -390,7 +474,9 @@ class EtcdServer:
         through the log as ENTRY_INTERNAL entries, QGET through ReadIndex, GET locally."""
         if req.method == "GET":
             try:
-                result = self._applier.store.get_internal(req.path, req.recursive, req.sorted, self.now_ns())
+                result = self._applier.store.get_internal(
+                    req.path, req.recursive, req.sorted, self.cluster_clock.now()
+                )
             except V2Error as err:
                 done(None, err)
                 return
@@ -403,6 +489,8 @@ class EtcdServer:
         rid = self._wait.next_id()
         req.id = rid
         self._wait.register(rid, req, done, internal=True)
+        if self._ready_loop.raft.state == LEADER:
+            req.time = self.cluster_clock.now()
         if req.method == "QGET":
             self._ready_loop.read(rid)
         else:
@@ -452,7 +540,7 @@ class EtcdServer:
         return fut, done
 
     def get(self, path: str, recursive: bool = False, sorted: bool = False) -> Event:
-        return self._applier.store.get(path, recursive, sorted, self.now_ns())
+        return self._applier.store.get(path, recursive, sorted, self.cluster_clock.now())
 
     def watch(
         self,

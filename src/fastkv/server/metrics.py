@@ -102,6 +102,11 @@ class ServerCollector(Collector):
         )
         apply.add_metric([], _buckets(h.bounds, list(h.counts)), sum_value=h.sum)
         yield apply
+        yield _gauge(
+            "fastkv_cluster_time_skew_seconds",
+            "This member's wall clock minus the cluster time TTLs follow (positive: the wall clock is ahead).",
+            srv.clock_skew_seconds,
+        )
 
 
 def server_families(srv: EtcdServer) -> Iterator[Metric]:

@@ -34,6 +34,9 @@ Rules:
   arrived and is never sent twice.
 - A follower behind the leader's compacted log receives the newest snapshot (the RocksDB
   checkpoint as an archive) and swaps it in for its applied state on the writer thread.
+- Every request entry enters the leader's log stamped with the leader's cluster time (docs/design.md,
+  "Time"): the leader's own requests are stamped when they are made, a follower's when the leader
+  receives them (MsgProp), and any proposed while this member did not lead when it comes to lead.
 """
 
 from __future__ import annotations
@@ -143,7 +146,10 @@ class ReadyLoop:
         on_fatal: Callable[[str], None],
         cluster_info: Callable[[], str],
         tls: MemberTLS | None = None,
+        cluster_time: Callable[[], int] | None = None,
     ) -> None:
+        """``clock``: the wall clock (stats); ``cluster_time``: the time entries are stamped with
+        (clusterclock.py; the wall clock when not given)."""
         self.cfg = cfg
         self._tls = tls
         self.member_id = opened.member_id
@@ -153,6 +159,9 @@ class ReadyLoop:
         self.applier: ApplierV2 = opened.applier
         self.wait = wait
         self._clock = clock
+        self._cluster_time = cluster_time or clock
+        # Some held proposals were made while this member did not lead: they carry no stamp yet.
+        self._unstamped_held = False
         self._on_leader_change = on_leader_change
         self._on_rejected_gone = on_rejected_gone
         self._on_fatal = on_fatal
@@ -392,6 +401,8 @@ class ReadyLoop:
     def _on_peer_message(self, m: Message) -> None:
         if m.type == MSG_APP:
             self.append_counts["recvAppendRequestCnt"] += 1
+        elif m.type == MSG_PROP and self.raft.state == LEADER:
+            m.entries = self._stamp_entries(m.entries)
         self.raft.step(m)
         if self._held is None and self._held_install is None:
             self.kick()
@@ -498,14 +509,31 @@ class ReadyLoop:
         return None
 
     def propose(self, rid: int, data: bytes) -> None:
+        """A request entry: stamped by its maker if this member leads, else by the leader."""
+        if self.raft.state != LEADER:
+            self._unstamped_held = True
         self._proposals.append((rid, data))
         self.kick()
 
     def propose_internal(self, rid: int, data: bytes) -> None:
         """A request on the store's internal namespaces (ENTRY_INTERNAL), in order with the writes."""
+        if self.raft.state != LEADER:
+            self._unstamped_held = True
         self._internal_at.add(len(self._proposals))
         self._proposals.append((rid, data))
         self.kick()
+
+    def _stamp_entries(self, entries: list[Entry]) -> list[Entry]:
+        """Request entries given the leader's cluster time, those that carry no stamp yet."""
+        now = self._cluster_time()
+        out = []
+        for e in entries:
+            if e.data and (e.type == ENTRY_NORMAL or e.type == ENTRY_INTERNAL):
+                data = V2Request.stamped(e.data, now)
+                if data is not e.data:
+                    e = Entry(e.term, e.index, e.type, data)
+            out.append(e)
+        return out
 
     def propose_conf(self, rid: int, etype: int, data: bytes) -> None:
         self._conf_proposals.append((rid, etype, data))
@@ -570,6 +598,12 @@ class ReadyLoop:
         conf = [c for c in self._conf_proposals if c[0] == 0 or is_waiting(c[0])]
         self._proposals = []
         self._conf_proposals = []
+        if raft.state == LEADER and self._unstamped_held:
+            # Made while another member led; this one leads now, so it stamps them.
+            self._unstamped_held = False
+            now = self._cluster_time()
+            proposals = [V2Request.stamped(d, now) for d in proposals]
+            typed = [(etype, V2Request.stamped(d, now)) for etype, d in typed]
         if raft.state == LEADER:
             try:
                 if proposals:
@@ -689,7 +723,7 @@ class ReadyLoop:
         """Answer the confirmed quorum reads whose read index the store has applied."""
         applied = self.applier.applied_index
         waiting = []
-        now = self._clock()
+        now = self._cluster_time()
         store = self.applier.store
         for index, rid in self._confirmed_reads:
             if index > applied:

@@ -21,6 +21,8 @@ Rules and why:
                      removed directory costs one point delete and one range delete, whatever its size.
     ``\\x01m``        applied index, applied term, etcd index (3 x u64 LE) + the 15 stats counters (i64).
     ``\\x01c``        the membership blob (written only when it changes).
+    ``\\x01t``        the cluster time of the applied state (i64 LE unix ns, the newest entry stamp applied;
+                     absent = 0: state written before stamps, or migrated from etcd).
     ``\\x01v``        the format version.
     ``\\x02`` + u16   the history ring: the event with index i in slot i % 1000.  Every index has exactly
                      one event, so after a batch the ring holds the last 1000 events; overwriting a slot
@@ -81,6 +83,7 @@ BLOCK_CACHE_BYTES = 8 << 20
 
 META_KEY = b"\x01m"
 MEMBERSHIP_KEY = b"\x01c"
+CLUSTER_TIME_KEY = b"\x01t"
 VERSION_KEY = b"\x01v"
 HISTORY_PREFIX = b"\x02"
 NAMESPACE_PREFIX = b"\x03"
@@ -88,6 +91,7 @@ NODES_BEGIN, NODES_END = b"/", b"0"
 
 _META = struct.Struct(f"<QQQ{len(STATS_FIELDS)}q")
 _SLOT = struct.Struct(">H")
+_I64 = struct.Struct("<q")
 _SLOT_KEYS = [HISTORY_PREFIX + _SLOT.pack(i) for i in range(HISTORY_CAPACITY)]
 
 
@@ -100,21 +104,29 @@ class BackendMeta(NamedTuple):
     applied_term: int
     etcd_index: int
     membership: bytes | None
+    cluster_time_ns: int = 0
 
 
 class Batch:
     """One apply round, ready for ``Backend.write``."""
 
-    __slots__ = ("wb", "applied_index", "applied_term", "etcd_index", "membership")
+    __slots__ = ("wb", "applied_index", "applied_term", "etcd_index", "membership", "cluster_time_ns")
 
     def __init__(
-        self, wb: WriteBatch, applied_index: int, applied_term: int, etcd_index: int, membership: bytes | None
+        self,
+        wb: WriteBatch,
+        applied_index: int,
+        applied_term: int,
+        etcd_index: int,
+        membership: bytes | None,
+        cluster_time_ns: int | None = None,
     ) -> None:
         self.wb = wb
         self.applied_index = applied_index
         self.applied_term = applied_term
         self.etcd_index = etcd_index
         self.membership = membership
+        self.cluster_time_ns = cluster_time_ns
 
     def __len__(self) -> int:
         return len(self.wb)
@@ -196,12 +208,14 @@ class Backend:
     def _read_meta(self) -> BackendMeta:
         raw = self._db.get(META_KEY)
         membership = self._db.get(MEMBERSHIP_KEY)
+        raw_time = self._db.get(CLUSTER_TIME_KEY)
+        cluster_time = _I64.unpack(raw_time)[0] if raw_time is not None and len(raw_time) == _I64.size else 0
         if raw is None:
-            return BackendMeta(0, 0, 0, membership)
+            return BackendMeta(0, 0, 0, membership, cluster_time)
         if len(raw) != _META.size:
             raise BackendError(f"{self.path}: meta record of {len(raw)} bytes")
         applied_index, applied_term, etcd_index = _META.unpack(raw)[:3]
-        return BackendMeta(applied_index, applied_term, etcd_index, membership)
+        return BackendMeta(applied_index, applied_term, etcd_index, membership, cluster_time)
 
     def applied_index(self) -> int:
         """The index of the last entry whose round was written (durable only after ``flush``)."""
@@ -213,9 +227,15 @@ class Backend:
     # ----- writing ------------------------------------------------------------------------------------
 
     def prepare(
-        self, changes: Changes, applied_index: int, applied_term: int, membership: bytes | None = None
+        self,
+        changes: Changes,
+        applied_index: int,
+        applied_term: int,
+        membership: bytes | None = None,
+        cluster_time_ns: int | None = None,
     ) -> Batch:
-        """Encode one apply round (on the event loop, before the store changes again)."""
+        """Encode one apply round (on the event loop, before the store changes again).
+        ``cluster_time_ns``: the applied state's cluster time, when the round moved it."""
         wb = WriteBatch(raw_mode=True)
         if changes.removed:
             _put_removals(wb, changes.removed)
@@ -234,7 +254,9 @@ class Backend:
         wb.put(META_KEY, _META.pack(applied_index, applied_term, changes.index, *changes.stats))
         if membership is not None:
             wb.put(MEMBERSHIP_KEY, membership)
-        return Batch(wb, applied_index, applied_term, changes.index, membership)
+        if cluster_time_ns is not None:
+            wb.put(CLUSTER_TIME_KEY, _I64.pack(cluster_time_ns))
+        return Batch(wb, applied_index, applied_term, changes.index, membership, cluster_time_ns)
 
     def write(self, batch: Batch) -> None:
         """Apply a prepared round (on the writer thread; unsynced: see ``flush``).  A batch is
@@ -242,8 +264,12 @@ class Backend:
         failure for space the server writes the whole state instead (``reopen`` first)."""
         failpoint.hit("backend_write")
         self._db.write(batch.wb, self._wopts)
-        membership = batch.membership if batch.membership is not None else self._meta.membership
-        self._meta = BackendMeta(batch.applied_index, batch.applied_term, batch.etcd_index, membership)
+        meta = self._meta
+        membership = batch.membership if batch.membership is not None else meta.membership
+        cluster_time = batch.cluster_time_ns if batch.cluster_time_ns is not None else meta.cluster_time_ns
+        self._meta = BackendMeta(
+            batch.applied_index, batch.applied_term, batch.etcd_index, membership, cluster_time
+        )
 
     def flush(self) -> None:
         """Make every written round durable (memtables to synced SST files)."""

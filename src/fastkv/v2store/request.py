@@ -1,8 +1,12 @@
 """The v2 request: what the API layer builds, what a Raft log entry carries, what the store applies.
 
-Mirrors etcd's ``etcdserverpb.Request``.  ``expiration`` and ``time`` are absolute unix
-nanoseconds decided by the member that accepted the request (``now + ttl``) or, for SYNC,
-by the leader, so that every replica applying the entry reaches the same state.
+Mirrors etcd's ``etcdserverpb.Request``, with one difference about time (docs/design.md, "Time"):
+a client's ``ttl`` travels as ``ttl`` (seconds, relative) and is turned into an absolute expiration
+only when the entry is applied, from the entry's cluster time, never from the wall clock of the
+member that took the request.  ``time`` is the cluster time the leader stamped on the entry (unix
+ns, 0 = unstamped; for SYNC the expiry cutoff).  ``expiration`` (absolute unix ns, 0 = none) is
+still honoured for requests that carry no ``ttl``: entries written before stamps existed, data
+migrated from etcd, tests.
 
 Methods: ``GET`` (local read), ``QGET`` (quorum read through the log), ``PUT``, ``POST``,
 ``DELETE`` and ``SYNC`` (expire every key whose deadline is at or before ``time``).
@@ -11,6 +15,8 @@ Keys are byte strings, as in etcd: a key that is not valid UTF-8 is a ``str`` wh
 lone surrogates (Python's ``surrogateescape``: byte 0xFF is U+DCFF), so distinct byte strings stay
 distinct keys.  JSON cannot carry lone surrogates, so ``encode`` writes such a string as the hex of its
 ``surrogatepass`` UTF-8 and lists the fields it escaped in a 14th element; ``decode`` undoes it exactly.
+A request with a ``ttl`` is encoded with 15 elements: the 14th (the escaped fields, maybe none) and the
+ttl.  Entries without a ttl keep the older 13/14-element form, so every older entry still decodes.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ _I64 = 1 << 63
 
 # Positions of the string fields in the encoded array (path, value, prev_value).
 _STR_FIELDS = (2, 3, 5)
+_REFRESH_VALUES = (b"null", b"false", b"true")
+_COMMA = ord(",")
 
 
 def _wrap_int64(v: int) -> int:
@@ -38,6 +46,11 @@ def expiration_for_ttl(now_ns: int, ttl_s: int) -> int:
     ``now.Add(time.Duration(ttl) * time.Second).UnixNano()`` with Go's two's-complement wrapping, so a TTL
     too large for Go's time gives what etcd gives (a negative or pre-2000 expiry: permanent on create,
     already expired on update) instead of a far-future date."""
+    d = ttl_s * _NS_PER_S
+    if d < _I64:  # every ttl below 292 years: no wrapping in the duration
+        v = now_ns + d
+        if -_I64 <= v < _I64:
+            return v
     return _wrap_int64(now_ns + _wrap_int64(_wrap_int64(ttl_s) * _NS_PER_S))
 
 
@@ -69,6 +82,7 @@ class V2Request:
         "stream",
         "refresh",
         "no_value_on_success",
+        "ttl",
     )
 
     def __init__(
@@ -92,6 +106,7 @@ class V2Request:
         stream: bool = False,
         refresh: OptBool = None,
         no_value_on_success: bool = False,
+        ttl: int | None = None,
     ) -> None:
         self.id = id
         self.method = method
@@ -112,6 +127,9 @@ class V2Request:
         self.stream = stream
         self.refresh = refresh
         self.no_value_on_success = no_value_on_success
+        # The client's ttl in seconds (a uint64), None = none given; applied as
+        # expiration_for_ttl(the entry's cluster time, ttl), which takes the place of ``expiration``.
+        self.ttl = ttl
 
     def encode(self) -> bytes:
         """Bytes for a Raft log entry.  Only the fields that affect apply are carried.
@@ -135,13 +153,16 @@ class V2Request:
             self.time,
             self.refresh,
         )
+        ttl = self.ttl
         try:
-            return memoryview(orjson.dumps(fields)).tobytes()
+            if ttl is None:
+                return memoryview(orjson.dumps(fields)).tobytes()
+            return memoryview(orjson.dumps((*fields, (), ttl))).tobytes()
         except orjson.JSONEncodeError:
-            return self._encode_escaped(list(fields))
+            return self._encode_escaped(list(fields), ttl)
 
     @staticmethod
-    def _encode_escaped(fields: list) -> bytes:
+    def _encode_escaped(fields: list, ttl: int | None) -> bytes:
         """A request holding lone surrogates (bytes that were not UTF-8)."""
         escaped = []
         for i in _STR_FIELDS:
@@ -151,6 +172,8 @@ class V2Request:
                 fields[i] = _escape(fields[i])
                 escaped.append(i)
         fields.append(escaped)
+        if ttl is not None:
+            fields.append(ttl)
         return orjson.dumps(fields)
 
     @staticmethod
@@ -161,6 +184,7 @@ class V2Request:
     @classmethod
     def decode(cls, data: bytes) -> V2Request:
         fields = orjson.loads(data)
+        ttl = fields.pop() if len(fields) == 15 else None
         if len(fields) == 14:
             for i in fields.pop():
                 fields[i] = _unescape(fields[i])
@@ -194,7 +218,49 @@ class V2Request:
             time=time,
             refresh=refresh,
             quorum=method == "QGET",
+            ttl=ttl,
         )
+
+    @staticmethod
+    def _time_span(data: bytes) -> tuple[int, int] | None:
+        """Where the ``time`` field's digits are in an encoded request whose strings needed no escaping
+        (13 elements ``[..., time, refresh]``, or 15 ``[..., time, refresh, [], ttl]``); None otherwise.
+        Found from the end: strings come earlier, and what follows ``time`` is never a string."""
+        end = len(data) - 1  # the closing bracket
+        if data[end] != 0x5D or data.endswith(b"]]"):
+            return None
+        i = data.rfind(b",[],")
+        if i >= 0 and data[i + 4 : end].isdigit():
+            end = i  # the 15-element form: refresh ends where the empty escape list begins
+        for value in _REFRESH_VALUES:
+            r = end - len(value)
+            if data.startswith(value, r) and data[r - 1] == _COMMA:
+                start = data.rfind(b",", 0, r - 1) + 1
+                return (start, r - 1) if start > 0 and data[start : r - 1].isdigit() else None
+        return None
+
+    @classmethod
+    def peek_time(cls, data: bytes) -> int:
+        """The cluster time stamped on an encoded request (0: none), decoding only if it must."""
+        span = cls._time_span(data)
+        return int(data[span[0] : span[1]]) if span is not None else cls.decode(data).time
+
+    @classmethod
+    def stamped(cls, data: bytes, time_ns: int) -> bytes:
+        """The encoded request ``data`` stamped with cluster time ``time_ns`` if it carries no stamp yet
+        (what the leader does to a write a follower forwarded); ``data`` itself if it does.  The common
+        forms are stamped in place, without decoding and encoding it (a quarter of the time)."""
+        span = cls._time_span(data)
+        if span is not None:
+            start, stop = span
+            if data[start:stop] != b"0":
+                return data
+            return b"%b%d%b" % (data[:start], time_ns, data[stop:])
+        req = cls.decode(data)
+        if req.time:
+            return data
+        req.time = time_ns
+        return req.encode()
 
     def copy(self) -> V2Request:
         c = V2Request.__new__(V2Request)

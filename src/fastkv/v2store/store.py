@@ -10,8 +10,9 @@ Rules (see docs/design.md for the contract and etcd-v2.md §1.3-§2 for the beha
 - ``set`` replaces a file (new createdIndex); it never replaces a directory (102).  ``update`` and CAS keep
   createdIndex.  Updating a directory (TTL only) reports the new modifiedIndex but does not store it,
   exactly like etcd.  Intermediate directories are created with the write's index and no TTL.
-- Absolute expirations come in the request (unix ns); ``ttl`` in answers is computed with the
-  ``now_ns`` of the operation.  A new node whose expiry is before 2000-01-01 is permanent.
+- Expirations are absolute unix ns: a request's relative ``ttl`` becomes ``now_ns + ttl`` in ``apply``
+  (a request without one may carry an absolute ``expiration``); ``ttl`` in answers is computed with
+  the ``now_ns`` of the operation.  A new node whose expiry is before 2000-01-01 is permanent.
 - Refreshes keep the value, take an index, enter the history, and are delivered to no watcher.
 - SYNC removes every node whose expiry is <= ``req.time``, earliest first, one ``expire`` event each; an
   expiring directory takes its subtree with it and watchers anywhere below get the directory's event.
@@ -60,7 +61,7 @@ from fastkv.v2store.event import (
     UPDATE,
 )
 from fastkv.v2store.history import EventHistory
-from fastkv.v2store.request import V2Request
+from fastkv.v2store.request import V2Request, expiration_for_ttl
 from fastkv.v2store.stats import Stats
 from fastkv.v2store.ttl import TTLIndex
 from fastkv.v2store.watcher import Callback, FanOut, Watcher, WatcherHub
@@ -288,12 +289,17 @@ class Store:
         method = req.method
         # An int64 like etcd's request field.  Negative values are kept: a TTL too large for Go's time
         # wraps (request.expiration_for_ttl); a new node then is permanent (before 2000), an updated one
-        # expires at the next SYNC, as in etcd.
-        expire = req.expiration or 0
-        if expire > INT64_MAX:
-            expire = INT64_MAX
-        elif expire < INT64_MIN:
-            expire = INT64_MIN
+        # expires at the next SYNC, as in etcd.  A relative ttl becomes absolute here, at ``now_ns``:
+        # the one place an expiration is stamped (the applier passes the entry's cluster time).
+        ttl = req.ttl
+        if ttl is not None:
+            expire = expiration_for_ttl(now_ns, ttl)
+        else:
+            expire = req.expiration or 0
+            if expire > INT64_MAX:
+                expire = INT64_MAX
+            elif expire < INT64_MIN:
+                expire = INT64_MIN
         refresh = bool(req.refresh)
         if method == "PUT":
             prev_exist = req.prev_exist
