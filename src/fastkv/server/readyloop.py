@@ -349,14 +349,9 @@ class ReadyLoop:
             return
         if self.member_id in self.applier.membership.removed:
             return
-        candidates = [
-            (pr.match, pid)
-            for pid, pr in raft.progress.items()
-            if pid != self.member_id and pid in raft.voters and pr.recent_active
-        ]
-        if not candidates:
+        to = self._transferee()
+        if to is None:
             return
-        _, to = max(candidates)
         event(
             log,
             logging.INFO,
@@ -917,20 +912,25 @@ class ReadyLoop:
                 w.done(None, V2Error(err.code, err.cause))
         self._unsent = []
 
+    def _transferee(self) -> int | None:
+        """The voter a leader hands leadership to: the most up-to-date one it heard from lately."""
+        raft = self.raft
+        candidates = [
+            (pr.match, pid)
+            for pid, pr in raft.progress.items()
+            if pid != self.member_id and pid in raft.voters and pr.recent_active
+        ]
+        return max(candidates)[1] if candidates else None
+
     def _step_down_for_space(self) -> None:
         """A leader that cannot write its log hands leadership to its most up-to-date active
         voter (it cannot commit its own new entries meanwhile, and the cluster can)."""
         raft = self.raft
         if raft.state != LEADER or not self.multi_member or self._held is None:
             return
-        candidates = [
-            (pr.match, pid)
-            for pid, pr in raft.progress.items()
-            if pid != self.member_id and pid in raft.voters and pr.recent_active
-        ]
-        if not candidates:
+        to = self._transferee()
+        if to is None:
             return
-        _, to = max(candidates)
         event(
             log,
             logging.INFO,
