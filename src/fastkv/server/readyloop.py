@@ -9,7 +9,7 @@ Group commit falls out of the loop: while one WAL write is in flight, new propos
 all of them ride the next write.  A request is answered only after the fdatasync that made its
 entry durable and the apply that produced its event, so an acknowledged write survives kill -9.
 Every apply round also writes one RocksDB batch (the round's changes + the applied index,
-unsynced) on the writer thread; RocksDB is flushed before the WAL may drop anything, so the WAL
+unsynced) on the writer thread, with the next WAL write or at the next tick; RocksDB is flushed before the WAL may drop anything, so the WAL
 always covers what RocksDB could lose.
 
 Rules:
@@ -46,8 +46,10 @@ import concurrent.futures
 import errno
 import logging
 import os
+import queue
 import random
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -104,6 +106,98 @@ NO_SPACE_CAUSE = "etcdserver: no space"
 # nothing about its disk (heartbeat answers and read-index requests confirm leadership only).
 _LEADER_SENDS_WHILE_HELD = frozenset({MSG_APP, MSG_HEARTBEAT, MSG_SNAP, MSG_TIMEOUT_NOW, MSG_READ_INDEX_RESP})
 _SENDS_WHILE_HELD = frozenset({MSG_HEARTBEAT_RESP, MSG_READ_INDEX})
+# Apply rounds whose RocksDB batches wait for a writer job to ride on before one is made for them.
+MAX_DEFERRED_BATCHES = 64
+
+
+class _Writer:
+    """The one writer thread: jobs run one at a time, in submission order.  It also holds the RocksDB
+    batches of apply rounds that have no WAL write to ride on (commit-only rounds): they go with the
+    next job, ahead of it (or after the WAL sync for a round's persist job), so a round's batch
+    costs no thread hand-off of its own.  Every job runs after every batch deferred before it was
+    submitted.  (RocksDB is not what makes a write durable: the WAL is, replayed from RocksDB's
+    applied index.)
+
+    A lean queue and thread rather than a ThreadPoolExecutor: ``post`` makes no Future, and its
+    jobs report their own outcome (the hot path, once per WAL round)."""
+
+    def __init__(
+        self,
+        write_batches: Callable[[list[Batch]], None],
+        on_background_error: Callable[[BaseException], None],
+    ) -> None:
+        self._write_batches = write_batches
+        self._on_background_error = on_background_error
+        self._deferred: list[Batch] = []
+        self._jobs: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], Any] | None] = (
+            queue.SimpleQueue()
+        )
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="wal-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        jobs = self._jobs
+        while True:
+            job = jobs.get()
+            if job is None:
+                return
+            fn, args, fut = job
+            if fut is None:
+                try:
+                    fn(*args)
+                except BaseException as e:  # noqa: BLE001 - reported to the owner, the thread goes on
+                    self._on_background_error(e)
+                continue
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args)
+            except BaseException as e:  # noqa: BLE001 - handed to whoever waits on the future
+                fut.set_exception(e)
+            else:
+                fut.set_result(result)
+
+    def defer(self, batch: Batch) -> None:
+        self._deferred.append(batch)
+        if len(self._deferred) >= MAX_DEFERRED_BATCHES:
+            self.flush()
+
+    def take_deferred(self) -> list[Batch]:
+        """The deferred batches, for a job that writes them itself."""
+        batches, self._deferred = self._deferred, []
+        return batches
+
+    def flush(self) -> None:
+        """A job for the deferred batches, if any (a failure goes to ``on_background_error``)."""
+        if self._deferred:
+            self._jobs.put((self._write_batches, (self.take_deferred(),), None))
+
+    def post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """``fn(*args)`` after the batches deferred so far, with no Future: an exception it raises
+        goes to ``on_background_error``."""
+        if self._stopped:
+            raise RuntimeError("the writer thread has stopped")
+        self.flush()
+        self._jobs.put((fn, args, None))
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        """``fn(*args)`` after the batches deferred so far; its outcome in the Future."""
+        if self._stopped:
+            raise RuntimeError("the writer thread has stopped")
+        self.flush()
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._jobs.put((fn, args, fut))
+        return fut
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Write what is deferred, run what is queued, then stop the thread."""
+        if not self._stopped:
+            self._stopped = True
+            self.flush()
+            self._jobs.put(None)
+        if wait:
+            self._thread.join()
 
 
 def _snapshot_catch_up_entries() -> int:
@@ -167,7 +261,7 @@ class ReadyLoop:
         self._on_fatal = on_fatal
         self._cluster_info = cluster_info
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal-writer")
+        self._writer = _Writer(self._write_deferred, self._background_failed)
         # Proposals not yet in the Raft log: (request id, encoded request); id 0 = the member's own
         # (SYNC), proposed whatever happens to clients.
         self._proposals: list[tuple[int, bytes]] = []
@@ -424,9 +518,7 @@ class ReadyLoop:
         if self._unsaved_hard_state is not None and not self._persisting:
             hard_state, self._unsaved_hard_state = self._unsaved_hard_state, None
             if self.multi_member:
-                self._writer.submit(self.wal.save, hard_state, [], False).add_done_callback(
-                    self._check_background_write
-                )
+                self._writer.post(self.wal.save, hard_state, [], False)
             else:
                 # Where a single member's saves happen (inline, see _handle_ready), so an older
                 # hard state can never land after a newer one.
@@ -437,6 +529,7 @@ class ReadyLoop:
                     pass
                 except Exception as e:  # noqa: BLE001 - any other WAL failure is fatal
                     self.fail(f"WAL write failed: {e}")
+        self._writer.flush()
         self.raft.tick()
         if self._unsent:
             self._retry_unsent()
@@ -697,9 +790,13 @@ class ReadyLoop:
                 def saved(exc: BaseException | None) -> None:
                     loop.call_soon_threadsafe(self._on_persisted, rd, exc, deferred, hard_state)
 
-                # One writer job: the WAL write + fdatasync, reported at once, then this round's
-                # RocksDB batch (so the acknowledgement never waits for RocksDB).
-                self._writer.submit(self._persist_round, hard_state, rd.entries, batch, saved)
+                # One writer job: the WAL write + fdatasync, reported at once, then the RocksDB
+                # batches deferred so far and this round's (the acknowledgement never waits for
+                # RocksDB).
+                batches = self._writer.take_deferred()
+                if batch is not None:
+                    batches.append(batch)
+                self._writer.post(self._persist_round, hard_state, rd.entries, batches, saved)
                 batch = None
         elif rd.hard_state is not None:
             # A commit index alone: a crash may lose it (Raft recomputes it).  It rides the next
@@ -707,7 +804,7 @@ class ReadyLoop:
             # current for --force-new-cluster and backups without a write per request.
             self._unsaved_hard_state = rd.hard_state
         if batch is not None:
-            self._writer.submit(self._write_batch, batch).add_done_callback(self._check_background_write)
+            self._writer.defer(batch)
         if not rd.must_sync:
             raft.advance(rd)
             if raft.has_ready():
@@ -743,11 +840,12 @@ class ReadyLoop:
         self,
         hard_state: HardState | None,
         entries: list[Entry],
-        batch: Batch | None,
+        batches: list[Batch],
         saved: Callable[[BaseException | None], None],
     ) -> None:
-        """On the writer thread: WAL write + fdatasync, report, then the RocksDB batch (written even
-        when the WAL refused this round's new entries for space: it holds entries durable before)."""
+        """On the writer thread: WAL write + fdatasync, report, then the RocksDB batches (written
+        even when the WAL refused this round's new entries for space: they hold entries durable
+        before)."""
         try:
             self.wal.save(hard_state, entries)
         except BaseException as e:
@@ -756,12 +854,24 @@ class ReadyLoop:
                 return
         else:
             saved(None)
-        if batch is not None:
+        if batches:
             try:
-                self._write_batch(batch)
+                self._write_batches(batches)
             except BaseException as e:
                 if self._loop is not None:
                     self._loop.call_soon_threadsafe(self.fail, f"applied state write failed: {e}")
+
+    def _write_batches(self, batches: list[Batch]) -> None:
+        for batch in batches:
+            self._write_batch(batch)
+
+    def _write_deferred(self, batches: list[Batch]) -> None:
+        """On the writer thread: apply rounds that waited for a job (see _Writer)."""
+        try:
+            self._write_batches(batches)
+        except BaseException as e:
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self.fail, f"applied state write failed: {e}")
 
     def _write_batch(self, batch: Batch) -> None:
         """On the writer thread: one apply round into RocksDB, in order.  After a round refused for
@@ -822,11 +932,11 @@ class ReadyLoop:
         self.raft.advance(rd)
         self._run_ready()
 
-    def _check_background_write(self, f: concurrent.futures.Future[None]) -> None:
-        """Writer-thread jobs nobody waits for: a failure still stops the member (an unsynced
-        commit index refused for space excepted: Raft recomputes it, the next save carries it)."""
-        exc = f.exception()
-        if exc is not None and not isinstance(exc, WALNoSpaceError) and self._loop is not None:
+    def _background_failed(self, exc: BaseException) -> None:
+        """A writer-thread job nobody waits for failed (called on the writer thread): the member
+        stops (an unsynced commit index refused for space excepted: Raft recomputes it, the next
+        save carries it)."""
+        if not isinstance(exc, WALNoSpaceError) and self._loop is not None:
             self._loop.call_soon_threadsafe(self.fail, f"WAL write failed: {exc}")
 
     # -- a full disk -----------------------------------------------------------------------
