@@ -42,36 +42,57 @@ cdef extern from "<sys/socket.h>" nogil:
     int MSG_DONTWAIT
     int MSG_NOSIGNAL
 
-# A share smaller than this is not worth a thread (creating one costs tens of µs).
-MIN_PER_THREAD = 256
+# Fewer sockets per thread than this are not worth waking a helper for.
+MIN_PER_THREAD = 128
 DEFAULT_THREADS = max(1, min(4, len(os.sched_getaffinity(0))))
 DEF MAX_THREADS = 8
+
+
+cdef extern from *:
+    """
+    static inline Py_ssize_t watchfan_claim(Py_ssize_t *cursor, Py_ssize_t n) {
+        return __atomic_fetch_add(cursor, n, __ATOMIC_RELAXED);
+    }
+    """
+    Py_ssize_t watchfan_claim(Py_ssize_t *cursor, Py_ssize_t n) nogil
+
+# Sockets a writer claims at a time from the shared cursor.
+DEF CLAIM = 8
 
 
 cdef struct Share:
     const int *fds
     Py_ssize_t *sent
-    Py_ssize_t start
+    Py_ssize_t *cursor  # the next unclaimed index, shared by every writer of the pass
     Py_ssize_t end
     const char *buf
     Py_ssize_t size
 
 
 cdef void send_share(Share *sh) noexcept nogil:
-    cdef Py_ssize_t i
+    """Claim CLAIM sockets at a time from the shared cursor and write them, until none is left:
+    a writer that starts late (its core busy) leaves its part to the others instead of ending last."""
+    cdef Py_ssize_t i, first, last
     cdef ssize_t r
     cdef int fd
     cdef int flags = MSG_DONTWAIT | MSG_NOSIGNAL
-    for i in range(sh.start, sh.end):
-        fd = sh.fds[i]
-        if fd < 0:
-            continue
-        while True:
-            r = send(fd, sh.buf, sh.size, flags)
-            if r < 0 and errno == EINTR:
+    while True:
+        first = watchfan_claim(sh.cursor, CLAIM)
+        if first >= sh.end:
+            return
+        last = first + CLAIM
+        if last > sh.end:
+            last = sh.end
+        for i in range(first, last):
+            fd = sh.fds[i]
+            if fd < 0:
                 continue
-            break
-        sh.sent[i] = r if r > 0 else 0
+            while True:
+                r = send(fd, sh.buf, sh.size, flags)
+                if r < 0 and errno == EINTR:
+                    continue
+                break
+            sh.sent[i] = r if r > 0 else 0
 
 
 # The helper threads: Python threads (so the module needs no libpthread symbols newer than what
@@ -122,9 +143,9 @@ cdef int ensure_helpers(int wanted):
 
 
 cdef void send_shares(Share *shares, int count):
-    """Every share written: the first by this thread, the others by helpers when they are free."""
+    """Every socket written: by this thread and the helpers, claiming from the shares' cursor."""
     global generation, job_shares, job_helpers, pending
-    cdef int t, available
+    cdef int available
     if count > 1 and _job_lock.acquire(False):
         try:
             available = ensure_helpers(count - 1)
@@ -137,9 +158,8 @@ cdef void send_shares(Share *shares, int count):
                 generation += 1
                 _posted.notify_all()
             with nogil:
+                # The shares claim from one cursor: this runs until every socket is claimed.
                 send_share(&shares[0])
-                for t in range(available + 1, count):
-                    send_share(&shares[t])
             with _posted:
                 while pending > 0:
                     _posted.wait()
@@ -148,8 +168,7 @@ cdef void send_shares(Share *shares, int count):
             _job_lock.release()
         return
     with nogil:
-        for t in range(count):
-            send_share(&shares[t])
+        send_share(&shares[0])
 
 
 cdef class Sink:
@@ -183,6 +202,7 @@ def send_all(bytes data, list sinks, int threads=DEFAULT_THREADS):
     cdef Py_ssize_t *sent
     cdef int delivered = 0
     cdef int t
+    cdef Py_ssize_t cursor = 0
     cdef Share shares[MAX_THREADS]
     cdef Sink s
     if n == 0:
@@ -214,8 +234,8 @@ def send_all(bytes data, list sinks, int threads=DEFAULT_THREADS):
         for t in range(threads):
             shares[t].fds = fds
             shares[t].sent = sent
-            shares[t].start = n * t // threads
-            shares[t].end = n * (t + 1) // threads
+            shares[t].cursor = &cursor
+            shares[t].end = n
             shares[t].buf = PyBytes_AS_STRING(data)
             shares[t].size = size
         send_shares(shares, threads)
