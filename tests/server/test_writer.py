@@ -91,15 +91,13 @@ def test_stop_writes_every_applied_round_to_rocksdb(tmp_path) -> None:
     """A single member's lone writes leave their batches deferred; a stop writes them, so the
     applied state on disk is the last applied index (nothing left for the WAL to replay)."""
     peer = f"http://127.0.0.1:{free_port()}"
-    cfg = parse_config(
-        [
-            "--data-dir", str(tmp_path / "d"),
-            "--listen-peer-urls", peer,
-            "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"default={peer}",
-        ],  # fmt: skip
-        {},
-    )
+    args = [
+        "--data-dir", str(tmp_path / "d"),
+        "--listen-peer-urls", peer,
+        "--initial-advertise-peer-urls", peer,
+        "--initial-cluster", f"default={peer}",
+    ]  # fmt: skip
+    cfg = parse_config(args, {})
     srv = EtcdServer.open(cfg)
     applied: list[int] = []
 
