@@ -9,8 +9,8 @@ Group commit falls out of the loop: while one WAL write is in flight, new propos
 all of them ride the next write.  A request is answered only after the fdatasync that made its
 entry durable and the apply that produced its event, so an acknowledged write survives kill -9.
 Every apply round also writes one RocksDB batch (the round's changes + the applied index,
-unsynced) on the writer thread, with the next WAL write or at the next tick; RocksDB is flushed before the WAL may drop anything, so the WAL
-always covers what RocksDB could lose.
+unsynced) on the writer thread, with the next writer job or at the next tick; RocksDB is flushed
+before the WAL may drop anything, so the WAL always covers what RocksDB could lose.
 
 Rules:
 - Nothing but the writer thread touches the WAL once the loop runs, one job at a time, so saves,
@@ -147,7 +147,10 @@ class _Writer:
                 try:
                     fn(*args)
                 except BaseException as e:  # noqa: BLE001 - reported to the owner, the thread goes on
-                    self._on_background_error(e)
+                    try:
+                        self._on_background_error(e)
+                    except BaseException:  # noqa: BLE001 - a closed loop: nobody is left to tell
+                        pass
                 continue
             if not fut.set_running_or_notify_cancel():
                 continue
