@@ -37,16 +37,25 @@ READY_TIMEOUT_S = 30.0
 _rng = random.Random(os.getpid() ^ time.time_ns())
 
 
+# Every port free_port returned: the members of one cluster ask for several before any binds, so a
+# port is handed out once per process (a member given the same client and peer port cannot start).
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port in [20000, 32000) that binds on 127.0.0.1 now (below the ephemeral range)."""
+    """A TCP port in [20000, 32000) that binds on 127.0.0.1 now (below the ephemeral range) and was
+    not returned before by this process."""
     for _ in range(200):
         port = _rng.randrange(20000, 32000)
+        if port in _handed_out:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _handed_out.add(port)
+        return port
     raise RuntimeError("no free port found")
 
 
