@@ -274,18 +274,24 @@ def _color(system: str, shade: int) -> str:
     return shades[shade % len(shades)]
 
 
-# One look per system and topology, so every series of a plot can be told apart: (colour, marker, line).
+# One look per system, topology and variant, so every series of a plot can be told apart:
+# (colour, marker, line).
 SERIES = {
-    ("fastkv", 1): ("#3182bd", "o", "-"),
-    ("fastkv", 3): ("#31a354", "^", "-"),
-    ("etcd", 1): ("#e6550d", "s", "--"),
-    ("etcd", 3): ("#756bb1", "D", "--"),
+    ("fastkv", 1, ""): ("#3182bd", "o", "-"),
+    ("fastkv", 3, ""): ("#31a354", "^", "-"),
+    ("etcd", 1, ""): ("#e6550d", "s", "--"),
+    ("etcd", 3, ""): ("#756bb1", "D", "--"),
+    ("fastkv", 1, "TLS"): ("#08306b", "P", "-."),
+    ("etcd", 1, "TLS"): ("#7f2704", "X", ":"),
+    ("fastkv", 1, "auth"): ("#17becf", "v", "-."),
+    ("etcd", 1, "auth"): ("#e377c2", "<", ":"),
 }
 
 
 def _series_style(system: str, family: str) -> tuple[str, str, str]:
     members = 3 if "members" in family else 1
-    return SERIES.get((system, members), ("#737373", "x", ":"))
+    variant = "TLS" if family.endswith(", TLS") else "auth" if family.endswith(", auth") else ""
+    return SERIES.get((system, members, variant), ("#737373", "x", ":"))
 
 
 def _run_values(doc: dict[str, Any], system: str, metric: str) -> list[float]:
@@ -436,26 +442,34 @@ def plots(docs: list[dict[str, Any]], plot_dir: str) -> list[str]:
             for recursive in (False, True):
                 group = [d for d in wd if bool(d["params"].get("recursive")) == recursive]
                 for metric, style in (("fanout_ms", "-o"), ("median_ms", ":.")):
-                    found = [(d["params"]["watchers"], _median(d, s, metric)) for d in group]
-                    pts2 = [(x, y) for x, y in found if y is not None]
+                    found = [(d["params"]["watchers"], _median(d, s, metric), d) for d in group]
+                    pts2 = [(x, y, d) for x, y, d in found if y is not None]
                     if pts2:
                         label = f"{s}: last watcher" if metric == "fanout_ms" else f"{s}: median watcher"
                         if recursive:
                             label += " (recursive)"
                             style = "s" if metric == "fanout_ms" else "x"
                         shade = 1 if metric == "fanout_ms" else 0
-                        ax.plot(
+                        # Bars: the min-max of the runs around their median.
+                        lows, highs = [], []
+                        for _, y, d in pts2:
+                            values = _run_values(d, s, metric) or [y]
+                            lows.append(max(0.0, y - min(values)))
+                            highs.append(max(0.0, max(values) - y))
+                        ax.errorbar(
                             [p[0] for p in pts2],
                             [p[1] for p in pts2],
-                            style,
+                            yerr=[lows, highs],
+                            fmt=style,
+                            capsize=3,
                             color=_color(s, shade),
                             label=label,
                         )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("watchers")
-        ax.set_ylabel("ms from just before the write")
-        ax.set_title("Watch fan-out")
+        ax.set_ylabel("ms (median of runs, bars: min-max)")
+        ax.set_title("Watch fan-out: from just before the write to the watcher's event")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
