@@ -264,7 +264,7 @@ class ReadyLoop:
         self._on_fatal = on_fatal
         self._cluster_info = cluster_info
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._writer = _Writer(self._write_deferred, self._background_failed)
+        self._writer = _Writer(self._write_batches, self._background_failed)
         # Proposals not yet in the Raft log: (request id, encoded request); id 0 = the member's own
         # (SYNC), proposed whatever happens to clients.
         self._proposals: list[tuple[int, bytes]] = []
@@ -864,20 +864,13 @@ class ReadyLoop:
         else:
             saved(None)
         if batches:
-            try:
-                self._write_batches(batches)
-            except BaseException as e:
-                if self._loop is not None:
-                    self._loop.call_soon_threadsafe(self.fail, f"applied state write failed: {e}")
+            self._write_batches(batches)
 
     def _write_batches(self, batches: list[Batch]) -> None:
-        for batch in batches:
-            self._write_batch(batch)
-
-    def _write_deferred(self, batches: list[Batch]) -> None:
-        """On the writer thread: apply rounds that waited for a job (see _Writer)."""
+        """On the writer thread: apply rounds in order; a failure stops the member."""
         try:
-            self._write_batches(batches)
+            for batch in batches:
+                self._write_batch(batch)
         except BaseException as e:
             if self._loop is not None:
                 self._loop.call_soon_threadsafe(self.fail, f"applied state write failed: {e}")
