@@ -33,6 +33,9 @@ log = logging.getLogger("fastkv.main")
 # at 64 connections with no loss at 1 connection.
 GIL_SWITCH_INTERVAL_S = 0.0005
 
+# SIGTERMs received after the data dir was opened and before _serve took over signal handling.
+_early_signals: list[int] = []
+
 
 def _listen_address(url: str) -> tuple[str, int]:
     u = urlsplit(url)
@@ -56,6 +59,8 @@ async def _serve(server: EtcdServer, member_tls: MemberTLS) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
+    for early in _early_signals:
+        on_signal(early)
     listeners: list[asyncio.AbstractServer] = []
     try:
         for url, metrics_only in [(u, False) for u in server.cfg.listen_client_urls] + [
@@ -148,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         member_tls = prepare_tls(cfg)
         cfg = resolve_initial_cluster(cfg)
         server = EtcdServer.open(cfg, tls=member_tls)
+        # From here a KeyboardInterrupt would land inside the event loop, which uvloop cannot
+        # unwind; the signal is noted instead and _serve acts on it once its handlers are in place.
+        signal.signal(signal.SIGTERM, lambda sig, _frame: _early_signals.append(sig))
         return uvloop.run(_serve(server, member_tls))
     except (StartupError, WALCorruptError, TLSError) as e:
         print(f"fastkv: {e}", file=sys.stderr)

@@ -44,6 +44,7 @@ import contextlib
 import logging
 import os
 import random
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -88,6 +89,8 @@ MAX_PREHANDSHAKE_BYTES = 64 * 1024
 # ... and only so many such connections may be open at once; accepted connections in all.
 MAX_PREHANDSHAKE_CONNECTIONS = 16
 MAX_PEER_CONNECTIONS = 256
+# Connections waiting in the kernel for an https peer listener to accept them.
+PEER_LISTEN_BACKLOG = 100
 
 STATUS_OK = 200
 STATUS_NOT_FOUND = 404  # etcd: "error sender not found"
@@ -260,73 +263,102 @@ class _Dialer(asyncio.Protocol):
         self._probe = self.t.loop.call_later(self.t.probe_interval_s, self._send_probe)
 
 
-class _TLSAccept(asyncio.Protocol):
-    """A connection to a TLS peer listener before its handshake: the handshake runs here (so a
-    refused certificate is logged with its reason, which the event loop would keep to itself),
-    the certificate's CN is checked, then the connection is handed to a _Listener."""
+class _TLSPeerServer:
+    """An https peer listener.  It accepts sockets itself and hands each one to
+    ``loop.connect_accepted_socket(ssl=...)``, so the TLS layer owns the socket before a byte of
+    it is read, and a failed handshake raises here, where its reason is logged (a server made by
+    ``create_server(ssl=...)`` keeps the reason to itself).  Accepting plain TCP and upgrading
+    with ``start_tls`` is not an option under uvloop: the transport starts reading as soon as
+    the plain protocol is connected, a ClientHello read then is lost to the TLS layer, and the
+    handshake stalls until its timeout.  The peer certificate's CN is checked by the
+    _Listener as it is connected, before any of the peer's data reaches it."""
 
-    def __init__(self, t: Transport, tls: ServerTLS) -> None:
+    def __init__(self, t: Transport, tls: ServerTLS, sockets: list[socket.socket]) -> None:
         self.t = t
         self.tls = tls
-        self.raw: asyncio.Transport | None = None
-        self.early: list[bytes] = []
-        self.listener: _Listener | None = None
+        self.sockets = sockets
+        self._refusing_logged = False
+        for lsock in sockets:
+            t.loop.add_reader(lsock.fileno(), self._accept, lsock)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.raw = cast(asyncio.Transport, transport)
-        task = self.t.loop.create_task(self._handshake())
-        self.t._handshakes.add(task)
-        task.add_done_callback(self.t._handshakes.discard)
-
-    async def _handshake(self) -> None:
-        raw = self.raw
-        assert raw is not None
-        remote = raw.get_extra_info("peername")
+    @classmethod
+    def listen(cls, t: Transport, tls: ServerTLS, host: str, port: int) -> _TLSPeerServer:
+        """Binds every address ``host`` resolves to (as create_server does); raises OSError."""
+        sockets: list[socket.socket] = []
         try:
-            secure = await self.t.loop.start_tls(
-                raw, self, self.tls.context, server_side=True, ssl_handshake_timeout=self.t.dial_timeout_s
+            infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            for family, kind, proto, _, addr in dict.fromkeys(infos):
+                lsock = socket.socket(family, kind, proto)
+                sockets.append(lsock)
+                lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    lsock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                lsock.bind(addr)
+                lsock.listen(PEER_LISTEN_BACKLOG)
+                lsock.setblocking(False)
+        except BaseException:
+            for lsock in sockets:
+                lsock.close()
+            raise
+        return cls(t, tls, sockets)
+
+    def _accept(self, lsock: socket.socket) -> None:
+        t = self.t
+        for _ in range(PEER_LISTEN_BACKLOG):
+            try:
+                conn, remote = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                # Out of descriptors, say: the connection waits in the backlog for the next try.
+                event(log, logging.WARNING, "cannot accept a peer connection", error=str(e))
+                return
+            if len(t._handshakes) >= MAX_PREHANDSHAKE_CONNECTIONS:
+                if not self._refusing_logged:
+                    self._refusing_logged = True
+                    event(
+                        log,
+                        logging.WARNING,
+                        "too many peer TLS handshakes under way, refusing new connections",
+                        handshakes=len(t._handshakes),
+                    )
+                conn.close()
+                continue
+            self._refusing_logged = False
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            task = t.loop.create_task(self._handshake(conn, remote))
+            t._handshakes.add(task)
+            task.add_done_callback(t._handshakes.discard)
+
+    async def _handshake(self, conn: socket.socket, remote: object) -> None:
+        try:
+            await self.t.loop.connect_accepted_socket(
+                lambda: _Listener(self.t, self.tls),
+                conn,
+                ssl=self.tls.context,
+                ssl_handshake_timeout=self.t.dial_timeout_s,
             )
         except (OSError, TimeoutError, ConnectionError) as e:
+            # The transport that owned the socket has closed it.
             event(
                 log,
                 logging.WARNING,
                 "rejected connection from peer: TLS handshake failed",
                 **{"remote-addr": _addr(remote), "error": _tls_reason(e)},
             )
-            raw.close()
-            return
-        if secure is None:
-            raw.close()
-            return
-        secure = cast(asyncio.Transport, secure)
-        reason = self.tls.check_peer(secure.get_extra_info("ssl_object"))
-        if reason is not None:
-            event(
-                log,
-                logging.WARNING,
-                "rejected connection from peer",
-                **{"remote-addr": _addr(remote), "error": reason},
-            )
-            secure.close()
-            return
-        listener = _Listener(self.t)
-        self.listener = listener
-        secure.set_protocol(listener)
-        listener.connection_made(secure)
-        for data in self.early:
-            listener.data_received(data)
-        self.early = []
 
-    def data_received(self, data: bytes) -> None:
-        # Application data that arrived between the handshake and the hand-over.
-        if self.listener is not None:
-            self.listener.data_received(data)
-        else:
-            self.early.append(data)
+    def close(self) -> None:
+        for lsock in self.sockets:
+            if lsock.fileno() >= 0:
+                self.t.loop.remove_reader(lsock.fileno())
+                lsock.close()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.listener is not None:
-            self.listener.connection_lost(exc)
+    async def wait_closed(self) -> None:
+        return None
+
+    def port(self) -> int:
+        return int(self.sockets[0].getsockname()[1])
 
 
 def _addr(peername: object) -> str:
@@ -351,8 +383,9 @@ class _Listener(asyncio.Protocol):
     """Our end of a connection a peer dialed: checks its handshake, then hands every message
     to raft and answers pings (and, on a snapshot stream, acknowledges the snapshot)."""
 
-    def __init__(self, t: Transport) -> None:
+    def __init__(self, t: Transport, tls: ServerTLS | None = None) -> None:
         self.t = t
+        self.tls = tls
         self.transport: asyncio.Transport | None = None
         self.decoder = Decoder(t.max_frame_bytes, t.max_snapshot_bytes)
         self.hello: Hello | None = None
@@ -361,8 +394,19 @@ class _Listener(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
-        self.transport = cast(asyncio.Transport, transport)
         t = self.t
+        if self.tls is not None:
+            reason = self.tls.check_peer(transport.get_extra_info("ssl_object"))
+            if reason is not None:
+                event(
+                    log,
+                    logging.WARNING,
+                    "rejected connection from peer",
+                    **{"remote-addr": _addr(transport.get_extra_info("peername")), "error": reason},
+                )
+                transport.close()
+                return
+        self.transport = cast(asyncio.Transport, transport)
         unverified = sum(1 for lst in t._listeners if lst.hello is None)
         if len(t._listeners) >= MAX_PEER_CONNECTIONS or unverified >= MAX_PREHANDSHAKE_CONNECTIONS:
             if not t._overload_logged:
@@ -406,6 +450,8 @@ class _Listener(asyncio.Protocol):
         self._idle = self.t.loop.call_later(self.t.probe_timeout_s - idle_s, self._check_idle)
 
     def data_received(self, data: bytes) -> None:
+        if self.transport is None:
+            return  # refused as it connected (certificate, overload), or closed
         self.last_rx_ns = self.t.clock_ns()
         if self.hello is None and self.decoder.buffered + len(data) > MAX_PREHANDSHAKE_BYTES:
             event(
@@ -635,7 +681,7 @@ class Transport:
         self._handshakes: set[asyncio.Task[None]] = set()
         self._overload_logged = False
         self._peers: dict[int, _Peer] = {}
-        self._servers: list[asyncio.Server] = []
+        self._servers: list[asyncio.Server | _TLSPeerServer] = []
         self._listeners: set[_Listener] = set()
         self._dialers: set[_Dialer] = set()
         self._dirty: list[_Peer] = []
@@ -651,18 +697,13 @@ class Transport:
     async def start(self, listen_host: str, port: int, tls: bool = False) -> int:
         """Listens for peers on (host, port), with TLS when ``tls`` (an https peer URL); returns the
         bound port (useful with port 0).  May be called once per --listen-peer-urls entry."""
-        server_tls = self.server_tls
         if tls:
-            if server_tls is None:
+            if self.server_tls is None:
                 raise ValueError("an https peer listener needs the peer TLS settings")
-            tls_settings = server_tls
-            server = await self.loop.create_server(
-                lambda: _TLSAccept(self, tls_settings), listen_host, port, reuse_address=True
-            )
-        else:
-            server = await self.loop.create_server(
-                lambda: _Listener(self), listen_host, port, reuse_address=True
-            )
+            tls_server = _TLSPeerServer.listen(self, self.server_tls, listen_host, port)
+            self._servers.append(tls_server)
+            return tls_server.port()
+        server = await self.loop.create_server(lambda: _Listener(self), listen_host, port, reuse_address=True)
         self._servers.append(server)
         return int(server.sockets[0].getsockname()[1])
 
