@@ -35,7 +35,12 @@ def _check_against_answers(etcd: EtcdDir) -> None:
     assert decoded == listed
     assert state.cluster_version == "3.4.0"
     assert state.applied_index == state.commit_index
-    assert state.uncommitted_entries == 0
+    # Stopping the members one by one can leave the last leader change's empty entry uncommitted on
+    # the member stopped last: it is kept for the Raft log, after the commit index.
+    assert len(state.tail) == state.uncommitted_entries
+    assert [e.index for e in state.tail] == list(
+        range(state.commit_index + 1, state.commit_index + 1 + len(state.tail))
+    )
     assert state.torn_tail is None
 
 

@@ -68,8 +68,8 @@ def migrate(flags: dict[str, Any], stdout: TextIO, stderr: TextIO) -> int:
         f"  user keys and dirs: {keys}; store index {state.store_index}; raft applied index "
         f"{state.applied_index} term {state.raft_term}",
         f"  from snapshot at index {state.snapshot_index} + {state.replayed_entries} WAL entries replayed "
-        f"({state.failed_requests} refused by the store as in etcd, {state.uncommitted_entries} uncommitted "
-        f"ignored, {state.v3_entries} v3 requests ignored)",
+        f"({state.failed_requests} refused by the store as in etcd, {state.v3_entries} v3 requests ignored); "
+        f"{state.uncommitted_entries} uncommitted entries kept in the Raft log",
         "  members: "
         + ", ".join(f"{m.name or '(unstarted)'}={m.id:x}" for m in state.members)
         + (f"; removed: {', '.join(f'{r:x}' for r in state.removed)}" if state.removed else ""),

@@ -12,8 +12,9 @@ their rules), loads the newest usable snapshot's v2 store and replays the commit
   directory deleted, ``/0/removed_members/<id>`` created) and update (raftAttributes updated), each
   skipped when etcd's validation would refuse it (adding a known or removed id, removing or updating an
   unknown one, or giving a member peer URLs another member has).
-- entries after the commit index in the hard state were never committed here: they are not applied
-  (etcd would keep them in its log; they may or may not be committed later) and are counted.
+- entries after the commit index in the hard state were not known to be committed here: they are not
+  applied, and are kept, as fastkv entries, for the migrated member's Raft log (tail.py), as etcd
+  keeps them in its log: the cluster may have committed them.
 
 The result keeps every node with its indexes and absolute expiration, the store index, the members
 (from ``/0/members``, as etcd itself reads them back), the removed ids, the cluster id and this member's
@@ -34,6 +35,7 @@ from typing import Any
 import orjson
 
 from fastkv._native.keyindex import PathError
+from fastkv.raft.types import Entry
 from fastkv.v2store.errors import V2Error
 from fastkv.v2store.request import V2Request
 from fastkv.v2store.store import Store
@@ -54,6 +56,7 @@ from .etcdpb import (
     decode_normal_entry,
 )
 from .protowire import WireError
+from .tail import fastkv_entries
 
 CLUSTER_PREFIX = "/0"
 KEYS_PREFIX = "/1"
@@ -97,6 +100,8 @@ class EtcdState:
     v3_entries: int
     failed_requests: int
     torn_tail: str | None
+    #: The entries after the commit index as fastkv entries (tail.py): kept in the Raft log.
+    tail: list[Entry]
 
     @property
     def store_index(self) -> int:
@@ -390,6 +395,7 @@ def read_data_dir(data_dir: str, now_ns: int = 0, wal_dir: str | None = None) ->
         v3_entries=replay.v3_entries,
         failed_requests=replay.failed,
         torn_tail=wal.torn,
+        tail=fastkv_entries(wal.entries[replayed:]),
     )
     if state.user_key_count() == 0:
         v3_db = _v3_db_bytes(member_dir)

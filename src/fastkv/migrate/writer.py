@@ -10,8 +10,8 @@ index (docs/design.md, "Storage"):
 - ``member/snap/<term>-<index>.snap`` and its ``.db`` checkpoint: a snapshot at the applied index, so
   the member can bring a lagging peer up to date from the first moment;
 - ``member/wal``: a new WAL (storage/wal.py) whose metadata names the member (``--name``), its id and
-  the cluster id, holding the snapshot marker and the hard state (etcd's term and vote, commit = the
-  applied index) and no entries.
+  the cluster id, holding the snapshot marker, the hard state (etcd's term and vote, commit = the
+  applied index) and etcd's entries after its commit index (tail.py), which Raft settles on start.
 
 Everything is written below ``<parent>/.<name>.migrating`` and renamed to the target at the end (after
 fsyncs), so an interrupted migration leaves no half-written data dir under the target's name; an
@@ -187,7 +187,8 @@ def _write(state: EtcdState, store: Store, tmp: str, name: str, segment_size_byt
     wal = WAL.create(os.path.join(member_dir, "wal"), metadata, segment_size_bytes=segment_size_bytes)
     try:
         wal.save_snapshot(term, index)
-        wal.save(HardState(term=max(state.raft_term, term), vote=state.raft_vote, commit=index), [])
+        hard_state = HardState(term=max(state.raft_term, term), vote=state.raft_vote, commit=index)
+        wal.save(hard_state, state.tail)
     finally:
         wal.close()
     fsync_dir(member_dir)
