@@ -5,6 +5,7 @@ data dir is touched."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -268,3 +269,49 @@ def test_tls_flags_with_http_urls_are_ignored_with_etcds_warnings(tmp_path: Path
         "scheme is HTTP while --client-cert-auth is enabled; ignoring client cert auth for this URL" in text
     )
     assert f'"client-url":"{url}"' in text
+
+
+def _json_call(
+    method: str, url: str, ctx: ssl.SSLContext, body: dict | None = None, user: str | None = None
+) -> int:
+    req = urllib.request.Request(url, data=json.dumps(body).encode() if body else None, method=method)
+    req.add_header("Content-Type", "application/json")
+    if user is not None:
+        req.add_header("Authorization", "Basic " + base64.b64encode(user.encode()).decode())
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_client_certificate_cn_is_the_v2_auth_user(tmp_path: Path, pki: dict) -> None:
+    """With --client-cert-auth and v2 auth on, a request without credentials is made by the user
+    named by its certificate's CN, as in etcd."""
+    ca, server, alice = pki["ca"], pki["server"], pki["alice"]
+    m = TLSMember(
+        tmp_path,
+        ["--cert-file", str(server.cert_file), "--key-file", str(server.key_file),
+         "--client-cert-auth", "--trusted-ca-file", str(ca.ca_file)],
+    )  # fmt: skip
+    try:
+        ctx = _ctx(ca, alice)
+        m.wait_ready(ctx)
+        auth = m.url + "/v2/auth"
+        assert _json_call("PUT", auth + "/users/root", ctx, {"user": "root", "password": "rootpw"}) == 201
+        role = {"role": "app", "permissions": {"kv": {"read": ["/app/*"], "write": ["/app/*"]}}}
+        assert _json_call("PUT", auth + "/roles/app", ctx, role) == 201
+        alice_user = {"user": "alice", "password": "alicepw", "roles": ["app"]}
+        assert _json_call("PUT", auth + "/users/alice", ctx, alice_user) == 200  # created, then granted
+        assert _json_call("PUT", auth + "/enable", ctx) == 200
+        revoke = {"role": "guest", "revoke": {"kv": {"read": ["/*"], "write": ["/*"]}}}
+        assert _json_call("PUT", auth + "/roles/guest", ctx, revoke, user="root:rootpw") == 200
+        # No Authorization header: alice's certificate makes the request alice's.
+        status, body = _call("PUT", m.url + "/v2/keys/app/x", ctx, b"value=by-certificate")
+        assert status == 201, body
+        status, body = _call("PUT", m.url + "/v2/keys/other", ctx, b"value=x")
+        assert status == 401, body
+        # A header wins over the certificate.
+        assert _json_call("GET", m.url + "/v2/keys/app/x", ctx, user="alice:wrong") == 401
+    finally:
+        m.stop()

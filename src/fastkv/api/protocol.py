@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -54,8 +55,9 @@ import httptools
 
 from .._native.httpcodec import clean_path, unescape
 from .._native.watchfan import Sink, send_all
+from ..logutil import event as log_event
 from ..server.interface import OutcomeUnknown, V2Server
-from ..tls import ServerTLS
+from ..tls import ServerTLS, common_names
 from ..v2auth.access import KeysAccess
 from ..v2store.errors import RAFT_INTERNAL, V2Error
 from ..v2store.event import Event
@@ -79,6 +81,8 @@ from .response import (
     redirect_body,
     redirect_target,
 )
+
+log = logging.getLogger("fastkv.api")
 
 MAX_HEADER_BYTES = (1 << 20) + 4096
 # cmux's maxHTTPRead: the first line of a connection, line end included.
@@ -324,6 +328,24 @@ class ClientProtocol(asyncio.Protocol):
             sock = transport.get_extra_info("socket")
             if sock is not None:
                 self._fd = sock.fileno()
+            return
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return
+        # A resumed TLS 1.2 session skipped verification: its certificate is checked against the
+        # current CRL here, as etcd checks every connection.
+        reason = self._tls.check_peer(ssl_object)
+        if reason is not None:
+            peer = transport.get_extra_info("peername")
+            remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+            log_event(log, logging.WARNING, "rejected connection", **{"remote-addr": remote, "error": reason})
+            self._broken = True
+            transport.close()
+            return
+        # With v2 auth on, the verified certificate's CN is the user of requests sent without
+        # credentials (etcd's client certificate authentication).
+        names = common_names(ssl_object.getpeercert()) if self._tls.info.verifies_clients else []
+        self.cert_cn = names[0] if names else ""
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
