@@ -458,6 +458,8 @@ class ServerTLS:
         # OpenSSL's TLS 1.2 session-ID cache cannot be turned off from Python; check_peer
         # re-checks such a resumed session against the current CRL.
         ctx.options |= ssl.OP_NO_TICKET
+        # Go's TLS servers (so etcd's) never renegotiate; a client asking is refused.
+        ctx.options |= ssl.OP_NO_RENEGOTIATION
         ctx.num_tickets = 0
         ctx.load_cert_chain(info.cert_file, info.key_file, password=_no_password)
         if info.verifies_clients:
@@ -610,6 +612,20 @@ def common_names(peer_cert: Mapping[str, Any] | None) -> list[str]:
             if key == "commonName":
                 names.append(value)
     return names
+
+
+def handshake_error_reason(e: BaseException) -> str:
+    """Why a handshake failed, in one line: OpenSSL's reason (e.g. "certificate verify failed:
+    unable to get local issuer certificate") rather than the exception's tuple."""
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {e.verify_message}"
+    if isinstance(e, ssl.SSLEOFError) or getattr(e, "reason", None) == "UNEXPECTED_EOF_WHILE_READING":
+        return "EOF"  # closed before the handshake ended (a port probe, say): etcd's word
+    if isinstance(e, ssl.SSLError):
+        return e.reason or str(e)
+    if isinstance(e, TimeoutError):
+        return "TLS handshake timed out"
+    return str(e) or type(e).__name__
 
 
 def check_allowed_cn(peer_cert: Mapping[str, Any] | None, allowed_cn: str) -> str | None:

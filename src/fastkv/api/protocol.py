@@ -81,6 +81,7 @@ from .response import (
     redirect_body,
     redirect_target,
 )
+from .tlsstream import TLSListener
 
 log = logging.getLogger("fastkv.api")
 
@@ -1179,19 +1180,18 @@ async def serve_client(
     metrics_only: bool = False,
     tls: ServerTLS | None = None,
     v2: bool = True,
-) -> asyncio.Server:
+) -> asyncio.AbstractServer:
     """Listen for clients on host:port; every connection is served by a ClientProtocol
     (``metrics_only``: a --listen-metrics-urls listener, serving /metrics and /health; ``tls``:
-    an https listener, whose certificates are re-read per handshake when they change; ``v2``: the
-    /v2 API is served, --enable-v2)."""
+    an https listener (api/tlsstream.py), whose certificates are re-read per handshake when they
+    change; ``v2``: the /v2 API is served, --enable-v2)."""
     loop = asyncio.get_running_loop()
+    if tls is not None:
+        return TLSListener.listen(
+            loop, tls, lambda: ClientProtocol(server, metrics_only, tls, v2), host, port
+        )
     return await loop.create_server(
-        lambda: ClientProtocol(server, metrics_only, tls, v2),
-        host,
-        port,
-        reuse_address=True,
-        backlog=1024,
-        ssl=tls.context if tls is not None else None,
+        lambda: ClientProtocol(server, metrics_only, tls, v2), host, port, reuse_address=True, backlog=1024
     )
 
 

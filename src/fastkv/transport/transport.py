@@ -64,7 +64,7 @@ from fastkv.raft.messages import (
     MSG_UNREACHABLE,
     Message,
 )
-from fastkv.tls import ServerTLS, check_allowed_cn
+from fastkv.tls import ServerTLS, check_allowed_cn, handshake_error_reason
 
 from . import codec
 from .codec import (
@@ -345,7 +345,7 @@ class _TLSPeerServer:
                 log,
                 logging.WARNING,
                 "rejected connection from peer: TLS handshake failed",
-                **{"remote-addr": _addr(remote), "error": _tls_reason(e)},
+                **{"remote-addr": _addr(remote), "error": handshake_error_reason(e)},
             )
 
     def close(self) -> None:
@@ -365,18 +365,6 @@ def _addr(peername: object) -> str:
     if isinstance(peername, tuple) and len(peername) >= 2:
         return f"{peername[0]}:{peername[1]}"
     return str(peername)
-
-
-def _tls_reason(e: BaseException) -> str:
-    """One line: OpenSSL's reason (e.g. "certificate verify failed: unable to get local issuer
-    certificate") rather than the exception's tuple."""
-    if isinstance(e, ssl.SSLCertVerificationError):
-        return f"certificate verify failed: {e.verify_message}"
-    if isinstance(e, ssl.SSLError):
-        return e.reason or str(e)
-    if isinstance(e, TimeoutError):
-        return "TLS handshake timed out"
-    return str(e) or type(e).__name__
 
 
 class _Listener(asyncio.Protocol):
@@ -986,7 +974,7 @@ class Transport:
                             log,
                             logging.WARNING,
                             "peer refused: TLS",
-                            **{"remote-peer-id": f"{peer.id:x}", "error": _tls_reason(e)},
+                            **{"remote-peer-id": f"{peer.id:x}", "error": handshake_error_reason(e)},
                         )
                     else:
                         event(
