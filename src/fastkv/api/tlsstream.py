@@ -111,6 +111,8 @@ class TLSStream:
             self._loop.remove_reader(self._fd)
 
     def _on_readable(self) -> None:
+        if self._lost:
+            return  # the socket is closed: its number may already be another connection's
         tls = self._ssl
         try:
             data = tls.read(READ_SIZE)
@@ -208,6 +210,8 @@ class TLSStream:
             self._loop.add_writer(self._fd, self._on_writable)
 
     def _on_writable(self) -> None:
+        if self._lost:
+            return
         pending = self._pending
         tls = self._ssl
         try:
@@ -332,6 +336,8 @@ class _Handshake:
         self.timer = loop.call_later(listener.handshake_timeout_s, self._timed_out)
 
     def step(self) -> None:
+        if self.sock.fileno() < 0:
+            return  # failed, timed out or cancelled
         loop = self.listener.loop
         self._stop_waiting()
         try:
