@@ -5,11 +5,13 @@ handshakes are logged and dropped."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
 import socket
 import ssl
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -78,12 +80,17 @@ class Recorder(asyncio.Protocol):
         self.resumed_writing += 1
 
 
-async def _listener(pki: PKI, timeout_s: float = 60.0) -> TLSListener:
+@contextlib.asynccontextmanager
+async def _serving(pki: PKI, timeout_s: float = 60.0) -> AsyncIterator[TLSListener]:
     Recorder.instances = []
     st = ServerTLS(pki.server_info())
     listener = TLSListener.listen(asyncio.get_running_loop(), st, Recorder, "127.0.0.1", 0)
     listener.handshake_timeout_s = timeout_s
-    return listener
+    try:
+        yield listener
+    finally:
+        listener.close()
+        await listener.wait_closed()
 
 
 async def _connect(port: int, pki: PKI) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -95,8 +102,7 @@ async def _connect(port: int, pki: PKI) -> tuple[asyncio.StreamReader, asyncio.S
 @pytest.mark.parametrize("loop", LOOPS)
 def test_requests_and_answers(loop: str, pki: PKI) -> None:
     async def scenario() -> None:
-        listener = await _listener(pki)
-        try:
+        async with _serving(pki) as listener:
             reader, writer = await _connect(listener.port(), pki)
             for _ in range(50):
                 writer.write(b"ping\n")
@@ -114,9 +120,6 @@ def test_requests_and_answers(loop: str, pki: PKI) -> None:
             while not proto.lost:
                 await asyncio.sleep(0.01)
             assert proto.eof and proto.lost == [None] and stream.is_closing()
-        finally:
-            listener.close()
-            await listener.wait_closed()
 
     run(loop, scenario)
 
@@ -126,8 +129,7 @@ def test_large_answers_to_a_slow_reader_arrive_whole(loop: str, pki: PKI) -> Non
     size = 8 * 1024 * 1024
 
     async def scenario() -> None:
-        listener = await _listener(pki)
-        try:
+        async with _serving(pki) as listener:
             reader, writer = await _connect(listener.port(), pki)
             writer.write(b"big %d\nping\n" % size)
             await writer.drain()
@@ -147,9 +149,6 @@ def test_large_answers_to_a_slow_reader_arrive_whole(loop: str, pki: PKI) -> Non
             assert await asyncio.wait_for(reader.readline(), 5) == b"bye\n"
             assert await asyncio.wait_for(reader.read(), 5) == b""
             writer.close()
-        finally:
-            listener.close()
-            await listener.wait_closed()
 
     run(loop, scenario, timeout=60)
 
@@ -159,8 +158,7 @@ def test_a_large_upload_arrives_whole(loop: str, pki: PKI) -> None:
     size = 3 * 1024 * 1024 + 7
 
     async def scenario() -> None:
-        listener = await _listener(pki)
-        try:
+        async with _serving(pki) as listener:
             reader, writer = await _connect(listener.port(), pki)
             writer.write(b"a" * size + b"\nping\n")
             await writer.drain()
@@ -170,9 +168,6 @@ def test_a_large_upload_arrives_whole(loop: str, pki: PKI) -> None:
             # Whole records are read on until the socket runs dry, a bounded amount at a time.
             assert size // (256 * 1024) <= proto.reads < size // 16384
             writer.close()
-        finally:
-            listener.close()
-            await listener.wait_closed()
 
     run(loop, scenario)
 
@@ -180,8 +175,7 @@ def test_a_large_upload_arrives_whole(loop: str, pki: PKI) -> None:
 @pytest.mark.parametrize("loop", LOOPS)
 def test_paused_reading_delivers_nothing_until_resumed(loop: str, pki: PKI) -> None:
     async def scenario() -> None:
-        listener = await _listener(pki)
-        try:
+        async with _serving(pki) as listener:
             reader, writer = await _connect(listener.port(), pki)
             writer.write(b"ping\n")
             assert await asyncio.wait_for(reader.readline(), 5) == b"pong\n"
@@ -195,9 +189,6 @@ def test_paused_reading_delivers_nothing_until_resumed(loop: str, pki: PKI) -> N
             proto.transport.resume_reading()
             assert await asyncio.wait_for(reader.readline(), 5) == b"pong\n"
             writer.close()
-        finally:
-            listener.close()
-            await listener.wait_closed()
 
     run(loop, scenario)
 
@@ -216,8 +207,7 @@ def test_refused_and_stalled_handshakes_are_logged_and_dropped(
         ]
 
     async def scenario() -> None:
-        listener = await _listener(pki, timeout_s=0.5)
-        try:
+        async with _serving(pki, timeout_s=0.5) as listener:
             port = listener.port()
             # A client that does not trust the server's CA.
             untrusting = ssl.create_default_context(cafile=str(pki.other_ca.ca_file))
@@ -242,9 +232,6 @@ def test_refused_and_stalled_handshakes_are_logged_and_dropped(
             writer.write(b"ping\n")
             assert await asyncio.wait_for(reader.readline(), 5) == b"pong\n"
             writer.close()
-        finally:
-            listener.close()
-            await listener.wait_closed()
 
     run(loop, scenario)
     reasons = rejected()
@@ -255,19 +242,16 @@ def test_refused_and_stalled_handshakes_are_logged_and_dropped(
 @pytest.mark.parametrize("loop", LOOPS)
 def test_close_drops_the_handshakes_under_way(loop: str, pki: PKI) -> None:
     async def scenario() -> None:
-        listener = await _listener(pki)
-        port = listener.port()
-        silent = socket.create_connection(("127.0.0.1", port), timeout=5)
-        try:
-            while not listener.handshakes:
-                await asyncio.sleep(0.01)
-            listener.close()
-            await listener.wait_closed()
-            assert not listener.is_serving()
-            assert await asyncio.to_thread(silent.recv, 10) == b""
-            with pytest.raises(ConnectionRefusedError):
-                socket.create_connection(("127.0.0.1", port), timeout=5)
-        finally:
-            silent.close()
+        async with _serving(pki) as listener:
+            port = listener.port()
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as silent:
+                while not listener.handshakes:
+                    await asyncio.sleep(0.01)
+                listener.close()
+                await listener.wait_closed()
+                assert not listener.is_serving()
+                assert await asyncio.to_thread(silent.recv, 10) == b""
+                with pytest.raises(ConnectionRefusedError):
+                    socket.create_connection(("127.0.0.1", port), timeout=5)
 
     run(loop, scenario)

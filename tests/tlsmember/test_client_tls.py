@@ -109,13 +109,18 @@ def _refused(url: str, ctx: ssl.SSLContext) -> bool:
     return False
 
 
-def test_client_cert_auth(tmp_path: Path, pki: dict) -> None:
-    ca, server, alice, mallory = pki["ca"], pki["server"], pki["alice"], pki["mallory"]
-    m = TLSMember(
+def _client_cert_auth_member(tmp_path: Path, pki: dict) -> TLSMember:
+    ca, server = pki["ca"], pki["server"]
+    return TLSMember(
         tmp_path,
         ["--cert-file", str(server.cert_file), "--key-file", str(server.key_file),
          "--client-cert-auth", "--trusted-ca-file", str(ca.ca_file)],
     )  # fmt: skip
+
+
+def test_client_cert_auth(tmp_path: Path, pki: dict) -> None:
+    ca, alice, mallory = pki["ca"], pki["alice"], pki["mallory"]
+    m = _client_cert_auth_member(tmp_path, pki)
     try:
         good = _ctx(ca, alice)
         m.wait_ready(good)
@@ -288,12 +293,8 @@ def _json_call(
 def test_client_certificate_cn_is_the_v2_auth_user(tmp_path: Path, pki: dict) -> None:
     """With --client-cert-auth and v2 auth on, a request without credentials is made by the user
     named by its certificate's CN, as in etcd."""
-    ca, server, alice = pki["ca"], pki["server"], pki["alice"]
-    m = TLSMember(
-        tmp_path,
-        ["--cert-file", str(server.cert_file), "--key-file", str(server.key_file),
-         "--client-cert-auth", "--trusted-ca-file", str(ca.ca_file)],
-    )  # fmt: skip
+    ca, alice = pki["ca"], pki["alice"]
+    m = _client_cert_auth_member(tmp_path, pki)
     try:
         ctx = _ctx(ca, alice)
         m.wait_ready(ctx)

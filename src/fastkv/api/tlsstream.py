@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..logutil import event
+from ..netutil import accept_ready, close_listeners, listen_sockets
 from ..tls import ServerTLS, handshake_error_reason
 
 log = logging.getLogger("fastkv.api")
@@ -423,51 +424,31 @@ class TLSListener(asyncio.AbstractServer):
         port: int,
     ) -> TLSListener:
         """Binds every address ``host`` resolves to (as create_server does); raises OSError."""
-        sockets: list[socket.socket] = []
-        try:
-            infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-            for family, kind, proto, _, addr in dict.fromkeys(infos):
-                lsock = socket.socket(family, kind, proto)
-                sockets.append(lsock)
-                lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if family == socket.AF_INET6:
-                    lsock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                lsock.bind(addr)
-                lsock.listen(LISTEN_BACKLOG)
-                lsock.setblocking(False)
-        except BaseException:
-            for lsock in sockets:
-                lsock.close()
-            raise
-        return cls(loop, tls, protocol_factory, sockets)
+        return cls(loop, tls, protocol_factory, listen_sockets(host, port, LISTEN_BACKLOG))
 
     def _accept(self, lsock: socket.socket) -> None:
-        for _ in range(LISTEN_BACKLOG):
-            try:
-                conn, remote = lsock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                # Out of descriptors, say: the connection waits in the backlog for the next try.
-                event(log, logging.WARNING, "cannot accept a client connection", error=str(e))
-                return
-            conn.setblocking(False)
-            if conn.family in (socket.AF_INET, socket.AF_INET6):
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            try:
-                sock = self.tls.context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
-            except OSError as e:
-                conn.close()
-                event(
-                    log,
-                    logging.WARNING,
-                    "rejected connection",
-                    **{"remote-addr": _remote(remote), "error": str(e)},
-                )
-                continue
-            handshake = _Handshake(self, sock, remote)
-            self.handshakes.add(handshake)
-            handshake.step()
+        try:
+            for conn, remote in accept_ready(lsock, LISTEN_BACKLOG):
+                self._accepted(conn, remote)
+        except OSError as e:
+            # Out of descriptors, say: the connection waits in the backlog for the next try.
+            event(log, logging.WARNING, "cannot accept a client connection", error=str(e))
+
+    def _accepted(self, conn: socket.socket, remote: object) -> None:
+        try:
+            sock = self.tls.context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+        except OSError as e:
+            conn.close()
+            event(
+                log,
+                logging.WARNING,
+                "rejected connection",
+                **{"remote-addr": _remote(remote), "error": str(e)},
+            )
+            return
+        handshake = _Handshake(self, sock, remote)
+        self.handshakes.add(handshake)
+        handshake.step()
 
     def connected(self, sock: ssl.SSLSocket) -> None:
         try:
@@ -486,10 +467,7 @@ class TLSListener(asyncio.AbstractServer):
         return not self._closed.is_set()
 
     def close(self) -> None:
-        for lsock in self.sockets:
-            if lsock.fileno() >= 0:
-                self.loop.remove_reader(lsock.fileno())
-                lsock.close()
+        close_listeners(self.sockets, self.loop.remove_reader)
         for handshake in list(self.handshakes):
             handshake.cancel()
         self.handshakes.clear()

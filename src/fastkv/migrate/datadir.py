@@ -50,13 +50,12 @@ from .etcdpb import (
     ENTRY_CONF_CHANGE,
     ENTRY_NORMAL,
     RaftEntry,
-    Request,
     WalSnapshot,
     decode_conf_change,
     decode_normal_entry,
 )
 from .protowire import WireError
-from .tail import fastkv_entries
+from .tail import fastkv_entries, v2_request
 
 CLUSTER_PREFIX = "/0"
 KEYS_PREFIX = "/1"
@@ -146,25 +145,6 @@ def _fresh_store() -> Store:
     return _store_from_snapshot(v2json.V2Snapshot(nodes, 0, [0] * len(v2json.STATS_FIELDS), 2))
 
 
-def _v2_request(r: Request) -> V2Request:
-    return V2Request(
-        r.method,
-        r.path,
-        id=r.id,
-        value=r.val,
-        dir=r.dir,
-        prev_value=r.prev_value,
-        prev_index=r.prev_index,
-        prev_exist=r.prev_exist,
-        expiration=r.expiration,
-        recursive=r.recursive,
-        sorted=r.sorted,
-        time=r.time,
-        refresh=r.refresh,
-        quorum=r.quorum,
-    )
-
-
 class _Replay:
     def __init__(self, store: Store, now_ns: int) -> None:
         self.store = store
@@ -197,7 +177,7 @@ class _Replay:
         if ne.v2 is not None:
             if ne.v2.method == "SYNC" and ne.v2.time:
                 self.now_ns = ne.v2.time
-            self._put(_v2_request(ne.v2))
+            self._put(v2_request(ne.v2, ne.v2.path))
         elif ne.cluster_version is not None:
             self._put(V2Request("PUT", VERSION_KEY, value=ne.cluster_version))
         elif ne.member_attributes is not None:

@@ -91,9 +91,15 @@ def _request(e: etcdpb.RaftEntry, r: etcdpb.Request) -> Entry:
         etype, fastkv_path = ENTRY_NORMAL, path[len(KEYS_PREFIX) :] or "/"
     else:
         etype, fastkv_path = ENTRY_INTERNAL, path
-    req = V2Request(
+    req = v2_request(r, fastkv_path)
+    return Entry(e.term, e.index, etype, req.encode())
+
+
+def v2_request(r: etcdpb.Request, path: str) -> V2Request:
+    """etcd's v2 request as fastkv's, on ``path``."""
+    return V2Request(
         r.method,
-        fastkv_path,
+        path,
         id=r.id,
         value=r.val,
         dir=r.dir,
@@ -107,7 +113,6 @@ def _request(e: etcdpb.RaftEntry, r: etcdpb.Request) -> Entry:
         refresh=r.refresh,
         quorum=r.quorum,
     )
-    return Entry(e.term, e.index, etype, req.encode())
 
 
 def _attributes(member_id: int, name: str, client_urls: list[str]) -> bytes:

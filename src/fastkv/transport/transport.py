@@ -53,6 +53,7 @@ from urllib.parse import urlsplit
 
 from fastkv.histogram import Histogram
 from fastkv.logutil import event
+from fastkv.netutil import accept_ready, close_listeners, listen_sockets
 from fastkv.raft.messages import (
     MSG_BEAT,
     MSG_CHECK_QUORUM,
@@ -284,52 +285,33 @@ class _TLSPeerServer:
     @classmethod
     def listen(cls, t: Transport, tls: ServerTLS, host: str, port: int) -> _TLSPeerServer:
         """Binds every address ``host`` resolves to (as create_server does); raises OSError."""
-        sockets: list[socket.socket] = []
-        try:
-            infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-            for family, kind, proto, _, addr in dict.fromkeys(infos):
-                lsock = socket.socket(family, kind, proto)
-                sockets.append(lsock)
-                lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if family == socket.AF_INET6:
-                    lsock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                lsock.bind(addr)
-                lsock.listen(PEER_LISTEN_BACKLOG)
-                lsock.setblocking(False)
-        except BaseException:
-            for lsock in sockets:
-                lsock.close()
-            raise
-        return cls(t, tls, sockets)
+        return cls(t, tls, listen_sockets(host, port, PEER_LISTEN_BACKLOG))
 
     def _accept(self, lsock: socket.socket) -> None:
+        try:
+            for conn, remote in accept_ready(lsock, PEER_LISTEN_BACKLOG):
+                self._accepted(conn, remote)
+        except OSError as e:
+            # Out of descriptors, say: the connection waits in the backlog for the next try.
+            event(log, logging.WARNING, "cannot accept a peer connection", error=str(e))
+
+    def _accepted(self, conn: socket.socket, remote: object) -> None:
         t = self.t
-        for _ in range(PEER_LISTEN_BACKLOG):
-            try:
-                conn, remote = lsock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                # Out of descriptors, say: the connection waits in the backlog for the next try.
-                event(log, logging.WARNING, "cannot accept a peer connection", error=str(e))
-                return
-            if len(t._handshakes) >= MAX_PREHANDSHAKE_CONNECTIONS:
-                if not self._refusing_logged:
-                    self._refusing_logged = True
-                    event(
-                        log,
-                        logging.WARNING,
-                        "too many peer TLS handshakes under way, refusing new connections",
-                        handshakes=len(t._handshakes),
-                    )
-                conn.close()
-                continue
-            self._refusing_logged = False
-            conn.setblocking(False)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            task = t.loop.create_task(self._handshake(conn, remote))
-            t._handshakes.add(task)
-            task.add_done_callback(t._handshakes.discard)
+        if len(t._handshakes) >= MAX_PREHANDSHAKE_CONNECTIONS:
+            if not self._refusing_logged:
+                self._refusing_logged = True
+                event(
+                    log,
+                    logging.WARNING,
+                    "too many peer TLS handshakes under way, refusing new connections",
+                    handshakes=len(t._handshakes),
+                )
+            conn.close()
+            return
+        self._refusing_logged = False
+        task = t.loop.create_task(self._handshake(conn, remote))
+        t._handshakes.add(task)
+        task.add_done_callback(t._handshakes.discard)
 
     async def _handshake(self, conn: socket.socket, remote: object) -> None:
         try:
@@ -349,10 +331,7 @@ class _TLSPeerServer:
             )
 
     def close(self) -> None:
-        for lsock in self.sockets:
-            if lsock.fileno() >= 0:
-                self.t.loop.remove_reader(lsock.fileno())
-                lsock.close()
+        close_listeners(self.sockets, self.t.loop.remove_reader)
 
     async def wait_closed(self) -> None:
         return None
