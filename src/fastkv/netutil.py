@@ -7,6 +7,13 @@ import socket
 from collections.abc import Callable, Iterator
 
 
+def address_text(addr: object) -> str:
+    """``host:port`` for a socket address as Python gives it (a tuple), else its text."""
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return f"{addr[0]}:{addr[1]}"
+    return str(addr)
+
+
 def listen_sockets(host: str, port: int, backlog: int) -> list[socket.socket]:
     """Non-blocking sockets listening on every address ``host`` resolves to, as
     ``loop.create_server`` binds them (SO_REUSEADDR; IPv6 sockets IPv6 only).  Raises OSError,

@@ -56,6 +56,7 @@ import httptools
 from .._native.httpcodec import clean_path, unescape
 from .._native.watchfan import Sink, send_all
 from ..logutil import event as log_event
+from ..netutil import address_text
 from ..server.interface import OutcomeUnknown, V2Server
 from ..tls import ServerTLS, common_names
 from ..v2auth.access import KeysAccess
@@ -337,8 +338,7 @@ class ClientProtocol(asyncio.Protocol):
         # current CRL here, as etcd checks every connection.
         reason = self._tls.check_peer(ssl_object)
         if reason is not None:
-            peer = transport.get_extra_info("peername")
-            remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+            remote = address_text(transport.get_extra_info("peername"))
             log_event(log, logging.WARNING, "rejected connection", **{"remote-addr": remote, "error": reason})
             self._broken = True
             transport.close()

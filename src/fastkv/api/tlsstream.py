@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..logutil import event
-from ..netutil import accept_ready, close_listeners, listen_sockets
+from ..netutil import accept_ready, address_text, close_listeners, listen_sockets
 from ..tls import ServerTLS, handshake_error_reason
 
 log = logging.getLogger("fastkv.api")
@@ -46,12 +46,6 @@ LOW_WATER = 16 * 1024
 # asyncio's default for TLS servers.
 HANDSHAKE_TIMEOUT_S = 60.0
 LISTEN_BACKLOG = 1024
-
-
-def _remote(addr: object) -> str:
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        return f"{addr[0]}:{addr[1]}"
-    return str(addr)
 
 
 class TLSStream:
@@ -383,7 +377,7 @@ class _Handshake:
             log,
             logging.WARNING,
             "rejected connection",
-            **{"remote-addr": _remote(self.remote), "error": reason},
+            **{"remote-addr": address_text(self.remote), "error": reason},
         )
 
     def cancel(self) -> None:
@@ -443,7 +437,7 @@ class TLSListener(asyncio.AbstractServer):
                 log,
                 logging.WARNING,
                 "rejected connection",
-                **{"remote-addr": _remote(remote), "error": str(e)},
+                **{"remote-addr": address_text(remote), "error": str(e)},
             )
             return
         handshake = _Handshake(self, sock, remote)

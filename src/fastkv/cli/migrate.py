@@ -38,8 +38,9 @@ def _subtree_size(state: EtcdState, prefix: str) -> int:
 
 def migrate(flags: dict[str, Any], stdout: TextIO, stderr: TextIO) -> int:
     # Imported here: every other fastkvctl command would pay for loading them.
-    from fastkv.migrate.datadir import AUTH_PREFIX, CLUSTER_PREFIX, read_data_dir
+    from fastkv.migrate.datadir import read_data_dir
     from fastkv.migrate.errors import EtcdDataError
+    from fastkv.migrate.v2json import AUTH_PREFIX, CLUSTER_PREFIX
     from fastkv.migrate.writer import TargetError, write_data_dir
     from fastkv.storage.wal import DEFAULT_SEGMENT_SIZE_BYTES
 

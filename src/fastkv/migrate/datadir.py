@@ -56,13 +56,8 @@ from .etcdpb import (
 )
 from .protowire import WireError
 from .tail import fastkv_entries, v2_request
+from .v2json import AUTH_PREFIX, KEYS_PREFIX, MEMBERS_DIR, REMOVED_DIR, VERSION_KEY
 
-CLUSTER_PREFIX = "/0"
-KEYS_PREFIX = "/1"
-AUTH_PREFIX = "/2"
-MEMBERS_DIR = "/0/members"
-REMOVED_DIR = "/0/removed_members"
-VERSION_KEY = "/0/version"
 # A v3 backend that was never written to is a few pages of bbolt bookkeeping.
 EMPTY_V3_DB_MAX_BYTES = 1 << 20
 

@@ -40,11 +40,9 @@ from fastkv.v2store.request import V2Request
 from . import etcdpb
 from .errors import EtcdDataError
 from .protowire import WireError
+from .v2json import MEMBERS_DIR, VERSION_KEY, user_key
 
-KEYS_PREFIX = "/1"
-MEMBERS_DIR = "/0/members/"
 ATTRIBUTES = "/attributes"
-VERSION_KEY = "/0/version"
 
 
 def fastkv_entries(tail: list[etcdpb.RaftEntry]) -> list[Entry]:
@@ -76,8 +74,8 @@ def _convert(e: etcdpb.RaftEntry) -> Entry:
 
 def _request(e: etcdpb.RaftEntry, r: etcdpb.Request) -> Entry:
     path = r.path
-    if r.method == "PUT" and path.startswith(MEMBERS_DIR) and path.endswith(ATTRIBUTES):
-        member = path[len(MEMBERS_DIR) : -len(ATTRIBUTES)]
+    if r.method == "PUT" and path.startswith(MEMBERS_DIR + "/") and path.endswith(ATTRIBUTES):
+        member = path[len(MEMBERS_DIR) + 1 : -len(ATTRIBUTES)]
         try:
             mid = int(member, 16)
             attrs = orjson.loads(r.val)
@@ -85,10 +83,11 @@ def _request(e: etcdpb.RaftEntry, r: etcdpb.Request) -> Entry:
         except (ValueError, TypeError, AttributeError, orjson.JSONDecodeError) as err:
             raise EtcdDataError(f"entry {e.index}: member attributes that do not decode ({err})") from None
         return Entry(e.term, e.index, ENTRY_MEMBER_ATTRIBUTES, _attributes(mid, name, urls))
+    user = user_key(path)
     if r.method == "SYNC":
         etype, fastkv_path = ENTRY_NORMAL, path
-    elif path == KEYS_PREFIX or path.startswith(KEYS_PREFIX + "/"):
-        etype, fastkv_path = ENTRY_NORMAL, path[len(KEYS_PREFIX) :] or "/"
+    elif user is not None:
+        etype, fastkv_path = ENTRY_NORMAL, user
     else:
         etype, fastkv_path = ENTRY_INTERNAL, path
     req = v2_request(r, fastkv_path)

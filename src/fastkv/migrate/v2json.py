@@ -27,6 +27,25 @@ _TIME = re.compile(
 )
 GO_ZERO_TIME = "0001-01-01T00:00:00Z"
 
+# etcd's namespaces in its v2 store.
+CLUSTER_PREFIX = "/0"
+KEYS_PREFIX = "/1"
+AUTH_PREFIX = "/2"
+MEMBERS_DIR = "/0/members"
+REMOVED_DIR = "/0/removed_members"
+VERSION_KEY = "/0/version"
+
+
+def user_key(path: str) -> str | None:
+    """The user's key for a path of etcd's store under ``/1`` (``/1/a`` is ``/a``, ``/1`` is ``/``);
+    None for a path in another namespace."""
+    if path == KEYS_PREFIX:
+        return "/"
+    if path.startswith(KEYS_PREFIX + "/"):
+        return path[len(KEYS_PREFIX) :]
+    return None
+
+
 STATS_FIELDS = (
     "getsSuccess", "getsFail", "setsSuccess", "setsFail", "deleteSuccess", "deleteFail",
     "updateSuccess", "updateFail", "createSuccess", "createFail", "compareAndSwapSuccess",

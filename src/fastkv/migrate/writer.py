@@ -46,8 +46,9 @@ from fastkv.storage.snap import Snapshotter
 from fastkv.storage.wal import DEFAULT_SEGMENT_SIZE_BYTES, WAL
 from fastkv.v2store.store import INTERNAL_NAMESPACES, Store
 
-from .datadir import KEYS_PREFIX, EtcdState
+from .datadir import EtcdState
 from .errors import EtcdDataError
+from .v2json import KEYS_PREFIX, user_key
 
 TMP_SUFFIX = ".migrating"
 
@@ -120,8 +121,7 @@ def _full_view(v: NodeView | None) -> list[Any] | None:
 def _event(e: Event) -> list[Any]:
     """A history event as fastkv keeps it: user events with keys relative to /1, the events of etcd's
     /0 and /2 namespaces as internal events (they keep their index's slot; no watcher sees them)."""
-    key = e.node.key
-    if key == KEYS_PREFIX or key.startswith(KEYS_PREFIX + "/"):
+    if user_key(e.node.key) is not None:
         return [e.action, _user_view(e.node), _user_view(e.prev_node), e.etcd_index, e.refresh, False]
     return [e.action, _full_view(e.node), _full_view(e.prev_node), e.etcd_index, e.refresh, True]
 

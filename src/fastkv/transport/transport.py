@@ -53,7 +53,7 @@ from urllib.parse import urlsplit
 
 from fastkv.histogram import Histogram
 from fastkv.logutil import event
-from fastkv.netutil import accept_ready, close_listeners, listen_sockets
+from fastkv.netutil import accept_ready, address_text, close_listeners, listen_sockets
 from fastkv.raft.messages import (
     MSG_BEAT,
     MSG_CHECK_QUORUM,
@@ -327,7 +327,7 @@ class _TLSPeerServer:
                 log,
                 logging.WARNING,
                 "rejected connection from peer: TLS handshake failed",
-                **{"remote-addr": _addr(remote), "error": handshake_error_reason(e)},
+                **{"remote-addr": address_text(remote), "error": handshake_error_reason(e)},
             )
 
     def close(self) -> None:
@@ -338,12 +338,6 @@ class _TLSPeerServer:
 
     def port(self) -> int:
         return int(self.sockets[0].getsockname()[1])
-
-
-def _addr(peername: object) -> str:
-    if isinstance(peername, tuple) and len(peername) >= 2:
-        return f"{peername[0]}:{peername[1]}"
-    return str(peername)
 
 
 class _Listener(asyncio.Protocol):
@@ -369,7 +363,7 @@ class _Listener(asyncio.Protocol):
                     log,
                     logging.WARNING,
                     "rejected connection from peer",
-                    **{"remote-addr": _addr(transport.get_extra_info("peername")), "error": reason},
+                    **{"remote-addr": address_text(transport.get_extra_info("peername")), "error": reason},
                 )
                 transport.close()
                 return
