@@ -6,7 +6,8 @@ Rules this module keeps (the store above it builds etcd's operations from them):
 - Paths are Go ``path.Clean(path.Join("/", p))`` forms: absolute, no ``//``, ``.``, ``..`` or trailing
   ``/`` (except the root ``/``).  ``clean_path`` produces them; every other function expects them.
 - A ``Node`` is a file (``children is None``, ``value`` a str) or a directory (``children`` a dict from
-  component name to ``Node``, ``value`` ``""``).  ``expire_ns`` is the absolute expiry in unix ns, 0 for a
+  each child's full path to the child, ``value`` ``""``).  The key is the child's own ``path`` object, so a
+  key costs no string of its own; a walk looks up each prefix of the path it follows.  ``expire_ns`` is the absolute expiry in unix ns, 0 for a
   permanent node.  A node whose last component starts with ``_`` is hidden: listings skip it.
 - Nodes hold no parent pointer, so the tree has no reference cycles and ``Node`` opts out of the cyclic
   GC (``no_gc``): a million keys add nothing to GC passes.  The parent is found by walking the path.
@@ -17,9 +18,9 @@ Rules this module keeps (the store above it builds etcd's operations from them):
   ``\\t`` short), U+FFFD as ``\\ufffd`` (what Go writes for invalid UTF-8, which the API replaced by
   U+FFFD), expiration as RFC 3339 with nanoseconds and trailing zeros trimmed, then ``\\n``.
 
-Memory: a key costs its ``Node`` (72 bytes: header, 3 object slots, 3 int64, flags), its path and value
-strings (49 bytes + length each when ASCII), and one entry in the parent's dict (about 40 bytes amortised),
-so about 210 bytes + len(path) + len(value).
+Memory: a key costs its ``Node`` (72 bytes: header, method table, 3 object slots, 3 int64), its path and
+value strings (49 bytes + length each when ASCII), and one entry in the parent's dict (about 40 bytes
+amortised), so about 210 bytes + len(path) + len(value).
 
 Persistent records (the applied state in RocksDB, see storage/backend.py) are encoded and bulk-loaded here,
 because a restart builds a million nodes and every apply round encodes each changed node:
@@ -126,13 +127,12 @@ cpdef int64_t ttl_of(int64_t expire_ns, int64_t now_ns):
 cdef class Node:
     """A live node of the key tree (see the module docstring for its invariants)."""
 
-    cdef public str path
+    cdef readonly str path  # also its key in the parent's children: never changes
     cdef public str value
     cdef public dict children
     cdef public int64_t created_index
     cdef public int64_t modified_index
     cdef public int64_t expire_ns
-    cdef readonly bint hidden
 
     def __init__(self, str path, str value, bint is_dir, int64_t created_index, int64_t expire_ns=0):
         self.path = path
@@ -141,8 +141,11 @@ cdef class Node:
         self.created_index = created_index
         self.modified_index = created_index
         self.expire_ns = expire_ns
-        cdef Py_ssize_t slash = path.rfind("/")
-        self.hidden = slash + 1 < len(path) and path[slash + 1] == "_"
+
+    @property
+    def hidden(self) -> bool:
+        """Whether the last component starts with ``_`` (listings skip the node)."""
+        return _is_hidden(self.path)
 
     cpdef bint is_dir(self):
         return self.children is not None
@@ -187,7 +190,7 @@ cdef class Node:
         if list_children and self.children:
             nodes = []
             for child in self.children.values():
-                if not child.hidden:
+                if not _is_hidden(child.path):
                     nodes.append(child._view(recursive, recursive, sorted, now_ns))
             if sorted and len(nodes) > 1:
                 if _all_utf8(nodes):
@@ -200,6 +203,11 @@ cdef class Node:
     def __repr__(self):
         kind = "dir" if self.children is not None else "file"
         return f"Node({self.path!r}, {kind}, c={self.created_index}, m={self.modified_index}, e={self.expire_ns})"
+
+
+cdef inline bint _is_hidden(str path):
+    cdef Py_ssize_t slash = path.rfind("/")
+    return slash + 1 < len(path) and path[slash + 1] == "_"
 
 
 cdef object _view_key(NodeView v):
@@ -642,7 +650,7 @@ cdef class KeyIndex:
             if curr.children is None:
                 fail_end[0] = -len(curr.path)
                 return None
-            child = curr.children.get(path[start:end])
+            child = curr.children.get(path if end == n else path[:end])
             if child is None:
                 fail_end[0] = end
                 return None
@@ -671,17 +679,17 @@ cdef class KeyIndex:
         PathError 104 with the blocking file's path."""
         cdef Node curr = self.root, nxt
         cdef object child
-        cdef str name
+        cdef str prefix
         cdef Py_ssize_t n = len(path), start = 1, end
         while start < n:
             end = path.find("/", start)
             if end < 0:
                 end = n
-            name = path[start:end]
-            child = curr.children.get(name)
+            prefix = path if end == n else path[:end]
+            child = curr.children.get(prefix)
             if child is None:
-                nxt = Node(path[:end], "", True, index, 0)
-                curr.children[name] = nxt
+                nxt = Node(prefix, "", True, index, 0)
+                curr.children[prefix] = nxt
                 curr = nxt
             else:
                 curr = <Node>child
@@ -699,7 +707,7 @@ cdef class KeyIndex:
         cdef Node parent = self.get(p[:slash] if slash > 0 else "/")
         if parent is None or parent.children is None:
             return None
-        if parent.children.get(p[slash + 1:]) is not node:
+        if parent.children.get(p) is not node:
             return None
         return parent
 
@@ -708,7 +716,7 @@ cdef class KeyIndex:
         cdef Node parent = self.parent_of(node)
         if parent is None:
             return False
-        del parent.children[node.path[node.path.rfind("/") + 1:]]
+        del parent.children[node.path]
         return True
 
     def subtree(self, Node top):
@@ -873,14 +881,13 @@ def load_nodes(KeyIndex tree, object items, bytes prefix=b""):
         if node.expire_ns != 0:
             ttl.append((_get_i64(r + NODE_HEADER), node))
             i += 8
-        node.hidden = kn > slash + 1 and k[slash + 1] == 95  # "_"
         if r[0] & 1:
             node.value = ""
             node.children = {}
         else:
             node.value = _from_utf8(<const char*>r + i, rn - i)
             node.children = None
-        parent.children[path[path.rfind("/") + 1:]] = node
+        parent.children[path] = node
         if node.children is not None:
             parent = node
             parent_key = key[:kn]

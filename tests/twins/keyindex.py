@@ -169,7 +169,7 @@ class Event:
 
 
 class Node:
-    __slots__ = ("path", "value", "children", "created_index", "modified_index", "expire_ns", "hidden")
+    __slots__ = ("path", "value", "children", "created_index", "modified_index", "expire_ns")
 
     def __init__(self, path: str, value: str, is_dir: bool, created_index: int, expire_ns: int = 0) -> None:
         self.path = path
@@ -178,7 +178,10 @@ class Node:
         self.created_index = created_index
         self.modified_index = created_index
         self.expire_ns = expire_ns
-        self.hidden = path.rsplit("/", 1)[-1].startswith("_")
+
+    @property
+    def hidden(self) -> bool:
+        return self.path.rsplit("/", 1)[-1].startswith("_")
 
     def is_dir(self) -> bool:
         return self.children is not None
@@ -232,7 +235,7 @@ class KeyIndex:
             if curr.children is None:
                 raise PathError(104, curr.path)
             walked += "/" + name
-            child = curr.children.get(name)
+            child = curr.children.get(walked)  # children are keyed by their full path
             if child is None:
                 raise PathError(100, walked)
             curr = child
@@ -250,10 +253,10 @@ class KeyIndex:
         for name in self._components(path):
             walked += "/" + name
             assert curr.children is not None
-            child = curr.children.get(name)
+            child = curr.children.get(walked)
             if child is None:
                 child = Node(walked, "", True, index, 0)
-                curr.children[name] = child
+                curr.children[walked] = child
             elif child.children is None:
                 raise PathError(104, child.path)
             curr = child
@@ -262,9 +265,8 @@ class KeyIndex:
     def parent_of(self, node: Node) -> Node | None:
         if node.path == "/":
             return None
-        parent_path, name = node.path.rsplit("/", 1)
-        parent = self.get(parent_path or "/")
-        if parent is None or parent.children is None or parent.children.get(name) is not node:
+        parent = self.get(node.path.rsplit("/", 1)[0] or "/")
+        if parent is None or parent.children is None or parent.children.get(node.path) is not node:
             return None
         return parent
 
@@ -272,7 +274,7 @@ class KeyIndex:
         parent = self.parent_of(node)
         if parent is None:
             return False
-        del parent.children[node.path.rsplit("/", 1)[1]]  # type: ignore[union-attr]
+        del parent.children[node.path]  # type: ignore[union-attr]
         return True
 
     def subtree(self, top: Node) -> list[Node]:
@@ -322,8 +324,7 @@ def load_nodes(tree: KeyIndex, items, prefix: bytes = b"") -> tuple[int, list]:
         if not key.startswith(b"/") or not key.endswith(b"\x00"):
             break
         path = key[:-1].decode("utf-8", "surrogatepass")
-        parent_path, name = path.rsplit("/", 1)
-        parent = tree.get(parent_path or "/")
+        parent = tree.get(path.rsplit("/", 1)[0] or "/")
         if parent is None or parent.children is None:
             raise ValueError(f"node record without a parent directory: {key!r}")
         flags, created, modified, expire = struct.unpack_from("<Bqqq", rec)
@@ -335,7 +336,7 @@ def load_nodes(tree: KeyIndex, items, prefix: bytes = b"") -> tuple[int, list]:
             rest = rest[8:]
         if not flags & 1:
             node.value = rest.decode("utf-8", "surrogatepass")
-        parent.children[name] = node
+        parent.children[path] = node
         count += 1
     return count, ttl
 

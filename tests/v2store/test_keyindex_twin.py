@@ -36,11 +36,10 @@ def run(mod, script):
                 _, path, value, index, expire = op
                 slash = path.rfind("/")
                 parent = idx.ensure_dir(path[:slash] or "/", index)
-                name = path[slash + 1 :]
-                if name in parent.children:
+                if path in parent.children:
                     out.append("exists")
                 else:
-                    parent.children[name] = mod.Node(path, value, False, index, expire)
+                    parent.children[path] = mod.Node(path, value, False, index, expire)
                     out.append("added")
             elif op[0] == "find":
                 n = idx.find(op[1])

@@ -63,7 +63,8 @@ class Event:
     def to_json(self) -> bytes: ...
 
 class Node:
-    path: str
+    @property
+    def path(self) -> str: ...
     value: str
     children: dict[str, Node] | None
     created_index: int

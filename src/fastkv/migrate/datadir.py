@@ -270,12 +270,12 @@ def _members(store: Store) -> tuple[list[EtcdMember], list[int], str]:
         children = dict(mdir.children or {})
     except PathError:
         children = {}
-    for name in sorted(children):
-        node = children[name]
+    for node in sorted(children.values(), key=lambda n: n.path):
+        name = node.path.rsplit("/", 1)[1]
         raft: dict[str, Any] = {}
         attrs: dict[str, Any] = {}
         for child_name, target in (("raftAttributes", raft), ("attributes", attrs)):
-            child = (node.children or {}).get(child_name)
+            child = (node.children or {}).get(f"{node.path}/{child_name}")
             if child is not None and child.value:
                 try:
                     target.update(orjson.loads(child.value))
@@ -291,7 +291,7 @@ def _members(store: Store) -> tuple[list[EtcdMember], list[int], str]:
             )
         )
     try:
-        removed = sorted(int(n, 16) for n in (tree.find(REMOVED_DIR).children or {}))
+        removed = sorted(int(p.rsplit("/", 1)[1], 16) for p in (tree.find(REMOVED_DIR).children or {}))
     except PathError:
         removed = []
     try:

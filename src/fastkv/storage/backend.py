@@ -42,11 +42,11 @@ Rules and why:
   key order (``load_nodes``).
 
 Memory: RAM keeps the whole v2 tree (values included: reads, CAS and watch answers never touch the disk),
-about 210 bytes + len(path) + len(value) per key plus the name in the parent dict (~50 + len(name)),
-and RocksDB adds its memtables (<= MEMTABLE_BYTES x MAX_MEMTABLES) and a small block cache.
-Measured (bench/recovery.py, 1M keys /k/<5 digits>/<8 digits>, 100-byte values, 2-core VM): restart
-(open + load_store) 1.1 s; 430 MB resident after the load, 425 bytes per node over the bare interpreter;
-etcd 3.4 holds 1.6-1.8 GB for the same keys.  Per changed key: prepare ~1.3 us on the loop (node record +
+about 210 bytes + len(path) + len(value) per key (a parent's dict is keyed by the child's own path
+string, so a name costs nothing more), and RocksDB adds its memtables (<= MEMTABLE_BYTES x
+MAX_MEMTABLES) and a small block cache.  Measured (bench/recovery.py, 1M keys /k/<5 digits>/<8 digits>,
+100-byte values, 2-core VM): restart (open + load_store) 0.4 s; 363 MB resident after the load, 353
+bytes per node over the bare interpreter; etcd 3.4 holds 1.6-1.8 GB for the same keys.  Per changed key: prepare ~1.3 us on the loop (node record +
 history event), write ~1.9 us on the writer thread.
 """
 
@@ -77,7 +77,7 @@ from fastkv.v2store.store import HISTORY_CAPACITY, Changes, Store
 from . import failpoint
 
 FORMAT_VERSION = b"1"
-MEMTABLE_BYTES = 32 << 20
+MEMTABLE_BYTES = 16 << 20
 MAX_MEMTABLES = 3
 BLOCK_CACHE_BYTES = 8 << 20
 

@@ -94,7 +94,7 @@ def _set_marker(store: Store, state: dict) -> None:
     if node is None:
         node = Node(MARKER, value, False, store.index, 0)
         node.modified_index = store.index
-        ns.tree.root.children[MARKER[1:]] = node  # type: ignore[index]
+        ns.tree.root.children[MARKER] = node  # type: ignore[index]
     else:
         node.value = value
     ns._changed[MARKER] = node
@@ -334,10 +334,9 @@ def _put_node(store: Store, rec: NodeRecord, parent_index: int) -> None:
     while p is not None and p is not store.tree.root and p.path not in changed:
         changed[p.path] = p
         p = store.tree.parent_of(p)
-    name = path[slash + 1 :]
     children = parent.children
     assert children is not None
-    old = children.get(name)
+    old = children.get(path)
     if old is not None:
         if is_dir and old.children is not None:
             old.created_index, old.modified_index = created, modified
@@ -347,7 +346,7 @@ def _put_node(store: Store, rec: NodeRecord, parent_index: int) -> None:
         _remove_quiet(store, path)
     node = Node(path, "" if is_dir else value, bool(is_dir), created, expire)
     node.modified_index = modified
-    children[name] = node
+    children[path] = node
     changed[path] = node
     if expire:
         store.ttl.push(node)

@@ -405,11 +405,10 @@ class Store:
             except PathError as err:
                 self.stats.setsFail += 1  # etcd counts walk failures as failed sets, whatever the op
                 raise V2Error(err.code, err.cause, self.index) from None
-        name = path[slash + 1 :]
         children = parent.children
         assert children is not None  # ensure_dir returns directories only
         prev_view = None
-        old = children.get(name)
+        old = children.get(path)
         if old is not None:
             if not replace:
                 raise V2Error(E.NODE_EXIST, path, self.index)
@@ -419,7 +418,7 @@ class Store:
             if old.expire_ns:
                 self.ttl.remove(old)
         node = Node(path, value, dir, next_index, expire_ns)
-        children[name] = node
+        children[path] = node
         changed = self._changed
         changed[path] = node
         if parent.created_index == next_index and parent is not self.tree.root:
@@ -778,7 +777,7 @@ class Store:
                 node = Node(path, value if value is not None else "", value is None, created, expire)
                 node.modified_index = modified
                 slash = path.rfind("/")
-                by_path[path[:slash] or "/"].children[path[slash + 1 :]] = node  # type: ignore[index]
+                by_path[path[:slash] or "/"].children[path] = node  # type: ignore[index]
             by_path[path] = node
         for path in state["ttl_order"]:
             store.ttl.push(by_path[path])
