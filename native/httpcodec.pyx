@@ -24,9 +24,9 @@ a hypothesis test keeps the two identical.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_Contains, PyDict_SetItem
-from cpython.unicode cimport PyUnicode_DecodeUTF8
+from cpython.unicode cimport PyUnicode_DecodeLatin1, PyUnicode_DecodeUTF8
 from libc.stdlib cimport free, malloc
-from libc.string cimport memchr
+from libc.string cimport memchr, memcmp
 
 import codecs
 
@@ -260,3 +260,129 @@ def parse_uint64(str s):
             return -1
         v = v * 10 + d
     return v
+
+
+# ----- the plainest requests, read without the general parser ------------------------------------------
+
+# A target byte the fast path takes: letters, digits and "-._~/?=&%+,".  llhttp and Go accept all of
+# them, and the target goes to the same routing either way.
+cdef bint _TARGET_OK[256]
+# A Host value byte: letters, digits and ".:-[]" (all valid in Go's httpguts.ValidHostHeader).
+cdef bint _HOST_OK[256]
+cdef int _b
+for _b in range(256):
+    _TARGET_OK[_b] = (48 <= _b <= 57) or (65 <= _b <= 90) or (97 <= _b <= 122) or _b in b"-._~/?=&%+,"
+    _HOST_OK[_b] = (48 <= _b <= 57) or (65 <= _b <= 90) or (97 <= _b <= 122) or _b in b".:-[]"
+
+# The largest read the fast path looks at: a form body this size is far below every limit.
+SIMPLE_REQUEST_MAX = 16384
+
+
+cdef inline bint _name_is(const unsigned char* p, Py_ssize_t n, const char* lower, Py_ssize_t ln) noexcept:
+    cdef Py_ssize_t i
+    if n != ln:
+        return False
+    for i in range(n):
+        if (p[i] | 0x20) != <unsigned char>lower[i]:
+            return False
+    return True
+
+
+def simple_request(bytes data):
+    """``(method, target, content_type, body)`` when ``data`` is exactly one request of the plainest
+    form, else None (then the general parser reads it).
+
+    The plainest form: ``GET``, ``PUT``, ``POST`` or ``DELETE``, a target of bytes from a small safe set,
+    ``HTTP/1.1``; only the headers Host (once, a plain host[:port]), User-Agent, Accept, Accept-Encoding,
+    ``Connection: keep-alive``, Content-Type (at most once) and Content-Length (at most once, 1-6 digits),
+    each ``Name: value`` with printable ASCII; then exactly Content-Length bytes of body (none without
+    the header) and nothing more.  Such a request means the same to Go and to llhttp and needs none of
+    the general path's checks (framing, limits, method tokens, reads split inside a message).
+    ``content_type`` is None when the header is absent."""
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data), i, start, name_end, vstart, vend, k
+    cdef Py_ssize_t length = -1, ct_start = -1, ct_end = -1
+    cdef int hosts = 0
+    cdef str method
+    if n > SIMPLE_REQUEST_MAX or n < 20:
+        return None
+    if memcmp(p, b"GET /", 5) == 0:
+        method, i = "GET", 4
+    elif memcmp(p, b"PUT /", 5) == 0:
+        method, i = "PUT", 4
+    elif memcmp(p, b"POST /", 6) == 0:
+        method, i = "POST", 5
+    elif n > 7 and memcmp(p, b"DELETE /", 8) == 0:
+        method, i = "DELETE", 7
+    else:
+        return None
+    cdef Py_ssize_t target_start = i
+    while i < n and _TARGET_OK[p[i]]:
+        i += 1
+    cdef Py_ssize_t target_end = i
+    if i + 11 > n or memcmp(p + i, b" HTTP/1.1\r\n", 11) != 0:
+        return None
+    i += 11
+    while True:
+        if i + 2 > n:
+            return None
+        if p[i] == 13:  # the blank line
+            if p[i + 1] != 10:
+                return None
+            i += 2
+            break
+        start = i
+        while i < n and ((65 <= p[i] <= 90) or (97 <= p[i] <= 122) or p[i] == 45):
+            i += 1
+        name_end = i
+        if name_end == start or i >= n or p[i] != 58:  # ":"
+            return None
+        i += 1
+        while i < n and p[i] == 32:
+            i += 1
+        vstart = i
+        while i < n and 32 <= p[i] <= 126:
+            i += 1
+        if i + 1 >= n or p[i] != 13 or p[i + 1] != 10:
+            return None
+        vend = i
+        while vend > vstart and p[vend - 1] == 32:
+            vend -= 1
+        i += 2
+        k = name_end - start
+        if _name_is(p + start, k, b"host", 4):
+            hosts += 1
+            if vend == vstart:
+                return None
+            for start in range(vstart, vend):
+                if not _HOST_OK[p[start]]:
+                    return None
+        elif _name_is(p + start, k, b"content-length", 14):
+            if length >= 0 or vend == vstart or vend - vstart > 6:
+                return None
+            length = 0
+            for start in range(vstart, vend):
+                if not 48 <= p[start] <= 57:
+                    return None
+                length = length * 10 + p[start] - 48
+        elif _name_is(p + start, k, b"content-type", 12):
+            if ct_start >= 0:
+                return None
+            ct_start, ct_end = vstart, vend
+        elif _name_is(p + start, k, b"connection", 10):
+            if not _name_is(p + vstart, vend - vstart, b"keep-alive", 10):
+                return None
+        elif not (
+            _name_is(p + start, k, b"user-agent", 10)
+            or _name_is(p + start, k, b"accept", 6)
+            or _name_is(p + start, k, b"accept-encoding", 15)
+        ):
+            return None
+    if hosts != 1 or n - i != (length if length > 0 else 0):
+        return None
+    return (
+        method,
+        PyBytes_FromStringAndSize(<const char*>p + target_start, target_end - target_start),
+        PyUnicode_DecodeLatin1(<const char*>p + ct_start, ct_end - ct_start, NULL) if ct_start >= 0 else None,
+        PyBytes_FromStringAndSize(<const char*>p + i, n - i) if n > i else b"",
+    )

@@ -38,6 +38,11 @@ Rules and invariants:
   starts inside a message uses what is left of its Content-Length body, or the bytes kept from a
   boundary on when the previous read ended inside a head or chunked body (up to 64 KiB of them; a
   refused method behind a longer one split over reads gets 400 and a close).
+- A read that is exactly one request of the plainest form (``httpcodec.simple_request``: GET, PUT, POST or
+  DELETE on HTTP/1.1, a few ordinary headers, a Content-Length body) while the connection is idle is
+  routed without httptools: the same ``_Request`` the callbacks would build, for a fraction of the
+  Python calls.  Anything else, and every read that does not hold one whole request, goes to the
+  parser; tests/api/test_simple_request.py checks that both give the same answers and writes.
 - Only HTTP/1.0 and HTTP/1.1 are served.  A request line without a version (HTTP/0.9, which httptools
   accepts) or with another major version gets ``400 Bad Request`` and the connection closes; etcd closes
   silently on a connection's first request (cmux), and Go answers 400/505 on later ones.
@@ -53,7 +58,7 @@ from typing import Any
 
 import httptools
 
-from .._native.httpcodec import clean_path, unescape
+from .._native.httpcodec import clean_path, simple_request, unescape
 from .._native.watchfan import Sink, send_all
 from ..logutil import event as log_event
 from ..netutil import address_text
@@ -371,6 +376,25 @@ class ClientProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._broken:
             return
+        if (
+            not self._in_message
+            and self._current is None
+            and self._first_line <= 0
+            and not self._queue
+            and not self._closing
+            and self._pending_start is None
+        ):
+            # One whole request of the plainest form in this read: routed without the parser (the
+            # same request either way; see httpcodec.simple_request).
+            simple = simple_request(data)
+            # On a connection's first request, cmux's first-line limit applies as on the general path.
+            if simple is not None and (self._first_line < 0 or data.find(b"\n", 0, MAX_FIRST_LINE) >= 0):
+                self._first_line = -1
+                self._completed += 1
+                r = _Request()
+                r.method, r.target, r.content_type, r.body = simple
+                self._dispatch(r)
+                return
         if not self._in_body:
             self._head_bytes += len(data)
             seen = self._first_line
