@@ -300,7 +300,7 @@ def simple_request(bytes data):
     the general path's checks (framing, limits, method tokens, reads split inside a message).
     ``content_type`` is None when the header is absent."""
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(data), i, start, name_end, vstart, vend, k
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data), i, j, start, name_end, vstart, vend, k
     cdef Py_ssize_t length = -1, ct_start = -1, ct_end = -1
     cdef int hosts = 0
     cdef str method
@@ -354,17 +354,17 @@ def simple_request(bytes data):
             hosts += 1
             if vend == vstart:
                 return None
-            for start in range(vstart, vend):
-                if not _HOST_OK[p[start]]:
+            for j in range(vstart, vend):
+                if not _HOST_OK[p[j]]:
                     return None
         elif _name_is(p + start, k, b"content-length", 14):
             if length >= 0 or vend == vstart or vend - vstart > 6:
                 return None
             length = 0
-            for start in range(vstart, vend):
-                if not 48 <= p[start] <= 57:
+            for j in range(vstart, vend):
+                if not 48 <= p[j] <= 57:
                     return None
-                length = length * 10 + p[start] - 48
+                length = length * 10 + p[j] - 48
         elif _name_is(p + start, k, b"content-type", 12):
             if ct_start >= 0:
                 return None

@@ -8,7 +8,8 @@ Rules this module keeps (the store above it builds etcd's operations from them):
 - A ``Node`` is a file (``children is None``, ``value`` a str) or a directory (``children`` a dict from
   each child's full path to the child, ``value`` ``""``).  The key is the child's own ``path`` object,
   so a key costs no string of its own; a walk looks up each prefix of the path it follows.
-  ``expire_ns`` is the absolute expiry in unix ns, 0 for a permanent node.  A node whose last component starts with ``_`` is hidden: listings skip it.
+  ``expire_ns`` is the absolute expiry in unix ns, 0 for a permanent node.  A node whose last
+  component starts with ``_`` is hidden: listings skip it.
 - Nodes hold no parent pointer, so the tree has no reference cycles and ``Node`` opts out of the cyclic
   GC (``no_gc``): a million keys add nothing to GC passes.  The parent is found by walking the path.
 - ``NodeView`` is an immutable snapshot (etcd's ``NodeExtern``) and ``Event`` holds only snapshots, so
