@@ -330,8 +330,12 @@ def test_a_really_full_file_system(small_fs, where):
         assert _http(srv.url, "GET", "/health")[0] == 503
         assert _http(srv.url, "GET", "/v2/keys/k0")[0] == 200
         assert srv.proc.poll() is None
-        reason = "applied state flush" if where == "rocksdb_flush" else "WAL write"
-        assert reason in srv.log(), srv.log()[-2000:]
+        # RocksDB's flush fails either as the snapshot's own or in the background just before it
+        # (readyloop's early flush), and then the next RocksDB write reports it.
+        reasons = (
+            ("applied state flush", "applied state write") if where == "rocksdb_flush" else ("WAL write",)
+        )
+        assert any(reason in srv.log() for reason in reasons), srv.log()[-2000:]
         os.unlink(filler)
         _poll(lambda: _http(srv.url, "GET", "/health")[0] == 200, what="healthy again", log=srv.log)
         for i in range(5000, 5300):

@@ -488,3 +488,28 @@ def test_a_full_disk_reported_by_fdatasync_is_fatal(wal_dir: Path, monkeypatch: 
     with pytest.raises(WALWriteError):
         wal.save(None, ents(2, 1))
     wal.close()
+
+
+def test_zero_fill_flushes_each_chunk_as_it_goes(tmp_path, monkeypatch) -> None:
+    """A segment's zeros reach the disk one chunk at a time (never a whole segment waiting to be
+    written back, which WAL fdatasyncs on the same disk would queue behind), and all of them."""
+    from fastkv.storage import fileutil
+
+    synced_sizes: list[int] = []
+    real_fdatasync = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        real_fdatasync(fd)
+        synced_sizes.append(os.fstat(fd).st_size)
+
+    monkeypatch.setattr(fileutil.os, "fdatasync", fdatasync)
+    chunk = fileutil.ZERO_FILL_CHUNK_BYTES
+    size = 2 * chunk + chunk // 2
+    path = tmp_path / "spare"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fileutil.zero_fill(fd, size)
+    finally:
+        os.close(fd)
+    assert synced_sizes == [chunk, 2 * chunk, size]
+    assert path.read_bytes() == bytes(size)

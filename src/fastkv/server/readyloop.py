@@ -108,6 +108,10 @@ _LEADER_SENDS_WHILE_HELD = frozenset({MSG_APP, MSG_HEARTBEAT, MSG_SNAP, MSG_TIME
 _SENDS_WHILE_HELD = frozenset({MSG_HEARTBEAT_RESP, MSG_READ_INDEX})
 # Apply rounds whose RocksDB batches wait for a writer job to ride on before one is made for them.
 MAX_DEFERRED_BATCHES = 64
+# How many entries before a snapshot is due RocksDB starts writing its memtable out in the
+# background (at most a quarter of --snapshot-count): the snapshot's own flush, which holds up the
+# writer thread and so every WAL save, then has only these entries' changes left to write.
+SNAPSHOT_PREFLUSH_ENTRIES = 5000
 
 
 class _Writer:
@@ -302,6 +306,8 @@ class ReadyLoop:
         self._backend_resync_running = False
         self._snapshot_index = opened.snapshot_index
         self._snapshot_running = False
+        # The snapshot index (_snapshot_index + snapshot count) whose early flush was asked for.
+        self._preflushed_for = 0
         # A snapshot is owed (asked for while one was running): taken when the running one is done.
         self._snapshot_pending = False
         self.transport: Transport | None = None
@@ -1172,6 +1178,11 @@ class ReadyLoop:
         if "snapshot" in self.no_space and not retry:
             return
         if not force and applied - self._snapshot_index < self.cfg.snapshot_count:
+            due = self._snapshot_index + self.cfg.snapshot_count
+            lead = min(SNAPSHOT_PREFLUSH_ENTRIES, self.cfg.snapshot_count // 4)
+            if applied >= due - lead and self._preflushed_for != due:
+                self._preflushed_for = due
+                self._writer.post(self._flush_backend_soon)
             return
         self._snapshot_pending = False
         assert self._loop is not None
@@ -1234,6 +1245,18 @@ class ReadyLoop:
         loop = self._loop
         fut = self._writer.submit(write_snapshot)
         fut.add_done_callback(lambda f: loop.call_soon_threadsafe(done, f))
+
+    def _flush_backend_soon(self) -> None:
+        """On the writer thread, shortly before a snapshot: RocksDB writes its memtable out in the
+        background, while the writer goes on.  The snapshot's flush is still what makes its state
+        durable; this one only leaves it less to write.  A failure here (a full disk, say) shows
+        again at the next write or flush, where it is handled."""
+        if self._backend_stale:
+            return
+        try:
+            self.applier.backend.flush_soon()
+        except Exception as e:  # noqa: BLE001 - see the docstring
+            log.debug("early flush before a snapshot: %s", e)
 
     def _remove_snapshot_files(self, term: int, index: int) -> None:
         """A snapshot that failed before its WAL marker: its checkpoint, file and temporary."""

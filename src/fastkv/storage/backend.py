@@ -275,6 +275,11 @@ class Backend:
         """Make every written round durable (memtables to synced SST files)."""
         self._db.flush(True)
 
+    def flush_soon(self) -> None:
+        """Start writing the memtables out in RocksDB's background and return at once (writes go
+        on meanwhile), so that a ``flush`` soon after has little left to do."""
+        self._db.flush(False)
+
     def checkpoint(self, dir: str) -> None:
         """A consistent copy in ``dir`` (must not exist): hard links to the table files, after a flush.
         ``Backend.open(dir)`` opens it."""

@@ -62,21 +62,29 @@ def preallocate(fd: int, size_bytes: int) -> None:
         os.ftruncate(fd, size_bytes)
 
 
-_ZEROS = bytes(1 << 20)
+# zero_fill's unit: it writes and fdatasyncs this much at a time.
+ZERO_FILL_CHUNK_BYTES = 1 << 20
+_ZEROS = bytes(ZERO_FILL_CHUNK_BYTES)
 
 
 def zero_fill(fd: int, size_bytes: int) -> None:
-    """Writes zeros over [0, size_bytes) and fdatasyncs.
+    """Writes zeros over [0, size_bytes), durably.
 
     Unlike preallocate(), the blocks end up written, not merely reserved: overwriting a
     reserved ("unwritten") extent makes every later fdatasync commit a metadata change
     too, which on ext4 costs about as much again as the data itself.
+
+    Each chunk is fdatasynced as it is written, so the disk never holds more than one chunk
+    of it unflushed: a 64 MiB segment written back in one piece keeps the device busy for
+    tens of milliseconds, and every WAL fdatasync on that disk (this member's and the other
+    members' on a shared machine) waits behind it.  Measured on a 3-member cluster at 64
+    connections: PUT p99 25-49 ms with one final fdatasync, 18 ms chunked.
     """
     offset = 0
     while offset < size_bytes:
         chunk = memoryview(_ZEROS)[: min(len(_ZEROS), size_bytes - offset)]
         offset += os.pwrite(fd, chunk, offset)
-    os.fdatasync(fd)
+        os.fdatasync(fd)
 
 
 def write_all(fd: int, chunks: Iterable[bytes | memoryview]) -> None:
